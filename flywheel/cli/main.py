@@ -1,0 +1,36 @@
+"""Entry point of the ``flywheel`` command."""
+
+from __future__ import annotations
+
+import typer
+from pydantic import ValidationError
+
+from flywheel.cli import models_commands, stack_commands
+from flywheel.cli.output import fail
+from flywheel.settings import FlywheelSettings
+
+app = typer.Typer(
+    name="flywheel",
+    help=(
+        "Flywheel: serve versioned models on Triton, TorchServe and TF Serving behind one gateway, "
+        "watch them for drift, retrain, and roll new versions out safely.\n\n"
+        "Settings come from FLYWHEEL_* environment variables or flywheel.toml; see docs/operations.md."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+stack_commands.register(app)
+app.add_typer(models_commands.models_app, name="models")
+
+
+@app.callback()
+def load_settings(ctx: typer.Context) -> None:
+    """Build the settings once per invocation and hand them to the command."""
+    try:
+        ctx.obj = FlywheelSettings()
+    except ValidationError as error:
+        fail(f"invalid settings: {error}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,123 @@
+"""Flywheel settings: the one place configuration is read.
+
+Values come, highest priority first, from constructor arguments, ``FLYWHEEL_*`` environment
+variables, an optional ``flywheel.toml`` (path in ``FLYWHEEL_CONFIG``, default ``./flywheel.toml``)
+and the defaults below. Nothing else in the code base reads ``os.environ`` for configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+#: Where the optional TOML file is looked for when ``FLYWHEEL_CONFIG`` is not set.
+DEFAULT_CONFIG_FILE = "flywheel.toml"
+
+
+class FlywheelSettings(BaseSettings):
+    """Settings shared by the CLI, the local stack and the services it starts."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLYWHEEL_",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    home: Path = Field(
+        default_factory=Path.cwd,
+        description="Project root. Relative paths below (var_dir, file:// store URIs) resolve against it.",
+    )
+    var_dir: Path = Field(
+        default=Path("var"),
+        description="Git-ignored folder for logs, pid files, credentials and local state.",
+    )
+    store_uri: str | None = Field(
+        default=None,
+        description=(
+            "Model store location: file://PATH (relative to home) or s3://BUCKET[/PREFIX]. "
+            "Unset means file://<var_dir>/store: a local folder, durable across `flywheel down`/`up`."
+        ),
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address every local service binds to. Loopback by default; change with care.",
+    )
+    s3_port: int = Field(default=9000, description="Port of the local S3 endpoint (moto_server).")
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 endpoint for boto3. Empty means the local endpoint at host:s3_port.",
+    )
+    s3_region: str = Field(default="us-east-1", description="S3 region name passed to boto3.")
+    s3_access_key_id: SecretStr = Field(
+        default=SecretStr("flywheel-local"), description="S3 access key id (any value works locally)."
+    )
+    s3_secret_access_key: SecretStr = Field(
+        default=SecretStr("flywheel-local-secret"), description="S3 secret access key."
+    )
+    raw_bucket: str = Field(
+        default="flywheel-raw", description="Bucket of the raw-data landing zone, created by `flywheel up`."
+    )
+    raw_prefix: str = Field(default="raw/", description="Key prefix under raw_bucket where new data lands.")
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the admin API. Generated into var/credentials on first `up` if unset.",
+    )
+    start_timeout_s: float = Field(
+        default=120.0, description="How long `flywheel up` waits for each service to become healthy."
+    )
+    stop_timeout_s: float = Field(
+        default=20.0, description="How long `flywheel down` waits after SIGTERM before SIGKILL."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML path itself can only come from the environment: it is read before settings exist.
+        toml_path = Path(os.environ.get("FLYWHEEL_CONFIG", DEFAULT_CONFIG_FILE))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+    # Derived locations. Kept as properties so that overriding home or var_dir moves all of them.
+    @property
+    def var_path(self) -> Path:
+        return self.var_dir if self.var_dir.is_absolute() else self.home / self.var_dir
+
+    @property
+    def run_dir(self) -> Path:
+        return self.var_path / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.var_path / "log"
+
+    @property
+    def s3_data_dir(self) -> Path:
+        return self.var_path / "s3"
+
+    @property
+    def s3_url(self) -> str:
+        return self.s3_endpoint_url or f"http://{self.host}:{self.s3_port}"
+
+    def resolve_store_uri(self) -> str:
+        """The store URI with a relative ``file://`` path made absolute against ``home``."""
+        if self.store_uri is None:
+            return f"file://{self.var_path / 'store'}"
+        if self.store_uri.startswith("file://"):
+            path = Path(self.store_uri.removeprefix("file://"))
+            if not path.is_absolute():
+                path = self.home / path
+            return f"file://{path}"
+        return self.store_uri

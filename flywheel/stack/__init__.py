@@ -1,0 +1,1 @@
+"""The local stack: process supervision and the services `flywheel up` starts."""

@@ -1,0 +1,51 @@
+"""The services of the local stack (the embedded default), in start order.
+
+Each later capability adds its server here: model servers, the gateway, Prometheus,
+Alertmanager and Airflow. ``flywheel up`` starts exactly this list.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from flywheel.settings import FlywheelSettings
+from flywheel.stack.process import ServiceSpec, http_probe
+
+
+def s3_service(settings: FlywheelSettings) -> ServiceSpec:
+    """moto's S3 server on loopback, durable under ``var/s3`` (see flywheel.stack.s3_server)."""
+
+    def create_buckets() -> None:
+        from flywheel.stack.buckets import ensure_bucket
+
+        ensure_bucket(settings, settings.raw_bucket)
+        store_uri = settings.resolve_store_uri()
+        if store_uri.startswith("s3://"):
+            ensure_bucket(settings, store_uri.removeprefix("s3://").partition("/")[0])
+
+    url = f"http://{settings.host}:{settings.s3_port}"
+    return ServiceSpec(
+        name="s3",
+        argv=[
+            sys.executable,
+            "-m",
+            "flywheel.stack.s3_server",
+            "--host",
+            settings.host,
+            "--port",
+            str(settings.s3_port),
+            "--data-dir",
+            str(settings.s3_data_dir),
+            "--region",
+            settings.s3_region,
+        ],
+        probe=http_probe(f"{url}/"),
+        urls={"s3": url},
+        cwd=settings.home,
+        after_start=create_buckets,
+    )
+
+
+def build_services(settings: FlywheelSettings) -> list[ServiceSpec]:
+    """Every service ``flywheel up`` manages, in the order they start."""
+    return [s3_service(settings)]

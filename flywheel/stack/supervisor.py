@@ -1,0 +1,152 @@
+"""The local stack supervisor behind ``flywheel up | down | status``.
+
+``up`` starts each service in order, waits for its health probe with a deadline, and runs its
+after-start hook. A service that exits or stays unhealthy is reported with the tail of its log;
+everything this ``up`` started is then stopped again and the call fails. Services already running
+(from an earlier ``up``) are left alone, so ``up`` is idempotent. ``down`` stops, in reverse
+order, every service that has a record under ``var/run``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from flywheel.stack.process import (
+    ProcessRecord,
+    ServiceSpec,
+    is_running,
+    start_process,
+    stop_process,
+    tail,
+)
+
+
+class ServiceStartError(RuntimeError):
+    """A service that did not become healthy; the message carries its log tail."""
+
+    def __init__(self, name: str, reason: str, log_tail: str) -> None:
+        self.name, self.reason, self.log_tail = name, reason, log_tail
+        super().__init__(f"{name} failed to start: {reason}\n--- last lines of its log ---\n{log_tail}")
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    state: str  # running | unhealthy | stopped | dead
+    pid: int | None
+    urls: dict[str, str]
+    detail: str | None
+    log: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+#: Called with (service name, event) as services start or stop, for progress display.
+StackEvent = Callable[[str, str], None]
+
+
+class StackSupervisor:
+    """Starts, inspects and stops an ordered list of services."""
+
+    def __init__(
+        self,
+        services: Sequence[ServiceSpec],
+        run_dir: Path,
+        log_dir: Path,
+        start_timeout_s: float = 120.0,
+        stop_timeout_s: float = 20.0,
+    ) -> None:
+        self.services = list(services)
+        self.run_dir = run_dir
+        self.log_dir = log_dir
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+
+    def _record(self, name: str) -> ProcessRecord | None:
+        path = self.run_dir / f"{name}.json"
+        return ProcessRecord.from_file(path) if path.exists() else None
+
+    def _wait_healthy(self, spec: ServiceSpec, record: ProcessRecord) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        reason = "no answer yet"
+        while time.monotonic() < deadline:
+            if not is_running(record):
+                raise ServiceStartError(spec.name, "the process exited", tail(Path(record.log)))
+            probe_result = spec.probe()
+            if probe_result is None:
+                return
+            reason = probe_result
+            time.sleep(0.2)
+        raise ServiceStartError(
+            spec.name, f"not healthy after {self.start_timeout_s:.0f} s ({reason})", tail(Path(record.log))
+        )
+
+    def up(self, on_event: StackEvent | None = None) -> list[ServiceStatus]:
+        notify = on_event or (lambda name, event: None)
+        started: list[ProcessRecord] = []
+        try:
+            for spec in self.services:
+                existing = self._record(spec.name)
+                if existing and is_running(existing) and spec.probe() is None:
+                    notify(spec.name, "already running")
+                    continue
+                if existing:
+                    # A stale record, or a process that is alive but unhealthy: stop it, start afresh.
+                    stop_process(existing, self.stop_timeout_s)
+                    (self.run_dir / f"{spec.name}.json").unlink(missing_ok=True)
+                notify(spec.name, "starting")
+                if spec.prepare:
+                    spec.prepare()
+                record = start_process(spec, self.run_dir, self.log_dir)
+                started.append(record)
+                self._wait_healthy(spec, record)
+                if spec.after_start:
+                    spec.after_start()
+                notify(spec.name, "healthy")
+        except BaseException:
+            for record in reversed(started):
+                stop_process(record, self.stop_timeout_s)
+                (self.run_dir / f"{record.name}.json").unlink(missing_ok=True)
+            raise
+        return self.status()
+
+    def down(self, on_event: StackEvent | None = None) -> list[str]:
+        """Stop every recorded service, newest first; returns the names that were running."""
+        notify = on_event or (lambda name, event: None)
+        names = [spec.name for spec in self.services]
+        # Records of services no longer in the spec list are stopped too: nothing is left behind.
+        if self.run_dir.exists():
+            names += sorted(path.stem for path in self.run_dir.glob("*.json") if path.stem not in names)
+        stopped: list[str] = []
+        for name in reversed(names):
+            record = self._record(name)
+            if record is None:
+                continue
+            if is_running(record):
+                notify(name, "stopping")
+                killed = stop_process(record, self.stop_timeout_s)
+                notify(name, "killed" if killed else "stopped")
+                stopped.append(name)
+            (self.run_dir / f"{name}.json").unlink(missing_ok=True)
+        return stopped
+
+    def status(self) -> list[ServiceStatus]:
+        statuses = []
+        for spec in self.services:
+            record = self._record(spec.name)
+            if record is None:
+                statuses.append(ServiceStatus(spec.name, "stopped", None, spec.urls, None, None))
+                continue
+            if not is_running(record):
+                statuses.append(
+                    ServiceStatus(spec.name, "dead", record.pid, spec.urls, "process exited", record.log)
+                )
+                continue
+            problem = spec.probe()
+            state = "running" if problem is None else "unhealthy"
+            statuses.append(ServiceStatus(spec.name, state, record.pid, spec.urls, problem, record.log))
+        return statuses

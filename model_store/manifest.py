@@ -1,0 +1,93 @@
+"""The version manifest: the record whose existence *is* the version.
+
+Written last, with a create-if-absent put, after every artifact it lists is stored. Its schema is
+the contract every loader and the gateway read; fields only ever get added.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_SCHEMA_VERSION = 1
+
+
+class ServingBackend(StrEnum):
+    """The model servers an artifact set can be packaged for."""
+
+    TRITON = "triton"
+    TORCHSERVE = "torchserve"
+    TFSERVING = "tfserving"
+
+
+class TensorSpec(BaseModel):
+    """One named input or output tensor. ``-1`` in a shape is a variable dimension (the batch)."""
+
+    name: str
+    datatype: str = Field(description="KServe v2 datatype name, for example FP32 or INT64.")
+    shape: list[int]
+
+
+class Signature(BaseModel):
+    """The model's one input/output signature, shared by every backend it is packaged for."""
+
+    inputs: list[TensorSpec] = Field(default_factory=list)
+    outputs: list[TensorSpec] = Field(default_factory=list)
+
+
+class ArtifactRecord(BaseModel):
+    """A stored file, with what a loader must verify before trusting it."""
+
+    path: str = Field(description="Path relative to the version folder.")
+    sha256: str
+    size: int
+
+
+class Lineage(BaseModel):
+    """Where a version came from: enough to reproduce it or to explain it."""
+
+    dataset_snapshot: str | None = None
+    dataset_hash: str | None = None
+    source_objects: list[str] = Field(default_factory=list)
+    git_sha: str | None = None
+    git_dirty: bool | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    packages: dict[str, str] = Field(default_factory=dict)
+
+
+class GateResult(BaseModel):
+    """The evaluation gate's verdict against the champion this version was compared with."""
+
+    passed: bool
+    metric: str | None = None
+    champion_version: int | None = None
+    candidate_value: float | None = None
+    champion_value: float | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class Manifest(BaseModel):
+    """Everything known about one published version."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+    name: str
+    version: int
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    framework: str
+    backends: list[ServingBackend] = Field(default_factory=list)
+    signature: Signature = Field(default_factory=Signature)
+    artifacts: list[ArtifactRecord] = Field(default_factory=list)
+    lineage: Lineage = Field(default_factory=Lineage)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    gate: GateResult | None = None
+
+    def artifact(self, path: str) -> ArtifactRecord:
+        for record in self.artifacts:
+            if record.path == path:
+                return record
+        raise KeyError(f"{self.name}:{self.version} has no artifact {path!r}")
