@@ -61,7 +61,9 @@ def artifacts_from_directory(directory: Path) -> dict[str, Path]:
     if not directory.is_dir():
         raise FileNotFoundError(f"artifact folder {directory} does not exist")
     return {
-        path.relative_to(directory).as_posix(): path for path in sorted(directory.rglob("*")) if path.is_file()
+        path.relative_to(directory).as_posix(): path
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
     }
 
 
@@ -93,7 +95,9 @@ class ModelStore:
         return [name for name in self.storage.list_children(MODELS_PREFIX) if self.list_versions(name)]
 
     def _numbered_children(self, name: str) -> list[int]:
-        return sorted(int(child) for child in self.storage.list_children(self._model_prefix(name)) if child.isdigit())
+        return sorted(
+            int(child) for child in self.storage.list_children(self._model_prefix(name)) if child.isdigit()
+        )
 
     def list_versions(self, name: str) -> list[int]:
         """Published versions, ascending. Reserved or abandoned numbers are not versions."""
@@ -162,7 +166,7 @@ class ModelStore:
             validate_relative_path(relative.replace(VERSION_PLACEHOLDER, "1"))
             if relative in _RESERVED_FILES:
                 raise InvalidNameError(f"artifact path {relative!r} is reserved by the store")
-        missing = [str(path) for path in artifacts.values() if not path.is_file()]
+        missing = [str(path) for path in artifacts.values() if not path.exists() or path.is_dir()]
         if missing:
             raise FileNotFoundError(f"artifacts to publish do not exist: {', '.join(missing)}")
 
@@ -180,7 +184,9 @@ class ModelStore:
             if progress:
                 progress(stored_path, uploaded, total)
 
-        manifest = Manifest(name=name, version=version, framework=framework, artifacts=records, **manifest_fields)
+        manifest = Manifest(
+            name=name, version=version, framework=framework, artifacts=records, **manifest_fields
+        )
         self.storage.put_if_absent(
             self._version_key(name, version, MANIFEST_FILE), manifest.model_dump_json(indent=2).encode()
         )
@@ -234,7 +240,7 @@ class ModelStore:
         alias: str,
         version: int | str | None,
         *,
-        expected: int | None | object = ...,
+        expected: int | object | None = ...,
         actor: str = "cli",
         reason: str = "",
     ) -> dict[str, int]:

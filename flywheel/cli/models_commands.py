@@ -14,7 +14,9 @@ from model_store import ModelStore, ModelStoreError, artifacts_from_directory
 from model_store.lineage import git_state, package_versions
 from model_store.manifest import Lineage, ServingBackend
 
-models_app = typer.Typer(help="List, inspect, publish and fetch model versions; move aliases.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="List, inspect, publish and fetch model versions; move aliases.", no_args_is_help=True
+)
 
 
 def open_store(settings: FlywheelSettings) -> ModelStore:
@@ -79,7 +81,12 @@ def list_models(
             for model in store.list_models():
                 versions = store.list_versions(model)
                 models.append(
-                    {"name": model, "versions": versions, "latest": versions[-1], "aliases": store.aliases(model)}
+                    {
+                        "name": model,
+                        "versions": versions,
+                        "latest": versions[-1],
+                        "aliases": store.aliases(model),
+                    }
                 )
             emit({"store": store.uri, "models": models}, as_json, _render_models)
             return
@@ -140,7 +147,7 @@ def alias(
     settings: FlywheelSettings = ctx.obj
     if (version is None) != remove:
         fail("give a VERSION, or --remove to delete the alias", as_json, exit_code=2)
-    expected: int | None | object = ...
+    expected: int | object | None = ...
     if expect is not None:
         expected = None if expect.lower() == "none" else int(expect)
     try:
@@ -156,9 +163,13 @@ def alias(
 def publish(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Model name."),
-    directory: Path = typer.Argument(..., help="Folder of artifacts; '{version}' in paths becomes the version."),
+    directory: Path = typer.Argument(
+        ..., help="Folder of artifacts; '{version}' in paths becomes the version."
+    ),
     framework: str = typer.Option(..., "--framework", help="pytorch, tensorflow, ..."),
-    backend: list[ServingBackend] = typer.Option([], "--backend", help="Server it is packaged for; repeatable."),
+    backend: list[ServingBackend] = typer.Option(
+        [], "--backend", help="Server it is packaged for; repeatable."
+    ),
     param: list[str] = typer.Option([], "--param", help="Training parameter key=value; repeatable."),
     metric: list[str] = typer.Option([], "--metric", help="Holdout metric key=value; repeatable."),
     as_json: bool = JSON_OPTION,
@@ -171,7 +182,10 @@ def publish(
         fail(f"--metric values must be numbers: {error}", as_json, exit_code=2)
     git_sha, git_dirty = git_state(settings.home)
     lineage = Lineage(
-        git_sha=git_sha, git_dirty=git_dirty, params=_parse_pairs(param, "--param"), packages=package_versions()
+        git_sha=git_sha,
+        git_dirty=git_dirty,
+        params=_parse_pairs(param, "--param"),
+        packages=package_versions(),
     )
     try:
         artifacts = artifacts_from_directory(directory)

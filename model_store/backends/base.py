@@ -57,7 +57,7 @@ class ObjectStorage(Protocol):
         """Download ``key`` to ``destination`` atomically (no partial file on failure)."""
         ...
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def list_keys(self, prefix: str) -> Iterator[str]:
         """Every key starting with ``prefix``, recursively, in no guaranteed order."""
         ...
 

@@ -133,7 +133,7 @@ class FileStorage:
         finally:
             temporary.unlink(missing_ok=True)
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def list_keys(self, prefix: str) -> Iterator[str]:
         folder_key, _, _ = prefix.rpartition("/")
         folder = self._path(folder_key) if folder_key else self.root
         if not folder.is_dir():

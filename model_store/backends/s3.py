@@ -115,7 +115,7 @@ class S3Storage:
         finally:
             temporary.unlink(missing_ok=True)
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def list_keys(self, prefix: str) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
             for item in page.get("Contents", []):

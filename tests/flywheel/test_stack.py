@@ -1,0 +1,142 @@
+"""`flywheel up | status | down` against real processes, and durability across a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flywheel.settings import FlywheelSettings
+from flywheel.stack.process import ProcessRecord, ServiceSpec, is_running
+from flywheel.stack.supervisor import ServiceStartError, StackSupervisor
+from model_store.backends.s3 import s3_client
+from tests.support import REPO_ROOT, free_port, http_ok
+
+
+def flywheel(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flywheel", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "FLYWHEEL_HOME": str(tmp_path),
+        "FLYWHEEL_S3_PORT": str(free_port()),
+        "FLYWHEEL_CONFIG": str(tmp_path / "absent.toml"),
+    }
+
+
+def json_of(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def test_up_status_down_leaves_nothing_running_and_loses_nothing(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    up = json_of(flywheel(stack_env, "up", "--json"))
+    assert [(s["name"], s["state"]) for s in up["services"]] == [("s3", "running")]
+    pid = up["services"][0]["pid"]
+    record = ProcessRecord.from_file(tmp_path / "var" / "run" / "s3.json")
+    assert record.pid == pid and is_running(record)
+
+    # `up` again is a no-op for a healthy service.
+    again = json_of(flywheel(stack_env, "up", "--json"))
+    assert again["services"][0]["pid"] == pid
+
+    status = json_of(flywheel(stack_env, "status", "--json"))
+    assert status["services"][0]["state"] == "running"
+    assert status["services"][0]["urls"]["s3"].startswith("http://127.0.0.1:")
+
+    # State that must survive a restart: a model version in the store and a raw object in S3.
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    (artifacts / "model.pt").write_bytes(b"weights")
+    published = json_of(
+        flywheel(stack_env, "models", "publish", "demo", str(artifacts), "--framework", "pytorch", "--json")
+    )
+    assert published["version"] == 1
+    settings = FlywheelSettings(home=tmp_path, s3_port=int(stack_env["FLYWHEEL_S3_PORT"]))
+    client = s3_client(settings)
+    put = client.put_object(Bucket=settings.raw_bucket, Key="raw/AAPL.csv", Body=b"Date,Close\n")
+
+    down = json_of(flywheel(stack_env, "down", "--json"))
+    assert down["stopped"] == ["s3"]
+    assert not is_running(record)
+    assert not http_ok(settings.s3_url + "/")
+    assert not list((tmp_path / "var" / "run").glob("*.json"))
+    assert json_of(flywheel(stack_env, "status", "--json"))["services"][0]["state"] == "stopped"
+
+    json_of(flywheel(stack_env, "up", "--json"))
+    try:
+        listed = json_of(flywheel(stack_env, "models", "list", "--json"))
+        assert [(m["name"], m["versions"]) for m in listed["models"]] == [("demo", [1])]
+        head = client.head_object(Bucket=settings.raw_bucket, Key="raw/AAPL.csv")
+        assert head["ETag"] == put["ETag"]
+    finally:
+        json_of(flywheel(stack_env, "down", "--json"))
+
+
+def test_a_service_that_cannot_start_fails_up_with_its_log(stack_env: dict[str, str]) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", int(stack_env["FLYWHEEL_S3_PORT"])))
+        blocker.listen()
+        result = flywheel(stack_env, "up")
+    assert result.returncode == 1
+    assert "s3 failed to start" in result.stderr
+    assert "Address already in use" in result.stderr
+    assert json.loads(flywheel(stack_env, "status", "--json").stdout)["services"][0]["state"] == "stopped"
+
+
+def test_failed_start_stops_what_this_up_started(tmp_path: Path) -> None:
+    port = free_port()
+    server = ServiceSpec(
+        name="web",
+        argv=[sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        probe=lambda: None if http_ok(f"http://127.0.0.1:{port}/") else "down",
+        cwd=tmp_path,
+    )
+    broken = ServiceSpec(
+        name="broken",
+        argv=[sys.executable, "-c", "import sys; print('boom: bad config line 3'); sys.exit(3)"],
+        probe=lambda: "never healthy",
+    )
+    supervisor = StackSupervisor([server, broken], tmp_path / "run", tmp_path / "log", start_timeout_s=30)
+    with pytest.raises(ServiceStartError, match="boom: bad config line 3") as error:
+        supervisor.up()
+    assert error.value.name == "broken"
+    assert not http_ok(f"http://127.0.0.1:{port}/"), "the healthy service this up started is stopped again"
+    assert [s.state for s in supervisor.status()] == ["stopped", "stopped"]
+
+
+def test_down_stops_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
+    stubborn = ServiceSpec(
+        name="stubborn",
+        argv=[
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+            "time.sleep(600)",
+        ],
+        probe=lambda: None,
+    )
+    supervisor = StackSupervisor([stubborn], tmp_path / "run", tmp_path / "log", stop_timeout_s=1)
+    supervisor.up()
+    record = ProcessRecord.from_file(tmp_path / "run" / "stubborn.json")
+    assert is_running(record)
+    assert supervisor.down() == ["stubborn"]
+    assert not is_running(record)

@@ -1,0 +1,56 @@
+"""Helpers shared by tests: free ports, health polling with a deadline, process handling."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from flywheel.stack.process import ProcessRecord, ServiceSpec, is_running, start_process, stop_process, tail
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1) -> None:
+    """Poll ``condition`` until it holds; fail with ``what`` after ``timeout_s``. Never a bare sleep."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).is_success
+    except httpx.HTTPError:
+        return False
+
+
+def start_and_wait(
+    spec: ServiceSpec, workdir: Path, health_url: str, timeout_s: float = 120
+) -> ProcessRecord:
+    """Start a real server process and poll its health URL; on failure show its log."""
+    if spec.prepare:
+        spec.prepare()
+    record = start_process(spec, workdir / "run", workdir / "log")
+    try:
+        wait_until(
+            lambda: http_ok(health_url) or not is_running(record), timeout_s, f"{spec.name} at {health_url}"
+        )
+        if not is_running(record):
+            raise RuntimeError(f"{spec.name} exited during start:\n{tail(Path(record.log), 60)}")
+    except BaseException:
+        stop_process(record, 10)
+        raise
+    return record
