@@ -56,3 +56,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ModelStore:
         return ModelStore.open(f"file://{tmp_path / 'store'}")
     settings: FlywheelSettings = request.getfixturevalue("s3_settings")
     return ModelStore(S3Storage(s3_client(settings), new_bucket(settings), "store"))
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    """One Spark session for the whole test run: starting one costs 14-16 s here."""
+    from training.spark import build_spark_session
+
+    session = build_spark_session(app_name="flywheel-tests")
+    yield session
+    session.stop()
