@@ -66,6 +66,31 @@ class FlywheelSettings(BaseSettings):
         default="flywheel-raw", description="Bucket of the raw-data landing zone, created by `flywheel up`."
     )
     raw_prefix: str = Field(default="raw/", description="Key prefix under raw_bucket where new data lands.")
+    model_name: str = Field(
+        default="stock-forecaster",
+        description="Model the pipeline commands act on when --model is not given.",
+    )
+    dataset_name: str | None = Field(
+        default=None, description="Dataset the pipeline snapshots raw data into; unset means the model name."
+    )
+    spark_master: str = Field(
+        default="local[*]",
+        description="Spark master for preprocessing: local[*], spark://..., yarn or k8s://...",
+    )
+    spark_driver_memory: str = Field(
+        default="4g", description="spark.driver.memory for the preprocessing job."
+    )
+    gate_metric: str = Field(
+        default="rmse", description="Holdout metric the evaluation gate compares (lower is better)."
+    )
+    gate_min_improvement: float = Field(
+        default=0.0,
+        description="Relative gain in gate_metric over the champion (or naive baseline) needed to pass.",
+    )
+    gate_max_regression: float = Field(
+        default=0.05,
+        description="Largest relative regression allowed on the guard metrics (mae, directional_accuracy).",
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         description="Bearer token of the admin API. Generated into var/credentials on first `up` if unset.",

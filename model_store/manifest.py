@@ -49,6 +49,9 @@ class ArtifactRecord(BaseModel):
 class Lineage(BaseModel):
     """Where a version came from: enough to reproduce it or to explain it."""
 
+    run_id: str | None = Field(
+        default=None, description="The pipeline run that produced it (one version per run)."
+    )
     dataset_snapshot: str | None = None
     dataset_hash: str | None = None
     source_objects: list[str] = Field(default_factory=list)

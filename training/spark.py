@@ -13,17 +13,20 @@ if TYPE_CHECKING:
 
 
 def build_spark_session(
-    master: str = "local[*]",
+    master: str | None = "local[*]",
     app_name: str = "flywheel",
     driver_memory: str = "4g",
     shuffle_partitions: int = 8,
 ) -> SparkSession:
-    """A session tuned for a small machine: few shuffle partitions, no UI, loopback driver."""
+    """A session tuned for a small machine: few shuffle partitions, no UI, loopback driver.
+
+    ``master=None`` leaves the master to spark-submit (or PySpark's default, ``local[*]``).
+    """
     from pyspark.sql import SparkSession
 
+    builder = SparkSession.builder if master is None else SparkSession.builder.master(master)
     return (
-        SparkSession.builder.master(master)
-        .appName(app_name)
+        builder.appName(app_name)
         .config("spark.driver.memory", driver_memory)
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.ui.enabled", "false")

@@ -54,7 +54,11 @@ def _render_versions(data: dict[str, Any]) -> None:
     for column in ("version", "created", "framework", "backends", "metrics", "aliases"):
         table.add_column(column)
     for row in data["versions"]:
-        metrics = " ".join(f"{key}={value:.4g}" for key, value in sorted(row["metrics"].items()))
+        # The table shows the headline metrics; `show` and --json carry all of them.
+        headline = {
+            k: v for k, v in row["metrics"].items() if k.endswith(("rmse", "skill")) and "naive" not in k
+        }
+        metrics = " ".join(f"{key}={value:.4g}" for key, value in sorted(headline.items()))
         table.add_row(
             str(row["version"]),
             row["created_at"][:19],

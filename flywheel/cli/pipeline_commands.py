@@ -1,0 +1,222 @@
+"""``flywheel pipeline ...``: the training pipeline's idempotent steps, one command each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from flywheel.cli.models_commands import open_store
+from flywheel.cli.output import JSON_OPTION, console, emit, error_console, fail
+from flywheel.settings import FlywheelSettings
+from model_store import ModelStoreError
+
+pipeline_app = typer.Typer(
+    help=(
+        "Training pipeline steps: ingest -> preprocess -> train -> evaluate -> package -> publish. "
+        "Each is idempotent and keyed by the dataset snapshot, so a retry is safe; `run` does them all."
+    ),
+    no_args_is_help=True,
+)
+
+MODEL_OPTION = typer.Option(None, "--model", help="Model name (default: the model_name setting).")
+RUN_OPTION = typer.Option(
+    None, "--run-id", "--snapshot", help="Snapshot id of the run (default: the latest)."
+)
+FORCE_OPTION = typer.Option(False, "--force", help="Run the step again even if it already completed.")
+
+
+@contextmanager
+def _pipeline(
+    ctx: typer.Context, model: str | None, run_id: str | None, as_json: bool, title: str
+) -> Iterator[Any]:
+    from training.ingest import IngestError
+    from training.package import PackagingError
+    from training.pipeline import GateFailedError, PipelineContext
+    from training.preprocess import PreprocessError
+    from training.run_area import StepNotDoneError
+
+    settings: FlywheelSettings = ctx.obj
+    status = None if as_json else console.status(f"[bold]{title}[/]")
+    progress: Callable[[str], None] = (
+        (lambda message: None)
+        if status is None
+        else (lambda message: status.update(f"[bold]{title}[/]: {message}"))
+    )
+    context = PipelineContext(settings, open_store(settings), model or settings.model_name, run_id, progress)
+    try:
+        if status is not None:
+            status.start()
+        yield context
+    except (
+        ModelStoreError,
+        IngestError,
+        PreprocessError,
+        PackagingError,
+        GateFailedError,
+        StepNotDoneError,
+    ) as error:
+        fail(str(error), as_json)
+    except LookupError as error:
+        fail(str(error).strip("'\""), as_json)
+    except (BotoCoreError, ClientError) as error:
+        fail(f"S3 at {settings.s3_url} failed: {error} (is `flywheel up` running?)", as_json)
+    finally:
+        if status is not None:
+            status.stop()
+
+
+def _show(result: dict[str, Any], as_json: bool, title: str) -> None:
+    emit(
+        result,
+        as_json,
+        lambda data: console.print_json(data=data) if data else console.print(f"{title}: done"),
+    )
+
+
+@pipeline_app.command()
+def ingest(ctx: typer.Context, model: str = MODEL_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Snapshot raw S3 objects no earlier snapshot took (by key and ETag). Exit code 3: nothing new."""
+    from training.pipeline import step_ingest
+
+    with _pipeline(ctx, model, None, as_json, "ingest") as context:
+        result = step_ingest(context)
+    _show(result, as_json, "ingest")
+    if result["skipped"]:
+        if not as_json:
+            error_console.print("nothing new under the raw prefix: skip the run")
+        raise typer.Exit(3)
+
+
+@pipeline_app.command()
+def preprocess(
+    ctx: typer.Context,
+    model: str = MODEL_OPTION,
+    run_id: str = RUN_OPTION,
+    force: bool = FORCE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Spark job: clean (quarantine bad rows), features, target, time split, normalisation, drift profile."""
+    from training.pipeline import step_preprocess
+
+    with _pipeline(ctx, model, run_id, as_json, "preprocess") as context:
+        result = step_preprocess(context, force)
+    _show(result, as_json, "preprocess")
+
+
+@pipeline_app.command()
+def train(
+    ctx: typer.Context,
+    framework: str = typer.Option("all", "--framework", help="pytorch, tensorflow, or all."),
+    model: str = MODEL_OPTION,
+    run_id: str = RUN_OPTION,
+    force: bool = FORCE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Train PyTorch and/or TensorFlow on the same features; test metrics next to the naive baseline."""
+    from training.pipeline import FRAMEWORKS, step_train
+
+    frameworks = FRAMEWORKS if framework == "all" else (framework,)
+    results = {}
+    with _pipeline(ctx, model, run_id, as_json, "train") as context:
+        try:
+            for name in frameworks:
+                results[name] = step_train(context, name, force)
+        except ValueError as error:
+            fail(str(error), as_json, exit_code=2)
+    _show(results, as_json, "train")
+
+
+@pipeline_app.command()
+def evaluate(
+    ctx: typer.Context,
+    model: str = MODEL_OPTION,
+    run_id: str = RUN_OPTION,
+    force: bool = FORCE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Score candidate and champion on the same holdout; apply the gate. Exit code 4 when the gate fails."""
+    from training.pipeline import step_evaluate
+
+    with _pipeline(ctx, model, run_id, as_json, "evaluate") as context:
+        result = step_evaluate(context, force)
+    _show(result, as_json, "evaluate")
+    if not result["gate"]["passed"]:
+        raise typer.Exit(4)
+
+
+@pipeline_app.command()
+def package(
+    ctx: typer.Context,
+    model: str = MODEL_OPTION,
+    run_id: str = RUN_OPTION,
+    force: bool = FORCE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Build the .mar, the Triton model-repository entry and the TF Serving SavedModel."""
+    from training.pipeline import step_package
+
+    with _pipeline(ctx, model, run_id, as_json, "package") as context:
+        result = step_package(context, force)
+    _show(result, as_json, "package")
+
+
+@pipeline_app.command()
+def publish(
+    ctx: typer.Context,
+    model: str = MODEL_OPTION,
+    run_id: str = RUN_OPTION,
+    allow_failed_gate: bool = typer.Option(
+        False, "--allow-failed-gate", help="Publish even if the gate failed."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Publish the packaged version with full lineage; once per run (a retry returns the same version)."""
+    from training.pipeline import step_publish
+
+    with _pipeline(ctx, model, run_id, as_json, "publish") as context:
+        result = step_publish(context, allow_failed_gate)
+    _show(result, as_json, "publish")
+
+
+@pipeline_app.command()
+def run(
+    ctx: typer.Context,
+    model: str = MODEL_OPTION,
+    run_id: str = RUN_OPTION,
+    force: bool = FORCE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """All steps in order. Stops after ingest when nothing is new, and before publishing on a failed gate."""
+    from training.pipeline import run_all
+
+    with _pipeline(ctx, model, run_id, as_json, "pipeline") as context:
+        results = run_all(context, force)
+    emit(results, as_json, _render_run)
+
+
+def _render_run(results: dict[str, Any]) -> None:
+    if results["ingest"].get("skipped") and len(results) == 1:
+        console.print("ingest: nothing new under the raw prefix; run skipped")
+        return
+    for step, result in results.items():
+        console.print(f"[bold]{step}[/]: ", end="")
+        if step.startswith("train-"):
+            metrics = result["metrics"]
+            console.print(
+                f"rmse {metrics['rmse']:.5f} (naive {metrics['rmse_naive']:.5f}), "
+                f"directional accuracy {metrics['directional_accuracy']:.3f}, skill {metrics['skill']:+.3f}"
+            )
+        elif step == "evaluate":
+            console.print("gate " + ("[green]passed[/]" if result["gate"]["passed"] else "[red]failed[/]"))
+            for reason in result["gate"]["reasons"]:
+                console.print(f"    {reason}")
+        elif step == "publish" and "version" in result:
+            console.print(f"version {result['version']}")
+        elif step == "package":
+            console.print(f"{len(result['files'])} files")
+        else:
+            console.print({k: v for k, v in result.items() if k not in {"files", "quarantine_reasons"}})

@@ -1,0 +1,55 @@
+"""From the preprocessed Parquet to model-ready windows: [n, WINDOW, features] -> next-day return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.contract import FEATURE_COLUMNS, TARGET_COLUMN, WINDOW
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class WindowedSplit:
+    features: np.ndarray  # float32 [n, WINDOW, len(FEATURE_COLUMNS)]
+    target: np.ndarray  # float32 [n]
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+def load_features(parquet_dir: Path) -> pd.DataFrame:
+    frame = pd.read_parquet(parquet_dir)
+    return frame.sort_values(["symbol", "date"]).reset_index(drop=True)
+
+
+def make_windows(frame: pd.DataFrame) -> dict[str, WindowedSplit]:
+    """Windows never cross symbols; a window belongs to the split of its last (prediction) day."""
+    pieces: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {split: ([], []) for split in SPLITS}
+    for _, rows in frame.groupby("symbol", sort=True):
+        if len(rows) < WINDOW:
+            continue
+        values = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32)
+        windows = np.lib.stride_tricks.sliding_window_view(values, WINDOW, axis=0).transpose(0, 2, 1)
+        targets = rows[TARGET_COLUMN].to_numpy(dtype=np.float32)[WINDOW - 1 :]
+        splits = rows["split"].to_numpy()[WINDOW - 1 :]
+        for split in SPLITS:
+            mask = splits == split
+            pieces[split][0].append(windows[mask])
+            pieces[split][1].append(targets[mask])
+    result = {}
+    for split, (features, targets) in pieces.items():
+        if not features or sum(len(t) for t in targets) == 0:
+            raise ValueError(f"the {split} split has no complete {WINDOW}-day window")
+        result[split] = WindowedSplit(np.concatenate(features), np.concatenate(targets))
+    return result
+
+
+def normalisation_arrays(normalisation: dict[str, dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+    mean = np.array([normalisation[c]["mean"] for c in FEATURE_COLUMNS], dtype=np.float32)
+    std = np.array([normalisation[c]["std"] for c in FEATURE_COLUMNS], dtype=np.float32)
+    return mean, std

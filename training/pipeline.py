@@ -1,0 +1,305 @@
+"""The batch half of the loop as idempotent steps over store URIs.
+
+    ingest -> preprocess -> train (pytorch, tensorflow) -> evaluate -> package -> publish
+
+A run is keyed by its dataset snapshot (run id = snapshot id), and every step reads its inputs
+from, and writes its outputs to, the run area in the store (``training/run_area.py``). A step
+that already completed returns its recorded result; ``force`` runs it again. Each function
+here is what one ``flywheel pipeline ...`` command and one Airflow task call.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flywheel.settings import FlywheelSettings
+from model_store import ModelStore
+from model_store.datasets import DatasetStore
+from model_store.lineage import git_state, package_versions
+from model_store.manifest import GateResult, Lineage, ServingBackend
+from model_store.store import artifacts_from_directory
+from training.contract import model_signature
+from training.gate import GatePolicy, gate
+from training.run_area import RunArea
+
+FRAMEWORKS = ("pytorch", "tensorflow")
+#: Called with a short description of what a step is doing, for progress display.
+Progress = Callable[[str], None]
+
+
+class GateFailedError(RuntimeError):
+    """Publishing was refused because the candidate did not pass the evaluation gate."""
+
+
+@dataclass
+class PipelineContext:
+    settings: FlywheelSettings
+    store: ModelStore
+    model: str
+    run_id: str | None = None
+    progress: Progress = lambda message: None
+
+    @property
+    def dataset(self) -> str:
+        return self.settings.dataset_name or self.model
+
+    def resolve_run(self) -> RunArea:
+        """The run area of ``run_id``, or of the dataset's latest snapshot."""
+        run_id = self.run_id or DatasetStore(self.store.storage).latest(self.dataset).snapshot_id
+        self.run_id = run_id
+        return RunArea(self.store.storage, self.model, run_id)
+
+
+def _scratch() -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="flywheel-step-")
+
+
+def step_ingest(context: PipelineContext) -> dict[str, Any]:
+    from model_store.backends.s3 import s3_client
+    from training.ingest import ingest
+
+    settings = context.settings
+    context.progress(f"listing s3://{settings.raw_bucket}/{settings.raw_prefix}")
+    result = ingest(
+        s3_client(settings), settings.raw_bucket, settings.raw_prefix, context.store.storage, context.dataset
+    )
+    if result.snapshot is None:
+        return {"skipped": True, "reason": "no new raw objects", "already_seen": result.already_seen}
+    context.run_id = result.snapshot.snapshot_id
+    return {
+        "skipped": False,
+        "snapshot_id": result.snapshot.snapshot_id,
+        "new_objects": result.new_objects,
+        "content_hash": result.snapshot.content_hash,
+    }
+
+
+def step_preprocess(context: PipelineContext, force: bool = False) -> dict[str, Any]:
+    from training.preprocess import run_preprocess
+    from training.spark import build_spark_session
+
+    run = context.resolve_run()
+    if not force and (done := run.result("preprocess")):
+        return done
+    snapshot = DatasetStore(context.store.storage).get(context.dataset, run.run_id)
+    snapshot_prefix = DatasetStore.snapshot_prefix(context.dataset, snapshot.snapshot_id)
+    with _scratch() as scratch:
+        raw_dir, output_dir = Path(scratch) / "raw", Path(scratch) / "out"
+        context.progress(f"staging {len(snapshot.objects)} objects of {snapshot.snapshot_id}")
+        for item in snapshot.objects:
+            context.store.storage.get_file(snapshot_prefix + item.stored_as, raw_dir / item.stored_as)
+        context.progress(f"Spark preprocessing on {context.settings.spark_master}")
+        spark = build_spark_session(
+            master=context.settings.spark_master,
+            app_name=f"flywheel-preprocess-{context.model}",
+            driver_memory=context.settings.spark_driver_memory,
+        )
+        report = run_preprocess(spark, raw_dir, output_dir)
+        return run.upload("preprocess", output_dir, {"snapshot_id": snapshot.snapshot_id, **report.as_dict()})
+
+
+def _load_windows(run: RunArea, scratch: Path) -> tuple[Any, np.ndarray, np.ndarray]:
+    from training.dataset import load_features, make_windows, normalisation_arrays
+
+    preprocess_dir = run.download("preprocess", scratch / "preprocess")
+    splits = make_windows(load_features(preprocess_dir / "features"))
+    mean, std = normalisation_arrays(json.loads((preprocess_dir / "normalization.json").read_text()))
+    return splits, mean, std
+
+
+def step_train(context: PipelineContext, framework: str, force: bool = False) -> dict[str, Any]:
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"unknown framework {framework!r}; choose from {', '.join(FRAMEWORKS)}")
+    run = context.resolve_run()
+    step = f"train-{framework}"
+    if not force and (done := run.result(step)):
+        return done
+    with _scratch() as scratch:
+        splits, mean, std = _load_windows(run, Path(scratch))
+        output = Path(scratch) / "out"
+        context.progress(f"training {framework} on {len(splits['train'])} windows")
+        if framework == "pytorch":
+            from training.metrics import distribution_profile
+            from training.trainers.torch_trainer import (
+                TorchParams,
+                export_numpy_weights,
+                export_torchscript,
+                predict,
+                train_torch,
+            )
+
+            torch_params = TorchParams()
+            model, report = train_torch(splits, mean, std, torch_params)
+            export_torchscript(model, output / "model.pt")
+            export_numpy_weights(model, output / "weights.npz")
+            validation_predictions = predict(model, splits["validation"].features)
+            (output / "prediction_profile.json").write_text(
+                json.dumps(distribution_profile(validation_predictions))
+            )
+            params: dict[str, Any] = {k: v for k, v in torch_params.__dict__.items() if k != "extra"}
+        else:
+            from training.trainers.tf_trainer import TensorFlowParams, export_savedmodel, train_tensorflow
+
+            tf_params = TensorFlowParams()
+            keras_model, report = train_tensorflow(splits, mean, std, tf_params)
+            export_savedmodel(keras_model, output / "savedmodel")
+            params = dict(tf_params.__dict__)
+        return run.upload(step, output, {"framework": framework, "metrics": report, "params": params})
+
+
+def _score_frameworks(
+    torchscript: Path, savedmodel: Path, features: np.ndarray, target: np.ndarray
+) -> dict[str, Any]:
+    import torch
+
+    from training.metrics import holdout_report
+    from training.trainers.tf_trainer import load_serving_signature, predict_savedmodel
+
+    scripted = torch.jit.load(str(torchscript)).eval()
+    with torch.no_grad():
+        torch_prediction = scripted(torch.as_tensor(features)).numpy().reshape(-1)
+    tf_prediction = predict_savedmodel(load_serving_signature(savedmodel), features)
+    return {
+        "pytorch": holdout_report(target, torch_prediction),
+        "tensorflow": holdout_report(target, tf_prediction),
+    }
+
+
+def step_evaluate(context: PipelineContext, force: bool = False) -> dict[str, Any]:
+    run = context.resolve_run()
+    if not force and (done := run.result("evaluate")):
+        return done
+    settings = context.settings
+    policy = GatePolicy(settings.gate_metric, settings.gate_min_improvement, settings.gate_max_regression)
+    with _scratch() as scratch_name:
+        scratch = Path(scratch_name)
+        splits, _, _ = _load_windows(run, scratch)
+        test = splits["test"]
+        torch_dir = run.download("train-pytorch", scratch / "pytorch")
+        tf_dir = run.download("train-tensorflow", scratch / "tensorflow")
+        context.progress("scoring the candidate on the holdout")
+        candidate = _score_frameworks(
+            torch_dir / "model.pt", tf_dir / "savedmodel", test.features, test.target
+        )
+        champion_version = context.store.aliases(context.model).get("champion")
+        champion = None
+        if champion_version is not None:
+            context.progress(f"scoring champion v{champion_version} on the same holdout")
+            champion_dir = scratch / "champion"
+            manifest = context.store.fetch(
+                context.model, champion_version, champion_dir, prefix="torchscript/"
+            )
+            context.store.fetch(context.model, champion_version, champion_dir, prefix="savedmodel/")
+            champion = _score_frameworks(
+                champion_dir / "torchscript" / "model.pt",
+                champion_dir / "savedmodel" / str(manifest.version),
+                test.features,
+                test.target,
+            )
+        result = gate(candidate, champion, champion_version, policy)
+        output = scratch / "out"
+        output.mkdir()
+        (output / "evaluation.json").write_text(result.model_dump_json(indent=2))
+        return run.upload(
+            "evaluate",
+            output,
+            {"gate": result.model_dump(mode="json"), "candidate": candidate, "champion": champion},
+        )
+
+
+def step_package(context: PipelineContext, force: bool = False) -> dict[str, Any]:
+    from training.package import package_model
+
+    run = context.resolve_run()
+    if not force and (done := run.result("package")):
+        return done
+    with _scratch() as scratch_name:
+        scratch = Path(scratch_name)
+        preprocess_dir = run.download("preprocess", scratch / "preprocess")
+        torch_dir = run.download("train-pytorch", scratch / "pytorch")
+        tf_dir = run.download("train-tensorflow", scratch / "tensorflow")
+        context.progress("building the .mar, the Triton entry and the SavedModel")
+        output = package_model(context.model, torch_dir, tf_dir, preprocess_dir, scratch / "package")
+        files = sorted(path.relative_to(output).as_posix() for path in output.rglob("*") if path.is_file())
+        return run.upload("package", output, {"files": files})
+
+
+def _published_version_of_run(store: ModelStore, model: str, run_id: str) -> int | None:
+    for version in reversed(store.list_versions(model)):
+        if store.get_manifest(model, version).lineage.run_id == run_id:
+            return version
+    return None
+
+
+def step_publish(context: PipelineContext, allow_failed_gate: bool = False) -> dict[str, Any]:
+    """Publish the packaged artifacts once per run; bootstrap the champion alias for a first model."""
+    run = context.resolve_run()
+    existing = _published_version_of_run(context.store, context.model, run.run_id)
+    if existing is not None:
+        return {"version": existing, "already_published": True}
+    evaluation = run.result("evaluate")
+    if evaluation is None:
+        raise GateFailedError("the candidate has not been evaluated; run `flywheel pipeline evaluate` first")
+    gate_result = GateResult.model_validate(evaluation["gate"])
+    if not gate_result.passed and not allow_failed_gate:
+        raise GateFailedError("the evaluation gate failed: " + "; ".join(gate_result.reasons))
+    snapshot = DatasetStore(context.store.storage).get(context.dataset, run.run_id)
+    train_results = {framework: run.result(f"train-{framework}") or {} for framework in FRAMEWORKS}
+    git_sha, git_dirty = git_state(context.settings.home)
+    lineage = Lineage(
+        run_id=run.run_id,
+        dataset_snapshot=snapshot.snapshot_id,
+        dataset_hash=snapshot.content_hash,
+        source_objects=[f"s3://{item.bucket}/{item.key}#{item.etag}" for item in snapshot.objects],
+        git_sha=git_sha,
+        git_dirty=git_dirty,
+        params={framework: result.get("params", {}) for framework, result in train_results.items()},
+        packages=package_versions(),
+    )
+    metrics = {
+        f"{framework}_{name}": value
+        for framework, report in evaluation["candidate"].items()
+        for name, value in report.items()
+    }
+    with _scratch() as scratch_name:
+        package_dir = run.download("package", Path(scratch_name) / "package")
+        context.progress("publishing artifacts, manifest last")
+        manifest = context.store.publish(
+            context.model,
+            artifacts_from_directory(package_dir),
+            framework="pytorch+tensorflow",
+            backends=[ServingBackend.TORCHSERVE, ServingBackend.TRITON, ServingBackend.TFSERVING],
+            signature=model_signature(),
+            lineage=lineage,
+            metrics=metrics,
+            gate=gate_result,
+        )
+    if "champion" not in context.store.aliases(context.model):
+        context.store.set_alias(
+            context.model, "champion", manifest.version, expected=None, actor="pipeline", reason="first model"
+        )
+    return {"version": manifest.version, "already_published": False, "gate_passed": gate_result.passed}
+
+
+def run_all(context: PipelineContext, force: bool = False) -> dict[str, Any]:
+    """Every step in order; stops after ingest when nothing is new, and before publish on a failed gate."""
+    results: dict[str, Any] = {"ingest": step_ingest(context)}
+    if results["ingest"]["skipped"] and context.run_id is None:
+        return results
+    results["preprocess"] = step_preprocess(context, force)
+    for framework in FRAMEWORKS:
+        results[f"train-{framework}"] = step_train(context, framework, force)
+    results["evaluate"] = step_evaluate(context, force)
+    if not results["evaluate"]["gate"]["passed"]:
+        results["publish"] = {"skipped": True, "reason": "; ".join(results["evaluate"]["gate"]["reasons"])}
+        return results
+    results["package"] = step_package(context, force)
+    results["publish"] = step_publish(context)
+    return results
