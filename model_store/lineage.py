@@ -21,8 +21,12 @@ DEFAULT_TRACKED_PACKAGES = (
 
 
 def git_state(repository: Path | None = None) -> tuple[str | None, bool | None]:
-    """The HEAD commit and whether the work tree has uncommitted changes; (None, None) outside git."""
-    cwd = repository or Path.cwd()
+    """The HEAD commit and whether the work tree has uncommitted changes; (None, None) outside git.
+
+    By default this is the checkout Flywheel's own code runs from: lineage names the code that
+    trained a model, wherever the caller's working folder is.
+    """
+    cwd = repository or Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10

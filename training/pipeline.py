@@ -150,6 +150,7 @@ def step_train(context: PipelineContext, framework: str, force: bool = False) ->
             tf_params = TensorFlowParams()
             keras_model, report = train_tensorflow(splits, mean, std, tf_params)
             export_savedmodel(keras_model, output / "savedmodel")
+            keras_model.save(output / "model.keras")  # the in-process form, for parity checks
             params = dict(tf_params.__dict__)
         return run.upload(step, output, {"framework": framework, "metrics": report, "params": params})
 
@@ -252,7 +253,7 @@ def step_publish(context: PipelineContext, allow_failed_gate: bool = False) -> d
         raise GateFailedError("the evaluation gate failed: " + "; ".join(gate_result.reasons))
     snapshot = DatasetStore(context.store.storage).get(context.dataset, run.run_id)
     train_results = {framework: run.result(f"train-{framework}") or {} for framework in FRAMEWORKS}
-    git_sha, git_dirty = git_state(context.settings.home)
+    git_sha, git_dirty = git_state()
     lineage = Lineage(
         run_id=run.run_id,
         dataset_snapshot=snapshot.snapshot_id,

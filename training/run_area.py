@@ -39,10 +39,10 @@ class RunArea:
             if path.name.endswith(".crc") or path.name == "_SUCCESS":
                 continue  # Hadoop's checksum and success files: noise outside Spark
             self.storage.put_file(f"{self.prefix}{step}/{path.relative_to(local_dir).as_posix()}", path)
-        self.storage.put(
-            f"{self.prefix}{step}/{DONE_MARKER}", json.dumps(result, indent=2, default=str).encode()
-        )
-        return result
+        recorded = json.dumps(result, indent=2, default=str)
+        self.storage.put(f"{self.prefix}{step}/{DONE_MARKER}", recorded.encode())
+        # Return what a later call will read back, so a first run and a skipped re-run agree.
+        return dict(json.loads(recorded))
 
     def download(self, step: str, destination: Path) -> Path:
         if self.result(step) is None:

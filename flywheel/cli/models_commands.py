@@ -184,7 +184,7 @@ def publish(
         metrics = {key: float(value) for key, value in _parse_pairs(metric, "--metric").items()}
     except ValueError as error:
         fail(f"--metric values must be numbers: {error}", as_json, exit_code=2)
-    git_sha, git_dirty = git_state(settings.home)
+    git_sha, git_dirty = git_state()
     lineage = Lineage(
         git_sha=git_sha,
         git_dirty=git_dirty,

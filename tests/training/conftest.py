@@ -1,0 +1,72 @@
+"""One real pipeline run per test session (S3 endpoint, Spark, both trainers), shared by the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flywheel.settings import FlywheelSettings
+from model_store import ModelStore
+from model_store.backends.s3 import s3_client
+from tests.conftest import new_bucket
+from training.pipeline import PipelineContext, run_all
+from training.synthetic import generate
+
+MODEL = "forecaster"
+
+
+def upload_batch(settings: FlywheelSettings, batch: str, drift: bool, start: date, days: int = 600) -> None:
+    client = s3_client(settings)
+    for symbol, frame in generate(4, start, days, drift, seed=11).items():
+        client.put_object(
+            Bucket=settings.raw_bucket,
+            Key=f"{settings.raw_prefix}{batch}/{symbol}.csv",
+            Body=frame.to_csv(index=False).encode(),
+        )
+
+
+@dataclass
+class PipelineRun:
+    settings: FlywheelSettings
+    store: ModelStore
+    base: dict[str, Any]
+    drifted: dict[str, Any] | None = None
+
+    def context(self, run_id: str | None = None) -> PipelineContext:
+        return PipelineContext(self.settings, self.store, MODEL, run_id)
+
+
+def pipeline_settings(s3_settings: FlywheelSettings, home: Path) -> FlywheelSettings:
+    return s3_settings.model_copy(
+        update={
+            "home": home,
+            "var_dir": home / "var",
+            "raw_bucket": new_bucket(s3_settings),
+            "model_name": MODEL,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(
+    s3_settings: FlywheelSettings, spark: Any, tmp_path_factory: pytest.TempPathFactory
+) -> PipelineRun:
+    """Base data -> a full run publishing v1 (the champion)."""
+    settings = pipeline_settings(s3_settings, tmp_path_factory.mktemp("pipeline"))
+    store = ModelStore.open(settings.resolve_store_uri(), settings)
+    upload_batch(settings, "base", drift=False, start=date(2021, 1, 4))
+    run = PipelineRun(settings, store, base={})
+    run.base = run_all(run.context())
+    return run
+
+
+@pytest.fixture(scope="session")
+def drifted_run(pipeline_run: PipelineRun) -> PipelineRun:
+    """Drifted data lands after v1: the next run evaluates v1 on it and retrains."""
+    upload_batch(pipeline_run.settings, "drift", drift=True, start=date(2023, 1, 2))
+    pipeline_run.drifted = run_all(pipeline_run.context())
+    return pipeline_run
