@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.contract import FEATURE_COLUMNS, REQUIRED_CSV_COLUMNS, TARGET_COLUMN, WINDOW
+from training.contract import FEATURE_COLUMNS, TARGET_COLUMN, WINDOW
 from training.ingest import check_csv_header
 
 TRAIN_FRACTION = 0.70
 VALIDATION_FRACTION = 0.15
 PROFILE_BINS = 10
-_CORRUPT = "_corrupt_record"
+_CANONICAL = ("Date", "Open", "High", "Low", "Close", "Adj Close", "Volume")
 
 
 class PreprocessError(ValueError):
@@ -57,30 +57,66 @@ def _csv_files(input_dir: Path) -> list[Path]:
     return files
 
 
+def _read_raw(spark: Any, input_dir: Path) -> Any:
+    """Every CSV line as canonical string columns, with its source file, symbol and field count.
+
+    Files may order their columns differently or omit "Adj Close". Lines are read as text and
+    parsed with ``from_csv`` against their own file's header, so the number of fields on each line
+    is known: a line with too many or too few is malformed, whatever its values.
+    """
+    from pyspark.sql import functions as F
+
+    layouts: dict[tuple[str, ...], list[str]] = {}
+    for path in _csv_files(input_dir):
+        with path.open("r", encoding="utf-8", errors="replace") as handle:
+            header = tuple(column.strip() for column in handle.readline().strip().split(","))
+        layouts.setdefault(header, []).append(str(path))
+    frames = []
+    for header, paths in layouts.items():
+        positional = ", ".join(f"c{index} STRING" for index in range(len(header)))
+        lines = (
+            spark.read.text(paths)
+            .withColumn("source_file", F.input_file_name())
+            .where(F.trim(F.col("value")) != "")
+            .where(F.regexp_replace(F.col("value"), r"\s", "") != ",".join(header).replace(" ", ""))
+        )
+        parsed = lines.select(
+            "source_file",
+            F.col("value").alias("raw_line"),
+            F.size(F.split(F.col("value"), ",", -1)).alias("field_count"),
+            F.lit(len(header)).alias("expected_fields"),
+            F.from_csv(F.col("value"), positional).alias("row"),
+        )
+        position = {name: f"row.c{index}" for index, name in enumerate(header)}
+        frames.append(
+            parsed.select(
+                "source_file",
+                "raw_line",
+                "field_count",
+                "expected_fields",
+                *[
+                    F.col(position[name]).alias(name)
+                    if name in position
+                    else F.lit(None).cast("string").alias(name)
+                    for name in _CANONICAL
+                ],
+            )
+        )
+    raw = frames[0]
+    for frame in frames[1:]:
+        raw = raw.unionByName(frame)
+    return raw.withColumn("symbol", F.regexp_extract(F.col("source_file"), r"([^/]+)\.[cC][sS][vV]$", 1))
+
+
 def parse_and_clean(spark: Any, input_dir: Path) -> tuple[Any, Any]:
     """(clean rows, quarantined rows with a ``reason``) from every CSV below ``input_dir``."""
     from pyspark.sql import functions as F
-    from pyspark.sql.types import StringType, StructField, StructType
 
-    files = _csv_files(input_dir)
-    columns = [*REQUIRED_CSV_COLUMNS[:5], "Adj Close", "Volume"]
-    schema = StructType(
-        [StructField(name, StringType()) for name in columns] + [StructField(_CORRUPT, StringType())]
-    )
-    raw = (
-        spark.read.option("header", True)
-        .option("mode", "PERMISSIVE")
-        .option("columnNameOfCorruptRecord", _CORRUPT)
-        .option("enforceSchema", False)
-        .schema(schema)
-        .csv([str(path) for path in files])
-        .withColumn("source_file", F.input_file_name())
-        .withColumn("symbol", F.regexp_extract(F.col("source_file"), r"([^/]+)\.[cC][sS][vV]$", 1))
-    )
-    typed = raw.select(
+    typed = _read_raw(spark, input_dir).select(
         "symbol",
         "source_file",
-        F.col(_CORRUPT),
+        "raw_line",
+        (F.col("field_count") != F.col("expected_fields")).alias("_wrong_field_count"),
         # try_* variants: under ANSI mode a bad value must become NULL (then quarantine), not an error.
         F.try_to_date(F.trim(F.col("Date")), "yyyy-MM-dd").alias("date"),
         *[
@@ -90,7 +126,7 @@ def parse_and_clean(spark: Any, input_dir: Path) -> tuple[Any, Any]:
         F.trim(F.col("Volume")).try_cast("double").alias("volume"),
     )
     reason = (
-        F.when(F.col(_CORRUPT).isNotNull(), F.lit("malformed row"))
+        F.when(F.col("_wrong_field_count"), F.lit("malformed row"))
         .when(F.col("date").isNull(), F.lit("unparsable date"))
         .when(
             F.col("open").isNull() | F.col("high").isNull() | F.col("low").isNull() | F.col("close").isNull(),
@@ -104,7 +140,9 @@ def parse_and_clean(spark: Any, input_dir: Path) -> tuple[Any, Any]:
     checked = typed.withColumn("reason", reason).cache()
     quarantined = checked.where(F.col("reason").isNotNull())
     clean = (
-        checked.where(F.col("reason").isNull()).drop("reason", _CORRUPT).dropDuplicates(["symbol", "date"])
+        checked.where(F.col("reason").isNull())
+        .drop("reason", "raw_line", "_wrong_field_count")
+        .dropDuplicates(["symbol", "date"])
     )
     return clean, quarantined
 
@@ -217,7 +255,7 @@ def run_preprocess(spark: Any, input_dir: Path, output_dir: Path) -> PreprocessR
         raise PreprocessError(
             f"every row was quarantined ({rows_quarantined} rows): {detail or 'no rows at all'}"
         )
-    quarantined.select("source_file", "reason", _CORRUPT, "symbol", "date").coalesce(1).write.mode(
+    quarantined.select("source_file", "reason", "raw_line", "symbol", "date").coalesce(1).write.mode(
         "overwrite"
     ).parquet(str(output_dir / "quarantine"))
 
