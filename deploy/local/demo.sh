@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # `make demo`: the platform's main job on the embedded default, as far as it exists today.
 #   1. bring the local stack up (durable S3 endpoint; more servers join as they are built)
-#   2. publish a model version to the versioned store, with lineage
-#   3. list it, point the champion alias at it, show its manifest
-#   4. bring the stack down again (KEEP_UP=1 leaves it running)
+#   2. land seeded synthetic OHLCV data in S3 and run the training pipeline:
+#      ingest -> Spark preprocess -> PyTorch + TensorFlow -> gate -> package -> publish (v1, champion)
+#   3. land drifted data and run it again: the gate scores the champion on the new holdout,
+#      the retrained model beats it, and a new version is published with its lineage
+#   4. list the versions, show the new manifest's lineage and gate, bring the stack down
+#      (KEEP_UP=1 leaves it running)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"
+export FLYWHEEL_MODEL_NAME=${FLYWHEEL_MODEL_NAME:-stock-forecaster}
 step() { printf '\n\033[1;36m== %s\033[0m\n' "$*"; }
 
 cleanup() { [ "${KEEP_UP:-0}" = 1 ] || flywheel down; }
@@ -15,34 +19,35 @@ trap cleanup EXIT
 step "flywheel up"
 flywheel up
 
-step "package a small TorchScript model"
-artifacts=$(mktemp -d var/demo-artifacts.XXXXXX 2>/dev/null || { mkdir -p var && mktemp -d var/demo-artifacts.XXXXXX; })
-python - "$artifacts" <<'PY'
-import sys
-from pathlib import Path
+step "flywheel data generate (base regime: momentum)"
+flywheel data generate --symbols 5 --days 750 --start 2021-01-04
 
-import torch
+step "flywheel pipeline run"
+flywheel pipeline run
 
-torch.manual_seed(0)
-model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1)).eval()
-folder = Path(sys.argv[1]) / "torchscript"
-folder.mkdir(parents=True, exist_ok=True)
-torch.jit.script(model).save(str(folder / "model.pt"))
-print(f"wrote {folder / 'model.pt'}")
+step "flywheel data generate --drift (the regime changes: mean reversion, more volatility)"
+flywheel data generate --symbols 5 --days 750 --start 2024-01-01 --drift
+
+step "flywheel pipeline run (retrain; the gate compares with the champion on the new holdout)"
+flywheel pipeline run
+
+step "flywheel pipeline run (nothing new: the run is skipped)"
+flywheel pipeline run
+
+step "flywheel models list $FLYWHEEL_MODEL_NAME"
+flywheel models list "$FLYWHEEL_MODEL_NAME"
+
+step "lineage and gate of the latest version"
+flywheel models show "$FLYWHEEL_MODEL_NAME" --json | python -c "$(cat <<'PY'
+import json, sys
+m = json.load(sys.stdin)
+lineage, gate = m["lineage"], m["gate"]
+print(f"version {m['version']}: snapshot {lineage['dataset_snapshot']}, git {str(lineage['git_sha'])[:10]}")
+print("sources:", *lineage["source_objects"][:2], "...")
+print("artifacts:", ", ".join(a["path"] for a in m["artifacts"] if "variables" not in a["path"]))
+print("gate:", "passed" if gate["passed"] else "failed", f"against champion v{gate['champion_version']}")
 PY
-
-step "flywheel models publish demo-forecaster"
-flywheel models publish demo-forecaster "$artifacts" --framework pytorch --param seed=0 --metric rmse=0.0
-rm -rf "$artifacts"
-
-step "flywheel models list"
-flywheel models list
-flywheel models list demo-forecaster
-latest=$(flywheel models list demo-forecaster --json | python -c 'import json,sys; print(json.load(sys.stdin)["versions"][-1]["version"])')
-flywheel models alias demo-forecaster champion "$latest" --reason "make demo"
-
-step "flywheel models show demo-forecaster:champion"
-flywheel models show demo-forecaster:champion
+)"
 
 step "flywheel status"
 flywheel status
