@@ -1,0 +1,39 @@
+"""The pandas baseline for the preprocessing benchmark: the same features on the same rows.
+
+Single-process pandas is the do-it-yourself alternative to the Spark job. It computes the same
+per-symbol features and target (no quarantine, split or profile), which is the bulk of the work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.contract import TARGET_COLUMN
+
+
+def pandas_features(input_dir: Path) -> pd.DataFrame:
+    frames = []
+    for path in sorted(input_dir.rglob("*.csv")):
+        frame = pd.read_csv(path)
+        frame["symbol"] = path.stem
+        frames.append(frame)
+    data = pd.concat(frames, ignore_index=True).sort_values(["symbol", "Date"])
+    grouped = data.groupby("symbol", sort=False)
+    data["return_1d"] = grouped["Close"].pct_change()
+    data["log_return_1d"] = np.log(data["Close"] / grouped["Close"].shift(1))
+    returns = data.groupby("symbol", sort=False)["return_1d"]
+    data["return_mean_5d"] = returns.transform(lambda s: s.rolling(5, min_periods=1).mean())
+    data["return_mean_20d"] = returns.transform(lambda s: s.rolling(20, min_periods=1).mean())
+    data["volatility_5d"] = returns.transform(lambda s: s.rolling(5, min_periods=2).std())
+    data["volatility_20d"] = returns.transform(lambda s: s.rolling(20, min_periods=2).std())
+    volume = grouped["Volume"]
+    mean_20 = volume.transform(lambda s: s.rolling(20, min_periods=1).mean())
+    std_20 = volume.transform(lambda s: s.rolling(20, min_periods=2).std())
+    data["volume_zscore_20d"] = (data["Volume"] - mean_20) / (std_20 + 1e-9)
+    data["high_low_range"] = (data["High"] - data["Low"]) / data["Close"]
+    data[TARGET_COLUMN] = returns.shift(-1)
+    data["row_number"] = grouped.cumcount() + 1
+    return data[(data["row_number"] > 21) & data[TARGET_COLUMN].notna()].dropna()

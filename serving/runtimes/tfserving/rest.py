@@ -1,0 +1,136 @@
+"""TF Serving's REST API over the servable manager (aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import numpy as np
+import orjson
+from aiohttp import web
+from google.protobuf import json_format
+
+from serving.runtimes.tfserving.manager import ServableManager, ServingError
+
+HTTP_STATUS = {"NOT_FOUND": 404, "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "UNAVAILABLE": 503}
+_PATH = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+    r"(?P<suffix>/metadata|:predict)?$"
+)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response(
+        {"error": message}, status=status, dumps=lambda data: orjson.dumps(data).decode()
+    )
+
+
+def _decode_inputs(body: dict[str, Any], input_names: list[str]) -> tuple[dict[str, np.ndarray], bool]:
+    """(named arrays, row format?) from a predict body, following TF Serving's two formats."""
+    if ("instances" in body) == ("inputs" in body):
+        raise ServingError("INVALID_ARGUMENT", 'the request needs exactly one of "instances" or "inputs"')
+    row_format = "instances" in body
+    payload = body["instances"] if row_format else body["inputs"]
+    if row_format:
+        if not isinstance(payload, list) or not payload:
+            raise ServingError("INVALID_ARGUMENT", '"instances" must be a non-empty list')
+        if isinstance(payload[0], dict):
+            return {key: np.asarray([row[key] for row in payload]) for key in payload[0]}, True
+        if len(input_names) != 1:
+            raise ServingError(
+                "INVALID_ARGUMENT", f"the signature has inputs {input_names}: send objects per instance"
+            )
+        return {input_names[0]: np.asarray(payload)}, True
+    if isinstance(payload, dict):
+        return {key: np.asarray(value) for key, value in payload.items()}, False
+    if len(input_names) != 1:
+        raise ServingError(
+            "INVALID_ARGUMENT", f"the signature has inputs {input_names}: send an object of inputs"
+        )
+    return {input_names[0]: np.asarray(payload)}, False
+
+
+def _encode_outputs(outputs: dict[str, np.ndarray], row_format: bool) -> dict[str, Any]:
+    if row_format:
+        if len(outputs) == 1:
+            return {"predictions": next(iter(outputs.values())).tolist()}
+        rows = len(next(iter(outputs.values())))
+        return {
+            "predictions": [
+                {key: value[index].tolist() for key, value in outputs.items()} for index in range(rows)
+            ]
+        }
+    if len(outputs) == 1:
+        return {"outputs": next(iter(outputs.values())).tolist()}
+    return {"outputs": {key: value.tolist() for key, value in outputs.items()}}
+
+
+def create_rest_app(manager: ServableManager) -> web.Application:
+    async def handle(request: web.Request) -> web.Response:
+        match = _PATH.match(request.path)
+        if match is None:
+            return _error(404, f"Malformed request: {request.method} {request.path}")
+        name, label, suffix = match["name"], match["label"], match["suffix"]
+        version = int(match["version"]) if match["version"] else None
+        try:
+            if suffix == ":predict":
+                if request.method != "POST":
+                    return _error(405, "predict needs POST")
+                return await _predict(request, name, version, label)
+            if request.method != "GET":
+                return _error(405, f"{request.method} is not supported here")
+            if suffix == "/metadata":
+                servable = manager.resolve(name, version, label)
+                signature_map = {
+                    key: json_format.MessageToDict(value) for key, value in servable.signature_defs.items()
+                }
+                return web.json_response(
+                    {
+                        "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+                        "metadata": {"signature_def": {"signature_def": signature_map}},
+                    }
+                )
+            rows = manager.status(name, version, label)
+            return web.json_response(
+                {
+                    "model_version_status": [
+                        {
+                            "version": str(row_version),
+                            "state": state,
+                            "status": {
+                                "error_code": "OK" if not message else "UNKNOWN",
+                                "error_message": message,
+                            },
+                        }
+                        for row_version, state, message in rows
+                    ]
+                }
+            )
+        except ServingError as error:
+            return _error(HTTP_STATUS.get(error.code, 500), error.message)
+
+    async def _predict(
+        request: web.Request, name: str, version: int | None, label: str | None
+    ) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as error:
+            return _error(400, f"JSON Parse error: {error}")
+        if not isinstance(body, dict):
+            return _error(400, "the request body must be a JSON object")
+        servable = manager.resolve(name, version, label)
+        signature_name = body.get("signature_name") or "serving_default"
+        definition = servable.signature_defs.get(signature_name)
+        input_names = sorted(definition.inputs) if definition is not None else []
+        try:
+            inputs, row_format = _decode_inputs(body, input_names)
+        except ValueError as error:  # ragged nested lists
+            return _error(400, f"inputs are not a rectangular array: {error}")
+        outputs = await asyncio.to_thread(manager.predict, servable, signature_name, inputs)
+        payload = _encode_outputs(outputs, row_format)
+        return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/v1/models/{tail:.*}", handle)
+    return app
