@@ -46,7 +46,7 @@ def start_and_wait(
     record = start_process(spec, workdir / "run", workdir / "log")
     try:
         wait_until(
-            lambda: http_ok(health_url) or not is_running(record), timeout_s, f"{spec.name} at {health_url}"
+            lambda: spec.probe() is None or not is_running(record), timeout_s, f"{spec.name} at {health_url}"
         )
         if not is_running(record):
             raise RuntimeError(f"{spec.name} exited during start:\n{tail(Path(record.log), 60)}")

@@ -7,6 +7,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -62,7 +63,7 @@ def preprocess(
         spark_samples = timed("Spark", lambda: run_preprocess(spark, raw, Path(scratch) / "out"))
         pandas_samples = timed("pandas", lambda: pandas_features(raw))
         spark.stop()
-    result = {
+    result: dict[str, Any] = {
         "rows": symbols * days,
         "symbols": symbols,
         "repeats": repeats,
@@ -75,19 +76,16 @@ def preprocess(
         },
     }
 
-    def render(data: dict[str, object]) -> None:
+    def render(data: dict[str, Any]) -> None:
         table = Table(title=f"Preprocessing {data['rows']:,} rows, median of {repeats} warm runs")
         table.add_column("engine")
         table.add_column("what it does")
         table.add_column("seconds", justify="right")
+        full_job = "parse, quarantine, features, split, fit, profile, Parquet"
+        table.add_row(f"Spark {data['spark_master']}", full_job, str(data["spark_full_job_s"]["median"]))
         table.add_row(
-            "Spark " + str(data["spark_master"]),
-            "parse, quarantine, features, split, fit, profile, Parquet",
-            str(result["spark_full_job_s"]["median"]),
-        )  # type: ignore[index]
-        table.add_row(
-            "pandas", "read CSVs, features and target only", str(result["pandas_features_only_s"]["median"])
-        )  # type: ignore[index]
+            "pandas", "read CSVs, features and target only", str(data["pandas_features_only_s"]["median"])
+        )
         console.print(table)
         console.print(f"Spark session start (not included): {data['spark_session_start_s']} s")
 

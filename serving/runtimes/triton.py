@@ -46,12 +46,14 @@ def prepare_backend_directory(destination: Path) -> Path:
     tritonserver = _pytriton_root() / "tritonserver"
     python_backend = destination / "python"
     python_backend.mkdir(parents=True, exist_ok=True)
-    for item in (tritonserver / "backends" / "python").iterdir():
-        if item.is_file():
-            shutil.copy2(item, python_backend / item.name)
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = tritonserver / "python_backend_stubs" / version / "triton_python_backend_stub"
-    shutil.copy2(stub, python_backend / stub.name)
+    sources = [item for item in (tritonserver / "backends" / "python").iterdir() if item.is_file()] + [stub]
+    for source in sources:
+        target = python_backend / source.name
+        # Copy only what changed: a stub still running from a previous server is "text file busy".
+        if not target.exists() or target.stat().st_size != source.stat().st_size:
+            shutil.copy2(source, target)
     return destination
 
 

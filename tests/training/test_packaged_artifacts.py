@@ -14,8 +14,8 @@ import tritonclient.http as triton_http
 from flywheel.stack.process import stop_process
 from serving.runtimes.torchserve import TorchServePorts, torchserve_service
 from serving.runtimes.triton import TritonPorts, triton_service
+from tests.pipeline_fixtures import MODEL, PipelineRun
 from tests.support import free_port, start_and_wait
-from tests.training.conftest import MODEL, PipelineRun
 from training.dataset import load_features, make_windows
 from training.run_area import RunArea
 from training.trainers.tf_trainer import load_serving_signature, predict_savedmodel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from model_store.datasets import DatasetStore
-from tests.training.conftest import MODEL, PipelineRun
+from tests.pipeline_fixtures import MODEL, PipelineRun
 from training.pipeline import FRAMEWORKS, step_preprocess, step_publish, step_train
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import MODEL, PipelineRun
+from tests.pipeline_fixtures import MODEL, PipelineRun
 from training.pipeline import GateFailedError, step_publish
 
 

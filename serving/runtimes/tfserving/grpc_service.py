@@ -34,7 +34,7 @@ def _spec(model_spec: Any) -> tuple[str, int | None, str | None]:
     return model_spec.name, version, model_spec.version_label or None
 
 
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, manager: ServableManager) -> None:
         self.manager = manager
 
@@ -77,7 +77,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
         return response
 
 
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, manager: ServableManager, on_reload: Callable[[Any], None]) -> None:
         self.manager = manager
         self.on_reload = on_reload

@@ -12,7 +12,6 @@ import pytest
 from flywheel.settings import FlywheelSettings
 from model_store import ModelStore
 from model_store.backends.s3 import s3_client
-from tests.conftest import new_bucket
 from training.pipeline import PipelineContext, run_all
 from training.synthetic import generate
 
@@ -41,6 +40,8 @@ class PipelineRun:
 
 
 def pipeline_settings(s3_settings: FlywheelSettings, home: Path) -> FlywheelSettings:
+    from tests.conftest import new_bucket
+
     return s3_settings.model_copy(
         update={
             "home": home,

@@ -1,0 +1,1 @@
+"""Adapters for the model servers, behind one small async interface (``base.ModelBackend``)."""
