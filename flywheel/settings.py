@@ -91,6 +91,22 @@ class FlywheelSettings(BaseSettings):
         default=0.05,
         description="Largest relative regression allowed on the guard metrics (mae, directional_accuracy).",
     )
+    triton_http_port: int = Field(default=8000, description="Triton HTTP (KServe v2) port.")
+    triton_grpc_port: int = Field(default=8001, description="Triton gRPC port.")
+    triton_metrics_port: int = Field(default=8002, description="Triton Prometheus metrics port.")
+    torchserve_inference_port: int = Field(default=8080, description="TorchServe inference API port.")
+    torchserve_management_port: int = Field(default=8081, description="TorchServe management API port.")
+    torchserve_metrics_port: int = Field(default=8082, description="TorchServe metrics port.")
+    torchserve_grpc_inference_port: int = Field(default=7070, description="TorchServe gRPC inference port.")
+    torchserve_grpc_management_port: int = Field(default=7071, description="TorchServe gRPC management port.")
+    tfserving_grpc_port: int = Field(default=8500, description="TF-Serving-protocol runtime gRPC port.")
+    tfserving_rest_port: int = Field(default=8501, description="TF-Serving-protocol runtime REST port.")
+    serving_device: str = Field(
+        default="cpu",
+        pattern="^(cpu|gpu)$",
+        description="Where servers run models: cpu, or gpu (Triton KIND_GPU, one GPU per TorchServe worker).",
+    )
+    backend_timeout_s: float = Field(default=10.0, description="Per-request timeout of the backend adapters.")
     admin_token: SecretStr | None = Field(
         default=None,
         description="Bearer token of the admin API. Generated into var/credentials on first `up` if unset.",
@@ -131,6 +147,10 @@ class FlywheelSettings(BaseSettings):
     @property
     def s3_data_dir(self) -> Path:
         return self.var_path / "s3"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.var_path / "serving"
 
     @property
     def s3_url(self) -> str:

@@ -90,3 +90,80 @@ def preprocess(
         console.print(f"Spark session start (not included): {data['spark_session_start_s']} s")
 
     emit(result, as_json, render)
+
+
+@bench_app.command()
+def backends(
+    ctx: typer.Context,
+    reference: str = typer.Argument("stock-forecaster:latest", help="NAME[:VERSION] to load and measure."),
+    requests: int = typer.Option(300, "--requests", min=20, help="Sequential single requests per server."),
+    concurrent_requests: int = typer.Option(
+        1200, "--concurrent-requests", min=50, help="Requests at concurrency 8."
+    ),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, max=64),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Per server, in one run: single-request p50/p99 latency and throughput at concurrency 8 (1 row each).
+
+    Goes through each server's Flywheel adapter and native protocol, on a running stack (`flywheel up`).
+    """
+    import asyncio
+
+    import numpy as np
+
+    from flywheel.cli.backends_commands import sample_inputs
+    from flywheel.cli.models_commands import open_store, split_reference
+    from serving.backends.factory import BACKEND_KINDS, build_backend
+
+    settings: FlywheelSettings = ctx.obj
+    name, version_reference = split_reference(reference)
+    store = open_store(settings)
+    version = store.resolve(name, version_reference)
+    inputs = sample_inputs(store, name, version, rows=1, seed=0)
+
+    async def measure(kind: str) -> dict[str, Any]:
+        adapter = build_backend(kind, settings, store)
+        try:
+            await adapter.load(name, version)
+            for _ in range(20):  # warm-up: connections, worker threads, lazy imports
+                await adapter.infer(name, version, inputs)
+            latencies = []
+            for _ in range(requests):
+                began = time.perf_counter()
+                await adapter.infer(name, version, inputs)
+                latencies.append(time.perf_counter() - began)
+            remaining = concurrent_requests
+
+            async def worker() -> None:
+                nonlocal remaining
+                while remaining > 0:
+                    remaining -= 1
+                    await adapter.infer(name, version, inputs)
+
+            began = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            elapsed = time.perf_counter() - began
+        finally:
+            await adapter.aclose()
+        milliseconds = np.asarray(latencies) * 1000
+        return {
+            "p50_ms": round(float(np.percentile(milliseconds, 50)), 3),
+            "p99_ms": round(float(np.percentile(milliseconds, 99)), 3),
+            "throughput_rps": round(concurrent_requests / elapsed, 1),
+        }
+
+    results: dict[str, Any] = {}
+    for kind in BACKEND_KINDS:
+        with console.status(f"measuring {kind}"):
+            results[kind] = asyncio.run(measure(kind))
+    data = {"model": name, "version": version, "concurrency": concurrency, "servers": results}
+
+    def render(data: dict[str, Any]) -> None:
+        table = Table(title=f"{name}:{version}, one 10x8 window per request")
+        for column in ("server", "p50 ms", "p99 ms", f"req/s at concurrency {concurrency}"):
+            table.add_column(column, justify="right" if column != "server" else "left")
+        for kind, row in data["servers"].items():
+            table.add_row(kind, str(row["p50_ms"]), str(row["p99_ms"]), str(row["throughput_rps"]))
+        console.print(table)
+
+    emit(data, as_json, render)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import typer
 from pydantic import ValidationError
 
-from flywheel.cli import bench_commands, data_commands, models_commands, pipeline_commands, stack_commands
+from flywheel.cli import (
+    backends_commands,
+    bench_commands,
+    data_commands,
+    models_commands,
+    pipeline_commands,
+    stack_commands,
+)
 from flywheel.cli.output import fail
 from flywheel.settings import FlywheelSettings
 
@@ -23,6 +30,7 @@ stack_commands.register(app)
 app.add_typer(models_commands.models_app, name="models")
 app.add_typer(data_commands.data_app, name="data")
 app.add_typer(pipeline_commands.pipeline_app, name="pipeline")
+app.add_typer(backends_commands.backends_app, name="backends")
 app.add_typer(bench_commands.bench_app, name="bench")
 
 

@@ -46,6 +46,45 @@ def s3_service(settings: FlywheelSettings) -> ServiceSpec:
     )
 
 
+def model_server_services(settings: FlywheelSettings) -> list[ServiceSpec]:
+    """Triton, TorchServe and the TF-Serving-protocol runtime, with state under ``var/serving``."""
+    from serving.runtimes.tfserving.service import TFServingPorts, tfserving_service
+    from serving.runtimes.torchserve import TorchServePorts, torchserve_service
+    from serving.runtimes.triton import TritonPorts, triton_service
+
+    root, host = settings.serving_dir, settings.host
+    return [
+        triton_service(
+            "triton",
+            root / "triton" / "repository",
+            root / "triton",
+            TritonPorts(settings.triton_http_port, settings.triton_grpc_port, settings.triton_metrics_port),
+            host,
+        ),
+        torchserve_service(
+            "torchserve",
+            root / "torchserve" / "model-store",
+            root / "torchserve",
+            TorchServePorts(
+                settings.torchserve_inference_port,
+                settings.torchserve_management_port,
+                settings.torchserve_metrics_port,
+                settings.torchserve_grpc_inference_port,
+                settings.torchserve_grpc_management_port,
+            ),
+            host,
+            gpus_per_worker=1 if settings.serving_device == "gpu" else 0,
+        ),
+        tfserving_service(
+            "tfserving",
+            root / "tfserving" / "models",
+            root / "tfserving" / "models.config",
+            TFServingPorts(settings.tfserving_grpc_port, settings.tfserving_rest_port),
+            host,
+        ),
+    ]
+
+
 def build_services(settings: FlywheelSettings) -> list[ServiceSpec]:
     """Every service ``flywheel up`` manages, in the order they start."""
-    return [s3_service(settings)]
+    return [s3_service(settings), *model_server_services(settings)]

@@ -11,6 +11,7 @@ The same calls work against the real ``tensorflow/serving`` image.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from pathlib import Path
@@ -62,6 +63,8 @@ class TFServingBackend:
 
     # gRPC plumbing (imports TensorFlow's protos, so only when first needed) ----------------------
     def _channel(self) -> Any:
+        # TF Serving's protos import TensorFlow, which logs its CPU features at INFO unless told not to.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         if self._grpc is None:
             import grpc
 
@@ -80,6 +83,7 @@ class TFServingBackend:
         return config
 
     async def _reload(self, model: str, versions: list[int]) -> None:
+        channel = self._channel()
         import grpc
         from google.protobuf import text_format
         from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
@@ -101,9 +105,9 @@ class TFServingBackend:
         temporary.replace(self.config_file)
         request = model_management_pb2.ReloadConfigRequest(config=config)
         try:
-            response = await model_service_pb2_grpc.ModelServiceStub(
-                self._channel()
-            ).HandleReloadConfigRequest(request, timeout=self.load_timeout_s)
+            response = await model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
+                request, timeout=self.load_timeout_s
+            )
         except grpc.aio.AioRpcError as error:
             raise BackendUnavailableError(f"tfserving at {self.grpc_target}: {error.details()}") from None
         if response.status.error_code != 0:
@@ -208,6 +212,7 @@ class TFServingBackend:
         return [spec.name for spec in manifest.signature.outputs]
 
     async def _infer_grpc(self, model: str, version: int, inputs: Tensors) -> Tensors:
+        channel = self._channel()
         import grpc
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -218,7 +223,7 @@ class TFServingBackend:
         request.model_spec.signature_name = "serving_default"
         for name, array in inputs.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel())
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         try:
             response = await stub.Predict(request, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as error:

@@ -46,8 +46,10 @@ class TritonBackend:
         http_url: str,
         metrics_url: str,
         timeout_s: float = 10.0,
+        device: str = "cpu",
     ) -> None:
         self.store = store
+        self.device = device
         self.repository = repository
         self.http_url = http_url.removeprefix("http://")
         self.metrics_url = metrics_url
@@ -58,6 +60,9 @@ class TritonBackend:
     # Control plane ---------------------------------------------------------------------------
     def _write_config(self, model: str, source_config: Path, versions: list[int]) -> None:
         text = _POLICY_RE.sub("", source_config.read_text()).rstrip()
+        if self.device == "gpu":
+            # The packaged entry is CPU by default; GPU nodes place its instances on the devices.
+            text = text.replace("KIND_CPU", "KIND_GPU")
         listed = " ".join(f"versions: {v}" for v in sorted(versions))
         target = self.repository / model / "config.pbtxt"
         temporary = target.with_suffix(".tmp")

@@ -45,7 +45,13 @@ class TorchServePorts:
     grpc_management: int = 7071
 
 
-def write_config(work_dir: Path, model_store: Path, ports: TorchServePorts, host: str = "127.0.0.1") -> Path:
+def write_config(
+    work_dir: Path,
+    model_store: Path,
+    ports: TorchServePorts,
+    host: str = "127.0.0.1",
+    gpus_per_worker: int = 0,
+) -> Path:
     """Write ``config.properties`` and the log4j2 file; return the config path."""
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / "tmp").mkdir(exist_ok=True)
@@ -67,6 +73,8 @@ def write_config(work_dir: Path, model_store: Path, ports: TorchServePorts, host
                 "enable_model_api=true",
                 "install_py_dep_per_model=false",
                 "default_workers_per_model=1",
+                # 0 keeps workers on the CPU; on GPU nodes each worker takes this many devices.
+                f"number_of_gpu={gpus_per_worker}",
                 "metrics_mode=prometheus",
                 f"vmargs=-Xmx1g -XX:+UseContainerSupport -Dlog4j.configurationFile=file://{log_config}",
                 "",
@@ -82,12 +90,13 @@ def torchserve_service(
     work_dir: Path,
     ports: TorchServePorts,
     host: str = "127.0.0.1",
+    gpus_per_worker: int = 0,
 ) -> ServiceSpec:
     """A ServiceSpec for TorchServe in the foreground with its config, logs and TMPDIR in ``work_dir``."""
 
     def prepare() -> None:
         model_store.mkdir(parents=True, exist_ok=True)
-        write_config(work_dir, model_store, ports, host)
+        write_config(work_dir, model_store, ports, host, gpus_per_worker)
 
     torchserve = Path(sys.executable).parent / "torchserve"
     return ServiceSpec(
