@@ -5,8 +5,10 @@
 #      ingest -> Spark preprocess -> PyTorch + TensorFlow -> gate -> package -> publish (v1, champion)
 #   3. land drifted data and run it again: the gate scores the champion on the new holdout,
 #      the retrained model beats it, and a new version is published with its lineage
-#   4. list the versions, show the new manifest's lineage and gate, bring the stack down
-#      (KEEP_UP=1 leaves it running)
+#   4. list the versions, show the new manifest's lineage and gate
+#   5. serve both versions side by side on Triton, TorchServe and TF Serving (loaded live from
+#      the store, sha256-verified), predict pinned to each, unload the old one
+#   6. bring the stack down (KEEP_UP=1 leaves it running)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -48,6 +50,15 @@ print("artifacts:", ", ".join(a["path"] for a in m["artifacts"] if "variables" n
 print("gate:", "passed" if gate["passed"] else "failed", f"against champion v{gate['champion_version']}")
 PY
 )"
+
+step "flywheel backends load: the champion (v1) and the retrained version on all three servers"
+flywheel backends load "$FLYWHEEL_MODEL_NAME:champion"
+flywheel backends load "$FLYWHEEL_MODEL_NAME:latest"
+flywheel backends status "$FLYWHEEL_MODEL_NAME"
+
+step "flywheel backends infer: the same windows, pinned to each version"
+flywheel backends infer "$FLYWHEEL_MODEL_NAME:champion"
+flywheel backends infer "$FLYWHEEL_MODEL_NAME:latest"
 
 step "flywheel status"
 flywheel status

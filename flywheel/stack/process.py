@@ -135,7 +135,7 @@ def stop_process(record: ProcessRecord, timeout_s: float) -> bool:
         return False
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not is_running(record) and not _group_alive(record.pid):
+        if not is_running(record) and not group_alive(record.pid):
             return False
         time.sleep(0.1)
     try:
@@ -148,7 +148,7 @@ def stop_process(record: ProcessRecord, timeout_s: float) -> bool:
     return True
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     """Whether any non-zombie process remains in process group ``pgid``."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

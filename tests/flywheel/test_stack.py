@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from flywheel.settings import FlywheelSettings
-from flywheel.stack.process import ProcessRecord, ServiceSpec, is_running
+from flywheel.stack.process import ProcessRecord, ServiceSpec, group_alive, is_running
 from flywheel.stack.supervisor import ServiceStartError, StackSupervisor
 from model_store.backends.s3 import s3_client
 from tests.support import REPO_ROOT, free_port, http_ok
@@ -32,10 +32,15 @@ def flywheel(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 @pytest.fixture
 def stack_env(tmp_path: Path) -> dict[str, str]:
+    ports = {
+        f"FLYWHEEL_{name.upper()}": str(free_port())
+        for name in FlywheelSettings.model_fields
+        if name.endswith("_port")
+    }
     return {
         **os.environ,
+        **ports,
         "FLYWHEEL_HOME": str(tmp_path),
-        "FLYWHEEL_S3_PORT": str(free_port()),
         "FLYWHEEL_CONFIG": str(tmp_path / "absent.toml"),
     }
 
@@ -49,17 +54,20 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     up = json_of(flywheel(stack_env, "up", "--json"))
-    assert [(s["name"], s["state"]) for s in up["services"]] == [("s3", "running")]
-    pid = up["services"][0]["pid"]
+    names = ["s3", "triton", "torchserve", "tfserving"]
+    assert [(s["name"], s["state"]) for s in up["services"]] == [(name, "running") for name in names]
+    pids = [s["pid"] for s in up["services"]]
+    pid = pids[0]
+    records = [ProcessRecord.from_file(tmp_path / "var" / "run" / f"{name}.json") for name in names]
     record = ProcessRecord.from_file(tmp_path / "var" / "run" / "s3.json")
     assert record.pid == pid and is_running(record)
 
     # `up` again is a no-op for a healthy service.
     again = json_of(flywheel(stack_env, "up", "--json"))
-    assert again["services"][0]["pid"] == pid
+    assert [s["pid"] for s in again["services"]] == pids
 
     status = json_of(flywheel(stack_env, "status", "--json"))
-    assert status["services"][0]["state"] == "running"
+    assert {s["state"] for s in status["services"]} == {"running"}
     assert status["services"][0]["urls"]["s3"].startswith("http://127.0.0.1:")
 
     # State that must survive a restart: a model version in the store and a raw object in S3.
@@ -75,11 +83,12 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
     put = client.put_object(Bucket=settings.raw_bucket, Key="raw/AAPL.csv", Body=b"Date,Close\n")
 
     down = json_of(flywheel(stack_env, "down", "--json"))
-    assert down["stopped"] == ["s3"]
-    assert not is_running(record)
+    assert down["stopped"] == list(reversed(names))
+    assert not any(is_running(r) for r in records)
+    assert not any(group_alive(r.pid) for r in records), "no child process (Java, stubs, workers) is left"
     assert not http_ok(settings.s3_url + "/")
     assert not list((tmp_path / "var" / "run").glob("*.json"))
-    assert json_of(flywheel(stack_env, "status", "--json"))["services"][0]["state"] == "stopped"
+    assert {s["state"] for s in json_of(flywheel(stack_env, "status", "--json"))["services"]} == {"stopped"}
 
     json_of(flywheel(stack_env, "up", "--json"))
     try:
@@ -99,7 +108,9 @@ def test_a_service_that_cannot_start_fails_up_with_its_log(stack_env: dict[str, 
     assert result.returncode == 1
     assert "s3 failed to start" in result.stderr
     assert "Address already in use" in result.stderr
-    assert json.loads(flywheel(stack_env, "status", "--json").stdout)["services"][0]["state"] == "stopped"
+    assert {s["state"] for s in json.loads(flywheel(stack_env, "status", "--json").stdout)["services"]} == {
+        "stopped"
+    }
 
 
 def test_failed_start_stops_what_this_up_started(tmp_path: Path) -> None:
