@@ -107,6 +107,29 @@ class FlywheelSettings(BaseSettings):
         description="Where servers run models: cpu, or gpu (Triton KIND_GPU, one GPU per TorchServe worker).",
     )
     backend_timeout_s: float = Field(default=10.0, description="Per-request timeout of the backend adapters.")
+    gateway_http_port: int = Field(
+        default=9080, description="Gateway REST port (KServe v2, compatibility paths, admin)."
+    )
+    gateway_grpc_port: int = Field(
+        default=9081, description="Gateway gRPC port (KServe v2 GRPCInferenceService)."
+    )
+    gateway_max_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description="Largest request body (and gRPC message) the gateway accepts; larger ones get 413.",
+    )
+    routing_reload_interval_s: float = Field(
+        default=1.0, gt=0, description="How often gateways look for changed routing specs in the store."
+    )
+    drift_sample_rate: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Share of requests whose inputs and predictions the gateway counts into profile bins.",
+    )
+    feedback_memory: int = Field(
+        default=100_000, gt=0, description="Recent request ids a gateway remembers for the feedback endpoint."
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         description="Bearer token of the admin API. Generated into var/credentials on first `up` if unset.",
@@ -155,6 +178,26 @@ class FlywheelSettings(BaseSettings):
     @property
     def s3_url(self) -> str:
         return self.s3_endpoint_url or f"http://{self.host}:{self.s3_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_http_port}"
+
+    def as_env(self) -> dict[str, str]:
+        """Every setting as ``FLYWHEEL_*`` variables, so a child process sees exactly these settings.
+
+        Secrets are included (the child needs them): pass the result as a child's environment,
+        never log it.
+        """
+        environment = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            environment[f"FLYWHEEL_{name.upper()}"] = str(value)
+        return environment
 
     def resolve_store_uri(self) -> str:
         """The store URI with a relative ``file://`` path made absolute against ``home``."""

@@ -226,6 +226,18 @@ class ModelStore:
                 progress(record.path, done, total)
         return manifest
 
+    def read_artifact(self, name: str, version: int | str, path: str) -> bytes:
+        """One small artifact's bytes (a profile, a config), verified against the manifest."""
+        manifest = self.get_manifest(name, version)
+        record = next((record for record in manifest.artifacts if record.path == path), None)
+        if record is None:
+            raise ObjectNotFoundError(self._version_key(name, manifest.version, path))
+        data = self.storage.get(self._version_key(name, manifest.version, record.path)).data
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != record.sha256:
+            raise ChecksumMismatchError(name, manifest.version, record.path, record.sha256, actual)
+        return data
+
     # Aliases -------------------------------------------------------------------------------
     def _aliases_document(self, name: str) -> JsonDocument:
         return JsonDocument(self.storage, f"{self._model_prefix(name)}{ALIASES_FILE}")

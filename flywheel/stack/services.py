@@ -87,4 +87,11 @@ def model_server_services(settings: FlywheelSettings) -> list[ServiceSpec]:
 
 def build_services(settings: FlywheelSettings) -> list[ServiceSpec]:
     """Every service ``flywheel up`` manages, in the order they start."""
-    return [s3_service(settings), *model_server_services(settings)]
+    from flywheel.stack.credentials import admin_token
+    from serving.gateway.service import gateway_service
+
+    return [
+        s3_service(settings),
+        *model_server_services(settings),
+        gateway_service(settings, admin_token(settings)),
+    ]

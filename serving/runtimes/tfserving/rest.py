@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
 
-import numpy as np
 import orjson
 from aiohttp import web
 from google.protobuf import json_format
 
+from serving.backends.base import InvalidInputError
+from serving.protocols.tf_rest import decode_predict, encode_predictions
 from serving.runtimes.tfserving.manager import ServableManager, ServingError
 
 HTTP_STATUS = {"NOT_FOUND": 404, "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "UNAVAILABLE": 503}
@@ -24,46 +24,6 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response(
         {"error": message}, status=status, dumps=lambda data: orjson.dumps(data).decode()
     )
-
-
-def _decode_inputs(body: dict[str, Any], input_names: list[str]) -> tuple[dict[str, np.ndarray], bool]:
-    """(named arrays, row format?) from a predict body, following TF Serving's two formats."""
-    if ("instances" in body) == ("inputs" in body):
-        raise ServingError("INVALID_ARGUMENT", 'the request needs exactly one of "instances" or "inputs"')
-    row_format = "instances" in body
-    payload = body["instances"] if row_format else body["inputs"]
-    if row_format:
-        if not isinstance(payload, list) or not payload:
-            raise ServingError("INVALID_ARGUMENT", '"instances" must be a non-empty list')
-        if isinstance(payload[0], dict):
-            return {key: np.asarray([row[key] for row in payload]) for key in payload[0]}, True
-        if len(input_names) != 1:
-            raise ServingError(
-                "INVALID_ARGUMENT", f"the signature has inputs {input_names}: send objects per instance"
-            )
-        return {input_names[0]: np.asarray(payload)}, True
-    if isinstance(payload, dict):
-        return {key: np.asarray(value) for key, value in payload.items()}, False
-    if len(input_names) != 1:
-        raise ServingError(
-            "INVALID_ARGUMENT", f"the signature has inputs {input_names}: send an object of inputs"
-        )
-    return {input_names[0]: np.asarray(payload)}, False
-
-
-def _encode_outputs(outputs: dict[str, np.ndarray], row_format: bool) -> dict[str, Any]:
-    if row_format:
-        if len(outputs) == 1:
-            return {"predictions": next(iter(outputs.values())).tolist()}
-        rows = len(next(iter(outputs.values())))
-        return {
-            "predictions": [
-                {key: value[index].tolist() for key, value in outputs.items()} for index in range(rows)
-            ]
-        }
-    if len(outputs) == 1:
-        return {"outputs": next(iter(outputs.values())).tolist()}
-    return {"outputs": {key: value.tolist() for key, value in outputs.items()}}
 
 
 def create_rest_app(manager: ServableManager) -> web.Application:
@@ -124,11 +84,11 @@ def create_rest_app(manager: ServableManager) -> web.Application:
         definition = servable.signature_defs.get(signature_name)
         input_names = sorted(definition.inputs) if definition is not None else []
         try:
-            inputs, row_format = _decode_inputs(body, input_names)
-        except ValueError as error:  # ragged nested lists
-            return _error(400, f"inputs are not a rectangular array: {error}")
+            inputs, row_format = decode_predict(body, input_names)
+        except InvalidInputError as error:
+            return _error(400, error.message)
         outputs = await asyncio.to_thread(manager.predict, servable, signature_name, inputs)
-        payload = _encode_outputs(outputs, row_format)
+        payload = encode_predictions(outputs, row_format)
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
     app = web.Application(client_max_size=64 * 1024 * 1024)

@@ -1,0 +1,31 @@
+"""``python -m serving.gateway``: the gateway process ``flywheel up`` starts.
+
+All configuration comes from ``FLYWHEEL_*`` settings (the stack passes them in the environment,
+so secrets never appear in ``ps``); the admin token must be set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from flywheel.settings import FlywheelSettings
+from serving.gateway.app import serve
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = FlywheelSettings()
+    if settings.admin_token is None or not settings.admin_token.get_secret_value():
+        print(
+            "gateway: FLYWHEEL_ADMIN_TOKEN is not set; refusing to start an unprotected admin API",
+            file=sys.stderr,
+        )
+        return 2
+    asyncio.run(serve(settings, settings.admin_token.get_secret_value()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

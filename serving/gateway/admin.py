@@ -1,0 +1,173 @@
+"""The control plane's operations: deploy, promote, rollback, reweight, replace a spec.
+
+Transport-free like the data plane. Each operation that changes traffic first makes sure the
+servers can take it (a deploy loads the version on its server before any request may route
+there), then writes the spec by compare-and-swap, then reloads this gateway's routing table at
+once; other replicas pick the change up on their next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from model_store import ModelStore
+from serving.backends.base import BackendUnavailableError, ModelBackend
+from serving.gateway.routing_table import RoutingTable
+from serving.routing import operations
+from serving.routing.spec import RoutingSpec, SpecError
+from serving.routing.spec_store import SpecNotFoundError, SpecStore
+
+STRATEGY_NAMES = ("single", "blue_green", "canary", "shadow", "ab", "bandit")
+
+
+class AdminService:
+    def __init__(
+        self,
+        spec_store: SpecStore,
+        store: ModelStore,
+        backends: Mapping[str, ModelBackend],
+        table: RoutingTable,
+    ) -> None:
+        self.spec_store = spec_store
+        self.store = store
+        self.backends = backends
+        self.table = table
+
+    async def _write(self, model: str, change: Any, **history: Any) -> RoutingSpec:
+        spec = await asyncio.to_thread(self.spec_store.update, model, change, **history)
+        await self.table.refresh(only=model)
+        return spec
+
+    async def deployments(self) -> list[dict[str, Any]]:
+        models = await asyncio.to_thread(self.spec_store.models)
+        specs = [await asyncio.to_thread(self.spec_store.get, model) for model in models]
+        return [spec.model_dump(mode="json", exclude={"history"}) for spec in specs]
+
+    async def get(self, model: str) -> RoutingSpec:
+        return await asyncio.to_thread(self.spec_store.get, model)
+
+    async def deploy(
+        self,
+        model: str,
+        version: int,
+        backend: str,
+        strategy: str,
+        *,
+        weight: float | None = None,
+        params: dict[str, Any] | None = None,
+        expected_revision: int | None = None,
+        actor: str = "admin-api",
+        reason: str = "",
+    ) -> RoutingSpec:
+        if strategy not in STRATEGY_NAMES:
+            raise SpecError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGY_NAMES)}")
+        server = self.backends.get(backend)
+        if server is None:
+            raise SpecError(f"unknown backend {backend!r}; choose from {', '.join(self.backends)}")
+        manifest = await asyncio.to_thread(self.store.get_manifest, model, version)
+        if manifest.backends and backend not in manifest.backends:
+            packaged = ", ".join(str(kind) for kind in manifest.backends)
+            raise SpecError(
+                f"{model} v{version} is not packaged for {backend}; it is packaged for {packaged}"
+            )
+        await server.load(model, version)
+        if not await server.ready(model, version):
+            raise BackendUnavailableError(f"{backend} loaded {model} v{version} but it is not ready")
+        return await self._write(
+            model,
+            lambda current: operations.deploy(current, model, version, backend, strategy, weight, params),
+            actor=actor,
+            action=f"deploy {backend}-v{version} ({strategy})",
+            reason=reason,
+            expected_revision=expected_revision,
+        )
+
+    async def promote(
+        self,
+        model: str,
+        variant: str | None = None,
+        *,
+        expected_revision: int | None = None,
+        actor: str = "admin-api",
+        reason: str = "",
+        metrics: dict[str, Any] | None = None,
+    ) -> RoutingSpec:
+        spec = await self._write(
+            model,
+            lambda current: operations.promote(self._existing(model, current), variant),
+            actor=actor,
+            action=f"promote {variant or 'candidate'}",
+            reason=reason,
+            metrics=metrics,
+            expected_revision=expected_revision,
+        )
+        winner = operations.stable_variant(spec)
+        await asyncio.to_thread(
+            self.store.set_alias, model, "champion", winner.version, actor=actor, reason=f"promoted: {reason}"
+        )
+        return spec
+
+    async def rollback(
+        self,
+        model: str,
+        *,
+        expected_revision: int | None = None,
+        actor: str = "admin-api",
+        reason: str = "",
+        metrics: dict[str, Any] | None = None,
+    ) -> RoutingSpec:
+        return await self._write(
+            model,
+            lambda current: operations.rollback(self._existing(model, current)),
+            actor=actor,
+            action="rollback",
+            reason=reason,
+            metrics=metrics,
+            expected_revision=expected_revision,
+        )
+
+    async def set_weights(
+        self,
+        model: str,
+        weights: dict[str, float],
+        *,
+        expected_revision: int | None = None,
+        actor: str = "admin-api",
+        reason: str = "",
+    ) -> RoutingSpec:
+        return await self._write(
+            model,
+            lambda current: operations.set_weights(self._existing(model, current), weights),
+            actor=actor,
+            action=f"set weights {weights}",
+            reason=reason,
+            expected_revision=expected_revision,
+        )
+
+    async def replace(
+        self, model: str, spec: RoutingSpec, *, expected_revision: int, actor: str, reason: str
+    ) -> RoutingSpec:
+        """Write a whole spec (strategy, params, variants); every variant must be loadable."""
+        for variant in spec.variants:
+            await asyncio.to_thread(self.store.get_manifest, model, variant.version)
+            server = self.backends.get(variant.backend)
+            if server is None:
+                raise SpecError(f"variant {variant.name}: no {variant.backend} adapter is configured")
+            if not await server.ready(model, variant.version):
+                await server.load(model, variant.version)
+        return await self._write(
+            model,
+            lambda current: spec,
+            actor=actor,
+            action=f"replace spec ({spec.strategy})",
+            reason=reason,
+            expected_revision=expected_revision,
+        )
+
+    @staticmethod
+    def _existing(model: str, current: RoutingSpec | None) -> RoutingSpec:
+        if current is None:
+            raise SpecNotFoundError(model)
+        return current

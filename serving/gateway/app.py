@@ -1,0 +1,99 @@
+"""Wiring: build a gateway from settings (``build_gateway``) and serve REST + gRPC (``serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from flywheel.settings import FlywheelSettings
+from model_store import ModelStore
+from serving.backends.base import ModelBackend
+from serving.backends.factory import BACKEND_KINDS, build_backend
+from serving.gateway.admin import AdminService
+from serving.gateway.admin_rest import create_admin_app
+from serving.gateway.core import GatewayCore
+from serving.gateway.grpc_server import create_grpc_server
+from serving.gateway.metrics import GatewayMetrics
+from serving.gateway.rest import create_app
+from serving.gateway.routing_table import RoutingTable
+from serving.gateway.sampling import ProfileSampler
+from serving.routing.spec_store import SpecStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Gateway:
+    core: GatewayCore
+    admin: AdminService
+    table: RoutingTable
+    backends: dict[str, ModelBackend]
+    app: web.Application
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await self.core.drain()
+        for backend in self.backends.values():
+            await backend.aclose()
+
+
+def build_gateway(
+    settings: FlywheelSettings,
+    admin_token: str,
+    backends: dict[str, ModelBackend] | None = None,
+    store: ModelStore | None = None,
+) -> Gateway:
+    store = store or ModelStore.open(settings.resolve_store_uri(), settings)
+    if backends is None:
+        backends = {kind: build_backend(kind, settings, store) for kind in BACKEND_KINDS}
+    metrics = GatewayMetrics(CollectorRegistry())
+    table = RoutingTable(SpecStore(store.storage), store, backends)
+    core = GatewayCore(
+        table,
+        backends,
+        metrics,
+        ProfileSampler(metrics, settings.drift_sample_rate),
+        settings.backend_timeout_s,
+        settings.feedback_memory,
+    )
+    admin = AdminService(table.spec_store, store, backends, table)
+    app = create_app(core, settings.gateway_max_body_bytes, create_admin_app(admin, admin_token))
+    return Gateway(core, admin, table, backends, app)
+
+
+async def serve(settings: FlywheelSettings, admin_token: str) -> None:
+    """Run until SIGTERM or SIGINT, then stop taking requests and finish those in flight."""
+    gateway = build_gateway(settings, admin_token)
+    gateway.tasks.append(asyncio.create_task(gateway.table.run(settings.routing_reload_interval_s)))
+    runner = web.AppRunner(gateway.app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.gateway_http_port).start()
+    grpc_server = create_grpc_server(
+        gateway.core, f"{settings.host}:{settings.gateway_grpc_port}", settings.gateway_max_body_bytes
+    )
+    await grpc_server.start()
+    log.info(
+        "gateway serving REST on %s:%s and gRPC on %s:%s",
+        settings.host,
+        settings.gateway_http_port,
+        settings.host,
+        settings.gateway_grpc_port,
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("gateway stopping")
+    await grpc_server.stop(grace=5)
+    await runner.cleanup()
+    with contextlib.suppress(asyncio.CancelledError):
+        await gateway.aclose()

@@ -1,0 +1,246 @@
+"""The gateway's REST skin (aiohttp): KServe v2, the TF Serving and TorchServe paths, feedback, metrics.
+
+Thin on purpose: parse the transport, call :class:`GatewayCore`, write the answer. The route
+table is declared in one place, :func:`create_app`. Every error becomes a v2 ``{"error": ...}``
+with the status its exception class carries; an unexpected exception is logged and answered
+500, and the process keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from model_store.errors import (
+    AliasConflictError,
+    InvalidNameError,
+    ModelNotFoundError,
+    ObjectNotFoundError,
+    VersionNotFoundError,
+)
+from model_store.names import validate_version
+from serving.backends.base import BackendError, InvalidInputError
+from serving.gateway.core import GatewayCore, InferenceOutcome
+from serving.gateway.v2 import HEADER_LENGTH, decode_request, encode_response
+from serving.protocols.tf_rest import decode_predict, encode_predictions
+from serving.routing.spec import SpecError
+from serving.routing.spec_store import SpecNotFoundError, StaleRevisionError
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_TF_PATH = re.compile(r"^(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+))?:predict$")
+
+
+def error_status(error: Exception) -> int | None:
+    """The HTTP status for an exception the core or the admin service raises, None if unexpected."""
+    if isinstance(error, BackendError):
+        return error.status
+    if isinstance(error, StaleRevisionError | AliasConflictError):
+        return 409
+    if isinstance(error, SpecNotFoundError | ModelNotFoundError | VersionNotFoundError | ObjectNotFoundError):
+        return 404
+    if isinstance(error, SpecError | InvalidNameError | ValidationError):
+        return 400
+    return None
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+    )
+
+
+def error_response(status: int, message: str, request_id: str | None = None) -> web.Response:
+    headers = {"x-request-id": request_id} if request_id else None
+    return json_response({"error": message}, status, headers)
+
+
+@web.middleware
+async def v2_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as error:  # aiohttp's own: unknown path (404), body too large (413), ...
+        if error.status < 400:
+            raise
+        return error_response(
+            error.status, error.reason if error.status != 413 else error.text or error.reason
+        )
+    except Exception as error:
+        status = error_status(error)
+        if status is None:
+            log.exception("unexpected error serving %s %s", request.method, request.path)
+            return error_response(500, f"internal error: {type(error).__name__}")
+        return error_response(
+            status, getattr(error, "message", None) or str(error), request.headers.get("x-request-id")
+        )
+
+
+def path_version(request: web.Request) -> int | None:
+    raw = request.match_info.get("version")
+    return None if raw is None else validate_version(raw)
+
+
+async def read_json(request: web.Request) -> Any:
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError as error:
+        raise InvalidInputError(f"request body is not valid JSON: {error}") from None
+
+
+def outcome_response(outcome: InferenceOutcome, payload: Any) -> web.Response:
+    return json_response(payload, headers=outcome.headers)
+
+
+class RestGateway:
+    """Handlers of the data-plane routes over one :class:`GatewayCore`."""
+
+    def __init__(self, core: GatewayCore) -> None:
+        self.core = core
+
+    async def live(self, request: web.Request) -> web.Response:
+        return json_response({"live": True})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        ready = self.core.server_ready()
+        return json_response({"ready": ready}, 200 if ready else 503)
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        return json_response(
+            {"name": "flywheel-gateway", "version": "1", "extensions": ["binary_tensor_data"]}
+        )
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        return json_response(self.core.metadata(request.match_info["model"], path_version(request)))
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        model, version = request.match_info["model"], path_version(request)
+        self.core.live(model)  # unknown model: 404 with the list of deployed ones
+        ready = await self.core.model_ready(model, version)
+        return json_response({"name": model, "ready": ready}, 200 if ready else 400)
+
+    async def infer(self, request: web.Request) -> web.Response:
+        model, version = request.match_info["model"], path_version(request)
+        raw_length = request.headers.get(HEADER_LENGTH)
+        try:
+            header_length = int(raw_length) if raw_length is not None else None
+        except ValueError:
+            raise InvalidInputError(f"{HEADER_LENGTH} must be an integer, got {raw_length!r}") from None
+        decoded = decode_request(await request.read(), header_length)
+        outcome = await self.core.infer(
+            model,
+            decoded.inputs,
+            version=version,
+            request_id=request.headers.get("x-request-id") or decoded.request_id,
+            headers=request.headers,
+        )
+        variant = outcome.variant
+        body, binary_length = encode_response(
+            model,
+            variant.version,
+            outcome.request_id,
+            outcome.outputs,
+            decoded,
+            {"variant": variant.name, "backend": variant.backend},
+        )
+        headers = outcome.headers
+        if binary_length is None:
+            return web.Response(body=body, headers=headers, content_type="application/json")
+        headers[HEADER_LENGTH] = str(binary_length)
+        return web.Response(body=body, headers=headers, content_type="application/octet-stream")
+
+    async def tf_predict(self, request: web.Request) -> web.Response:
+        match = _TF_PATH.match(request.match_info["tail"])
+        if match is None:
+            raise web.HTTPNotFound(reason=f"no such TF Serving path: {request.path}")
+        model = match["model"]
+        version = validate_version(match["version"]) if match["version"] else None
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise InvalidInputError("the request body must be a JSON object")
+        names = [spec.name for spec in self.core.signature(model, version).inputs]
+        inputs, row_format = decode_predict(body, names)
+        outcome = await self.core.infer(
+            model,
+            inputs,
+            version=version,
+            request_id=request.headers.get("x-request-id"),
+            headers=request.headers,
+        )
+        return outcome_response(outcome, encode_predictions(outcome.outputs, row_format))
+
+    async def torchserve_predict(self, request: web.Request) -> web.Response:
+        model, version = request.match_info["model"], path_version(request)
+        body = await read_json(request)
+        instances = body.get("instances", body.get("inputs")) if isinstance(body, dict) else body
+        names = [spec.name for spec in self.core.signature(model, version).inputs]
+        if len(names) != 1:
+            raise InvalidInputError(f"{model} has inputs {names}; use the v2 or TF Serving path")
+        try:
+            array = np.asarray(instances, dtype=np.float32)
+        except (ValueError, TypeError) as error:
+            raise InvalidInputError(f"instances are not a rectangular array of numbers: {error}") from None
+        outcome = await self.core.infer(
+            model,
+            {names[0]: array},
+            version=version,
+            request_id=request.headers.get("x-request-id"),
+            headers=request.headers,
+        )
+        first = next(iter(outcome.outputs.values()))
+        return outcome_response(outcome, {"predictions": first.reshape(-1)})
+
+    async def feedback(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+            raise InvalidInputError('feedback needs a JSON object with a string "id"')
+        reward, label = body.get("reward"), body.get("label")
+        for name, value in (("reward", reward), ("label", label)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise InvalidInputError(f"{name} must be a number")
+        result = self.core.feedback(request.match_info["model"], body["id"], reward, label)
+        return json_response(result)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.core.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+
+def create_app(
+    core: GatewayCore, max_body_bytes: int, admin_app: web.Application | None = None
+) -> web.Application:
+    """The gateway's whole REST surface; ``admin_app`` (``serving.gateway.admin_rest``) mounts at /admin."""
+    rest = RestGateway(core)
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[v2_errors])
+    app.add_routes(
+        [
+            web.get("/v2/health/live", rest.live),
+            web.get("/v2/health/ready", rest.ready),
+            web.get("/v2", rest.server_metadata),
+            web.get("/v2/models/{model}", rest.model_metadata),
+            web.get("/v2/models/{model}/ready", rest.model_ready),
+            web.get("/v2/models/{model}/versions/{version}", rest.model_metadata),
+            web.get("/v2/models/{model}/versions/{version}/ready", rest.model_ready),
+            web.post("/v2/models/{model}/infer", rest.infer),
+            web.post("/v2/models/{model}/versions/{version}/infer", rest.infer),
+            web.post("/v2/models/{model}/feedback", rest.feedback),
+            web.post("/v1/models/{tail:.+}", rest.tf_predict),
+            web.post("/predictions/{model}", rest.torchserve_predict),
+            web.post("/predictions/{model}/{version}", rest.torchserve_predict),
+            web.get("/metrics", rest.metrics),
+        ]
+    )
+    if admin_app is not None:
+        app.add_subapp("/admin", admin_app)
+    return app

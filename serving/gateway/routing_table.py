@@ -1,0 +1,181 @@
+"""What the gateway serves right now: one :class:`LiveModel` per routing spec, reloaded live.
+
+A poll loop compares each spec's ETag with the one it was loaded at, and on a change builds a
+complete new ``LiveModel`` (strategy, signatures, drift profiles) off to the side before swapping
+it in with one dict assignment. Requests already routed keep the object they started with, so a
+reload never drops or mixes a request. If the store is unreachable, the last good table keeps
+serving and the error is logged.
+
+A new spec's variants are also *reconciled*: any version its server does not have loaded (after
+``flywheel down``/``up``, say) is loaded from the store, so a restarted stack serves what the
+specs say without anyone redeploying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from model_store import ModelStore
+from model_store.errors import ModelStoreError
+from model_store.manifest import Signature
+from serving.backends.base import BackendError, ModelBackend
+from serving.gateway.sampling import ProfileBins
+from serving.routing.spec import RoutingSpec, Variant
+from serving.routing.spec_store import SpecNotFoundError, SpecStore
+from serving.routing.strategies import RoutingStrategy, build_strategy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveModel:
+    spec: RoutingSpec
+    strategy: RoutingStrategy
+    etag: str | None
+    signatures: dict[int, Signature]
+    profiles: dict[int, ProfileBins | None]
+    ready: dict[str, bool] = field(default_factory=dict)
+
+    def pinned(self, version: int) -> Variant | None:
+        """The variant serving ``version``; the heaviest one if several servers host it."""
+        matching = [variant for variant in self.spec.variants if variant.version == version]
+        return max(matching, key=lambda variant: variant.weight) if matching else None
+
+
+class RoutingTable:
+    def __init__(
+        self,
+        spec_store: SpecStore,
+        store: ModelStore,
+        backends: Mapping[str, ModelBackend],
+        reconcile: bool = True,
+    ) -> None:
+        self.spec_store = spec_store
+        self.store = store
+        self.backends = backends
+        self.reconcile_enabled = reconcile
+        self.models: dict[str, LiveModel] = {}
+        self.loaded_once = asyncio.Event()
+        self.last_error: str | None = None
+        self._signatures: dict[tuple[str, int], Signature] = {}
+        self._profiles: dict[tuple[str, int], ProfileBins | None] = {}
+        self._reconciling: set[asyncio.Task[None]] = set()
+
+    def get(self, model: str) -> LiveModel | None:
+        return self.models.get(model)
+
+    # Loading -----------------------------------------------------------------------------------
+    def _signature(self, model: str, version: int) -> Signature:
+        key = (model, version)
+        if key not in self._signatures:
+            self._signatures[key] = self.store.get_manifest(model, version).signature
+        return self._signatures[key]
+
+    def _profile(self, model: str, version: int) -> ProfileBins | None:
+        key = (model, version)
+        if key not in self._profiles:
+            try:
+                profile = orjson.loads(self.store.read_artifact(model, version, "profile.json"))
+                self._profiles[key] = ProfileBins.from_profile(profile)
+            except (ModelStoreError, KeyError, ValueError) as error:
+                log.warning("no drift profile for %s v%s: %s", model, version, error)
+                self._profiles[key] = None
+        return self._profiles[key]
+
+    def _build(self, model: str) -> LiveModel | None:
+        """Blocking (store reads): run in a thread."""
+        try:
+            spec, etag = self.spec_store.read(model)
+        except SpecNotFoundError:
+            return None
+        strategy = build_strategy(spec)
+        versions = spec.versions()
+        return LiveModel(
+            spec,
+            strategy,
+            etag,
+            {version: self._signature(model, version) for version in versions},
+            {version: self._profile(model, version) for version in versions},
+        )
+
+    async def refresh(self, only: str | None = None) -> list[str]:
+        """Reload the specs whose ETag changed (or just ``only``); returns the models swapped."""
+        names = [only] if only else await asyncio.to_thread(self.spec_store.models)
+        changed = []
+        for name in names:
+            current = self.models.get(name)
+            etag = await asyncio.to_thread(self.spec_store.etag, name)
+            if current is not None and etag == current.etag:
+                continue
+            live = await asyncio.to_thread(self._build, name)
+            if live is None:
+                self.models.pop(name, None)
+                changed.append(name)
+                continue
+            if current is not None:
+                live.strategy.carry_over(current.strategy)
+                live.ready = {k: v for k, v in current.ready.items() if k in live.spec.names()}
+            self.models[name] = live
+            changed.append(name)
+            if self.reconcile_enabled:
+                task = asyncio.create_task(self.reconcile(live))
+                self._reconciling.add(task)
+                task.add_done_callback(self._reconciling.discard)
+        if not only:
+            for gone in set(self.models) - set(names):
+                self.models.pop(gone)
+                changed.append(gone)
+        return changed
+
+    async def reconcile(self, live: LiveModel) -> None:
+        """Load any variant its server lacks; record which variants are ready."""
+        for variant in live.spec.variants:
+            backend = self.backends.get(variant.backend)
+            if backend is None:
+                live.ready[variant.name] = False
+                continue
+            try:
+                if not await backend.ready(live.spec.model, variant.version):
+                    log.info("loading %s v%s on %s", live.spec.model, variant.version, variant.backend)
+                    await backend.load(live.spec.model, variant.version)
+                live.ready[variant.name] = await backend.ready(live.spec.model, variant.version)
+            except (BackendError, ModelStoreError) as error:
+                log.warning("cannot load %s on %s: %s", variant.name, variant.backend, error)
+                live.ready[variant.name] = False
+
+    async def wait_reconciled(self) -> None:
+        while self._reconciling:
+            await asyncio.gather(*list(self._reconciling), return_exceptions=True)
+
+    async def run(self, interval_s: float) -> None:
+        """Poll forever; a failing store keeps the last good table serving."""
+        while True:
+            try:
+                await self.refresh()
+                self.last_error = None
+            except (ModelStoreError, OSError, ValueError) as error:
+                if self.last_error != str(error):
+                    log.error("routing specs could not be reloaded, serving the last good ones: %s", error)
+                self.last_error = str(error)
+            except Exception as error:  # a botocore error, say: keep serving, say why
+                log.exception("routing reload failed: %s", error)
+                self.last_error = repr(error)
+            self.loaded_once.set()
+            await asyncio.sleep(interval_s)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            name: {
+                "revision": live.spec.revision,
+                "strategy": live.spec.strategy,
+                "split": live.strategy.describe(),
+                "ready": live.ready,
+            }
+            for name, live in self.models.items()
+        }

@@ -1,0 +1,25 @@
+"""The gateway as a local stack service."""
+
+from __future__ import annotations
+
+import sys
+
+from flywheel.settings import FlywheelSettings
+from flywheel.stack.process import ServiceSpec, http_probe
+
+
+def gateway_service(settings: FlywheelSettings, admin_token: str, name: str = "gateway") -> ServiceSpec:
+    """Settings and the token travel in the environment: never in argv, where ``ps`` shows them."""
+    url = settings.gateway_url
+    return ServiceSpec(
+        name=name,
+        argv=[sys.executable, "-m", "serving.gateway"],
+        probe=http_probe(f"{url}/v2/health/ready"),
+        urls={
+            "http": url,
+            "grpc": f"{settings.host}:{settings.gateway_grpc_port}",
+            "metrics": f"{url}/metrics",
+        },
+        env={**settings.as_env(), "FLYWHEEL_ADMIN_TOKEN": admin_token},
+        cwd=settings.home,
+    )

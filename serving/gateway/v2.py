@@ -1,0 +1,189 @@
+"""KServe v2 (Open Inference Protocol) tensors: JSON and the binary tensor extension, both ways.
+
+Transport-free: bytes in, numpy out, and back. Every malformed input raises
+:class:`InvalidInputError` with a message naming the tensor and the problem; nothing else
+escapes, which a hypothesis test checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from serving.backends.base import InvalidInputError, Tensors
+
+V2_TO_NUMPY: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+NUMPY_TO_V2 = {dtype: name for name, dtype in V2_TO_NUMPY.items()}
+#: The header that splits a binary-extension body into its JSON part and the raw tensor bytes.
+HEADER_LENGTH = "Inference-Header-Content-Length"
+MAX_ELEMENTS = 64 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class V2Request:
+    inputs: Tensors
+    request_id: str | None = None
+    binary_outputs: set[str] = field(default_factory=set)
+    all_binary: bool = False
+    requested_outputs: list[str] = field(default_factory=list)
+
+
+def datatype_of(array: np.ndarray) -> str:
+    try:
+        return NUMPY_TO_V2[array.dtype]
+    except KeyError:
+        raise InvalidInputError(f"dtype {array.dtype} has no KServe v2 datatype") from None
+
+
+def _shape(name: str, raw: Any) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not all(
+        isinstance(dim, int) and not isinstance(dim, bool) for dim in raw
+    ):
+        raise InvalidInputError(f"input {name!r}: shape must be a list of integers, got {raw!r}")
+    if any(dim < 0 for dim in raw):
+        raise InvalidInputError(f"input {name!r}: shape {raw} has a negative dimension")
+    elements = 1
+    for dim in raw:
+        elements *= dim
+        if elements > MAX_ELEMENTS:
+            raise InvalidInputError(f"input {name!r}: shape {raw} is larger than {MAX_ELEMENTS} elements")
+    return tuple(raw)
+
+
+def _tensor(spec: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, int]:
+    if not isinstance(spec, dict):
+        raise InvalidInputError("each input must be an object with name, shape, datatype and data")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError("an input has no name")
+    datatype = spec.get("datatype")
+    dtype = V2_TO_NUMPY.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise InvalidInputError(
+            f"input {name!r}: datatype {datatype!r} is not supported; use one of {', '.join(V2_TO_NUMPY)}"
+        )
+    shape = _shape(name, spec.get("shape"))
+    parameters = spec.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidInputError(f"input {name!r}: parameters must be an object")
+    size = parameters.get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
+            raise InvalidInputError(f"input {name!r}: binary_data_size {size!r} does not fit the body")
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if size != expected:
+            raise InvalidInputError(
+                f"input {name!r}: {size} bytes of binary data, "
+                f"but shape {list(shape)} of {datatype} needs {expected}"
+            )
+        array = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape)
+        return name, array, offset + size
+    if "data" not in spec:
+        raise InvalidInputError(f"input {name!r} has neither data nor parameters.binary_data_size")
+    try:
+        array = np.asarray(spec["data"], dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise InvalidInputError(
+            f"input {name!r}: data is not a (regular) array of {datatype}: {error}"
+        ) from None
+    if array.size != int(np.prod(shape, dtype=np.int64)):
+        raise InvalidInputError(f"input {name!r}: {array.size} values do not fill shape {list(shape)}")
+    return name, array.reshape(shape), offset
+
+
+def decode_request(body: bytes, header_length: int | None = None) -> V2Request:
+    """Parse an infer request body; ``header_length`` is the binary extension's JSON length."""
+    if header_length is not None:
+        if header_length < 0 or header_length > len(body):
+            raise InvalidInputError(f"{HEADER_LENGTH} {header_length} is outside the body")
+        json_part, binary = body[:header_length], memoryview(body)[header_length:]
+    else:
+        json_part, binary = body, memoryview(b"")
+    try:
+        document = orjson.loads(json_part)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInputError(f"request body is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise InvalidInputError("request body must be a JSON object")
+    raw_inputs = document.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInputError('request needs a non-empty "inputs" list')
+    inputs: Tensors = {}
+    offset = 0
+    for spec in raw_inputs:
+        name, array, offset = _tensor(spec, binary, offset)
+        if name in inputs:
+            raise InvalidInputError(f"input {name!r} appears twice")
+        inputs[name] = array
+    request_id = document.get("id")
+    parameters = document.get("parameters") or {}
+    request = V2Request(
+        inputs,
+        request_id=request_id if isinstance(request_id, str) and request_id else None,
+        all_binary=isinstance(parameters, dict) and parameters.get("binary_data_output") is True,
+    )
+    outputs = document.get("outputs") or []
+    if not isinstance(outputs, list):
+        raise InvalidInputError('"outputs" must be a list')
+    for output in outputs:
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            raise InvalidInputError('each entry of "outputs" needs a name')
+        request.requested_outputs.append(output["name"])
+        output_parameters = output.get("parameters") or {}
+        if isinstance(output_parameters, dict) and output_parameters.get("binary_data") is True:
+            request.binary_outputs.add(output["name"])
+    return request
+
+
+def encode_response(
+    model: str,
+    version: int,
+    request_id: str,
+    outputs: Tensors,
+    request: V2Request | None,
+    parameters: dict[str, Any],
+) -> tuple[bytes, int | None]:
+    """(body, binary header length or None) for an infer response."""
+    wanted = request.requested_outputs if request and request.requested_outputs else list(outputs)
+    entries, chunks = [], []
+    for name in wanted:
+        if name not in outputs:
+            raise InvalidInputError(f"requested output {name!r} does not exist; outputs: {list(outputs)}")
+        array = np.ascontiguousarray(outputs[name])
+        entry: dict[str, Any] = {"name": name, "datatype": datatype_of(array), "shape": list(array.shape)}
+        if request is not None and (request.all_binary or name in request.binary_outputs):
+            raw = array.tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = array.reshape(-1)
+        entries.append(entry)
+    header = orjson.dumps(
+        {
+            "model_name": model,
+            "model_version": str(version),
+            "id": request_id,
+            "parameters": parameters,
+            "outputs": entries,
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+    if not chunks:
+        return header, None
+    return header + b"".join(chunks), len(header)

@@ -1,0 +1,1 @@
+"""Wire formats shared by the runtimes and the gateway."""

@@ -1,0 +1,143 @@
+"""Deploy, promote, rollback and reweight as pure functions from one spec to the next.
+
+Convention: the first variant is the stable one and the last is the newest candidate. Each
+function raises :class:`SpecError` when the change makes no sense, and never touches storage:
+the admin API wraps them in :meth:`SpecStore.update` so every change is compare-and-swap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serving.routing.spec import RoutingSpec, SpecError, StrategyParams, Variant
+
+#: Default traffic share of a new variant, per strategy that splits by weight.
+DEFAULT_CANDIDATE_WEIGHT = {"canary": 10.0, "ab": 50.0}
+
+
+def stable_variant(spec: RoutingSpec) -> Variant:
+    """The variant that carries (most) traffic now."""
+    if spec.strategy == "blue_green" and spec.params.active:
+        return spec.variant(spec.params.active)
+    if spec.strategy == "shadow" and spec.params.primary:
+        return spec.variant(spec.params.primary)
+    return max(spec.variants, key=lambda variant: variant.weight)
+
+
+def candidate_variant(spec: RoutingSpec) -> Variant:
+    stable = stable_variant(spec)
+    others = [variant for variant in spec.variants if variant.name != stable.name]
+    if not others:
+        raise SpecError(f"{spec.model}: only {stable.name} is deployed; there is no candidate")
+    return others[-1]
+
+
+def deploy(
+    current: RoutingSpec | None,
+    model: str,
+    version: int,
+    backend: str,
+    strategy: str,
+    weight: float | None = None,
+    params: dict[str, Any] | None = None,
+) -> RoutingSpec:
+    """The spec after deploying ``version`` on ``backend`` with ``strategy``.
+
+    - first deploy, or ``single``: the new variant takes all traffic (a direct cut-over);
+    - ``canary`` / ``ab``: the stable variant keeps ``100 - weight``, the new one gets ``weight``;
+    - ``blue_green``: the new variant is the idle colour; ``promote`` switches;
+    - ``shadow``: the new variant receives copies; the stable one keeps answering;
+    - ``bandit``: the new variant joins the arms.
+    """
+    candidate = Variant(name=Variant.default_name(backend, version), version=version, backend=backend)
+    extra = StrategyParams.model_validate(
+        {**(current.params.model_dump() if current else {}), **(params or {})}
+    )
+    if current is None or strategy == "single":
+        candidate.weight = 100.0
+        extra.active = extra.primary = candidate.name if strategy in ("blue_green", "shadow") else None
+        return RoutingSpec(model=model, strategy=strategy, variants=[candidate], params=extra)
+    stable = stable_variant(current).model_copy()
+    if stable.name == candidate.name:
+        raise SpecError(f"{model}: {candidate.name} already serves all traffic; deploy a new version")
+    if strategy in DEFAULT_CANDIDATE_WEIGHT:
+        share = DEFAULT_CANDIDATE_WEIGHT[strategy] if weight is None else weight
+        if not 0 <= share <= 100:
+            raise SpecError(f"weight must be within 0..100, got {share}")
+        stable.weight, candidate.weight = 100.0 - share, share
+        variants = [stable, candidate]
+    elif strategy == "blue_green":
+        stable.weight, candidate.weight = 100.0, 0.0
+        variants, extra.active = [stable, candidate], stable.name
+    elif strategy == "shadow":
+        stable.weight, candidate.weight = 100.0, 0.0
+        variants, extra.primary = [stable, candidate], stable.name
+    elif strategy == "bandit":
+        arms = [variant for variant in current.variants if variant.name != candidate.name] + [candidate]
+        for arm in arms:
+            arm.weight = round(100.0 / len(arms), 3)
+        variants = arms
+    else:
+        raise SpecError(f"unknown strategy {strategy!r}")
+    return RoutingSpec(
+        model=model,
+        strategy=strategy,
+        variants=variants,
+        params=extra,
+        retry_unavailable=current.retry_unavailable,
+    )
+
+
+def promote(current: RoutingSpec, variant_name: str | None = None) -> RoutingSpec:
+    """The candidate (or ``variant_name``) takes all traffic.
+
+    Blue-green flips ``active`` and keeps the old colour loaded and idle for an instant switch
+    back. Every other strategy ends as ``single`` on the promoted variant.
+    """
+    winner = current.variant(variant_name) if variant_name else candidate_variant(current)
+    if current.strategy == "blue_green":
+        others = [
+            variant.model_copy(update={"weight": 0.0})
+            for variant in current.variants
+            if variant.name != winner.name
+        ]
+        return current.model_copy(
+            update={
+                "variants": [winner.model_copy(update={"weight": 100.0}), *others],
+                "params": current.params.model_copy(update={"active": winner.name}),
+            }
+        )
+    return current.model_copy(
+        update={"strategy": "single", "variants": [winner.model_copy(update={"weight": 100.0})]}
+    )
+
+
+def rollback(current: RoutingSpec) -> RoutingSpec:
+    """Traffic returns to the stable variant and the candidate is dropped.
+
+    For blue-green, "stable" is the idle colour: rollback right after a promote switches back.
+    """
+    if current.strategy == "blue_green":
+        active = current.variant(current.params.active or current.variants[0].name)
+        previous = [variant for variant in current.variants if variant.name != active.name]
+        if not previous:
+            raise SpecError(f"{current.model}: only {active.name} is deployed; nothing to roll back to")
+        return promote(current, previous[0].name)
+    stable = stable_variant(current)
+    if len(current.variants) == 1:
+        raise SpecError(f"{current.model}: only {stable.name} is deployed; nothing to roll back to")
+    return current.model_copy(
+        update={"strategy": "single", "variants": [stable.model_copy(update={"weight": 100.0})]}
+    )
+
+
+def set_weights(current: RoutingSpec, weights: dict[str, float]) -> RoutingSpec:
+    """Manual weights by variant name; variants not named keep theirs."""
+    unknown = set(weights) - set(current.names())
+    if unknown:
+        raise SpecError(f"{current.model}: no variants named {sorted(unknown)}; variants: {current.names()}")
+    variants = [
+        variant.model_copy(update={"weight": weights.get(variant.name, variant.weight)})
+        for variant in current.variants
+    ]
+    return current.model_copy(update={"variants": variants})
