@@ -74,7 +74,8 @@ def create_admin_app(admin: AdminService, token: str) -> web.Application:
         raise ValueError("the admin API needs a non-empty token")
 
     async def body(request: web.Request, model: type[BaseModel]) -> Any:
-        return model.model_validate(await read_json(request))
+        # An empty body means "all defaults" (``POST .../rollback`` needs nothing else).
+        return model.model_validate(await read_json(request) if await request.read() else {})
 
     async def list_deployments(request: web.Request) -> web.Response:
         return json_response({"deployments": await admin.deployments()})

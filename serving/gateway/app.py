@@ -55,7 +55,7 @@ def build_gateway(
     if backends is None:
         backends = {kind: build_backend(kind, settings, store) for kind in BACKEND_KINDS}
     metrics = GatewayMetrics(CollectorRegistry())
-    table = RoutingTable(SpecStore(store.storage), store, backends)
+    table = RoutingTable(SpecStore(store.storage), store, backends, metrics=metrics)
     core = GatewayCore(
         table,
         backends,

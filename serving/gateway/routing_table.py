@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from model_store import ModelStore
 from model_store.errors import ModelStoreError
 from model_store.manifest import Signature
 from serving.backends.base import BackendError, ModelBackend
+from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.sampling import ProfileBins
 from serving.routing.spec import RoutingSpec, Variant
 from serving.routing.spec_store import SpecNotFoundError, SpecStore
@@ -55,17 +57,20 @@ class RoutingTable:
         store: ModelStore,
         backends: Mapping[str, ModelBackend],
         reconcile: bool = True,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.spec_store = spec_store
         self.store = store
         self.backends = backends
         self.reconcile_enabled = reconcile
+        self.metrics = metrics
         self.models: dict[str, LiveModel] = {}
         self.loaded_once = asyncio.Event()
         self.last_error: str | None = None
         self._signatures: dict[tuple[str, int], Signature] = {}
         self._profiles: dict[tuple[str, int], ProfileBins | None] = {}
         self._reconciling: set[asyncio.Task[None]] = set()
+        self._reconcile_locks: dict[str, asyncio.Lock] = {}
 
     def get(self, model: str) -> LiveModel | None:
         return self.models.get(model)
@@ -123,18 +128,30 @@ class RoutingTable:
                 live.ready = {k: v for k, v in current.ready.items() if k in live.spec.names()}
             self.models[name] = live
             changed.append(name)
+            if self.metrics is not None:
+                self.metrics.spec_revision.labels(name).set(live.spec.revision)
             if self.reconcile_enabled:
-                task = asyncio.create_task(self.reconcile(live))
-                self._reconciling.add(task)
-                task.add_done_callback(self._reconciling.discard)
+                self._spawn_reconcile(live)
         if not only:
             for gone in set(self.models) - set(names):
                 self.models.pop(gone)
                 changed.append(gone)
         return changed
 
+    def _spawn_reconcile(self, live: LiveModel) -> None:
+        task = asyncio.create_task(self.reconcile(live))
+        self._reconciling.add(task)
+        task.add_done_callback(self._reconciling.discard)
+
+    def _lock(self, model: str) -> asyncio.Lock:
+        return self._reconcile_locks.setdefault(model, asyncio.Lock())
+
     async def reconcile(self, live: LiveModel) -> None:
         """Load any variant its server lacks; record which variants are ready."""
+        async with self._lock(live.spec.model):
+            await self._reconcile(live)
+
+    async def _reconcile(self, live: LiveModel) -> None:
         for variant in live.spec.variants:
             backend = self.backends.get(variant.backend)
             if backend is None:
@@ -153,11 +170,21 @@ class RoutingTable:
         while self._reconciling:
             await asyncio.gather(*list(self._reconciling), return_exceptions=True)
 
-    async def run(self, interval_s: float) -> None:
-        """Poll forever; a failing store keeps the last good table serving."""
+    async def run(self, interval_s: float, reconcile_every_s: float = 10.0) -> None:
+        """Poll forever; a failing store keeps the last good table serving.
+
+        Every ``reconcile_every_s`` the live variants are reconciled again, so a model server
+        that restarted empty (TorchServe keeps nothing) gets its versions back on its own.
+        """
+        last_reconcile = time.monotonic()
         while True:
             try:
                 await self.refresh()
+                if self.reconcile_enabled and time.monotonic() - last_reconcile >= reconcile_every_s:
+                    last_reconcile = time.monotonic()
+                    for live in list(self.models.values()):
+                        if not self._lock(live.spec.model).locked():
+                            self._spawn_reconcile(live)
                 self.last_error = None
             except (ModelStoreError, OSError, ValueError) as error:
                 if self.last_error != str(error):

@@ -17,6 +17,7 @@ from serving.backends.triton import TritonBackend
 from serving.runtimes.tfserving.service import TFServingPorts, tfserving_service
 from serving.runtimes.torchserve import TorchServePorts, torchserve_service
 from serving.runtimes.triton import TritonPorts, triton_service
+from tests.serving.gateway_fixtures import canary, gateway_stack  # noqa: F401  (shared by test_gateway*)
 from tests.support import free_port, start_and_wait
 
 

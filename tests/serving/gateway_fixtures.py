@@ -99,7 +99,7 @@ class GatewayStack:
         self.records[name] = start_and_wait(self.specs[name], self.workdir, name, timeout_s=180)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gateway_stack(drifted_run: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
     workdir = tmp_path_factory.mktemp("gateway-stack")
     ports = {
@@ -141,3 +141,22 @@ def gateway_stack(drifted_run: Any, tmp_path_factory: pytest.TempPathFactory) ->
     finally:
         for record in reversed(list(records.values())):
             stop_process(record, 30)
+
+
+@pytest.fixture
+def canary(gateway_stack: GatewayStack) -> GatewayStack:
+    """v1 on TorchServe (70 %) and v2 on the TF runtime (30 %), whatever ran before."""
+    if gateway_stack.admin("GET", f"/deployments/{MODEL}").status_code == 404:
+        gateway_stack.deploy(1, "torchserve", "single")
+    gateway_stack.replace(
+        {
+            "model": MODEL,
+            "strategy": "canary",
+            "variants": [
+                {"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 70},
+                {"name": "tfserving-v2", "version": 2, "backend": "tfserving", "weight": 30},
+            ],
+        },
+        reason="test baseline: canary",
+    )
+    return gateway_stack

@@ -8,21 +8,29 @@ last the fault tests that kill a server.
 from __future__ import annotations
 
 import collections
-import os
-import signal
+import re
 import subprocess
+import threading
 from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 
-from model_store.backends.file import FileStorage
 from serving.routing.spec_store import SpecStore
 from serving.routing.strategies.ab import sticky_position
 from tests.pipeline_fixtures import MODEL
-from tests.serving.gateway_fixtures import ADMIN_TOKEN, GatewayStack, gateway_stack, v2_body, windows  # noqa: F401
+from tests.serving.gateway_fixtures import GatewayStack, v2_body, windows
 from tests.support import wait_until
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for match in re.finditer(rf"^{re.escape(name)}(?:\{{(.*?)\}})? (\S+)$", text, re.MULTILINE):
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
+        if all(found.get(key) == value for key, value in labels.items()):
+            total += float(match.group(2))
+    return total
 
 
 def variants_of(responses: list[httpx.Response]) -> collections.Counter[str]:
@@ -133,3 +141,193 @@ def test_compatibility_paths_with_curl(gateway_stack: GatewayStack) -> None:
     assert np.allclose(ts["predictions"], predictions(pinned).reshape(-1), atol=1e-6)
     status, error = curl(f"/predictions/{MODEL}", {"instances": [[1, 2], [3]]})
     assert status == 400 and "rectangular" in error["error"]
+
+
+def spec_of(stack: GatewayStack) -> dict[str, Any]:
+    return dict(stack.admin("GET", f"/deployments/{MODEL}").json())
+
+
+def test_blue_green_switch_is_atomic_and_drops_nothing(canary: GatewayStack) -> None:
+    canary.replace(
+        {
+            "model": MODEL,
+            "strategy": "blue_green",
+            "params": {"active": "torchserve-v1"},
+            "variants": [
+                {"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 100},
+                {"name": "tfserving-v2", "version": 2, "backend": "tfserving", "weight": 0},
+            ],
+        }
+    )
+    features = windows()
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                response = client.post(f"{canary.url}/v2/models/{MODEL}/infer", json=v2_body(features))
+                seen.append((response.status_code, response.headers.get("x-flywheel-variant", "")))
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        wait_until(lambda: len(seen) >= 20, 30, "traffic on blue")
+        promoted = canary.admin("POST", f"/deployments/{MODEL}/promote", json={"reason": "green is good"})
+        assert promoted.status_code == 200, promoted.text
+        marker = len(seen)
+        wait_until(lambda: len(seen) >= marker + 20, 30, "traffic on green")
+    finally:
+        stop.set()
+        sender.join()
+    assert {status for status, _ in seen} == {200}
+    colours = [variant for _, variant in seen]
+    switch = colours.index("tfserving-v2")
+    assert set(colours[:switch]) == {"torchserve-v1"} and set(colours[switch:]) == {"tfserving-v2"}
+    spec = promoted.json()
+    assert spec["params"]["active"] == "tfserving-v2" and len(spec["variants"]) == 2, "blue stays loaded"
+    assert spec["history"][-1]["reason"] == "green is good"
+    assert canary.admin("POST", f"/deployments/{MODEL}/rollback").status_code == 200
+    assert canary.infer(features).headers["x-flywheel-variant"] == "torchserve-v1"
+
+
+def test_a_spec_written_elsewhere_reloads_live(canary: GatewayStack, drifted_run: Any) -> None:
+    """Another replica or the rollout controller writes the store; this gateway follows."""
+    from serving.routing import operations
+
+    revision = spec_of(canary)["revision"]
+    SpecStore(drifted_run.store.storage).update(
+        MODEL,
+        lambda current: operations.set_weights(current, {"torchserve-v1": 0, "tfserving-v2": 100}),
+        actor="another-replica",
+        action="set weights",
+        expected_revision=revision,
+    )
+    features = windows()
+    wait_until(
+        lambda: canary.infer(features).headers["x-flywheel-variant"] == "tfserving-v2",
+        30,
+        "the reloaded spec",
+    )
+    assert {canary.infer(features).headers["x-flywheel-variant"] for _ in range(20)} == {"tfserving-v2"}
+    routing = canary.admin("GET", "/routing").json()[MODEL]
+    assert routing["revision"] == revision + 1
+
+
+def test_shadow_answers_from_primary_and_records_the_comparison(canary: GatewayStack) -> None:
+    canary.replace(
+        {
+            "model": MODEL,
+            "strategy": "shadow",
+            "params": {"primary": "torchserve-v1", "shadow_sample_rate": 1.0},
+            "variants": [
+                {"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 100},
+                {"name": "tfserving-v2", "version": 2, "backend": "tfserving", "weight": 0},
+            ],
+        }
+    )
+    before = metric_value(
+        canary.metrics(), "flywheel_gateway_shadow_requests_total", variant="tfserving-v2", outcome="ok"
+    )
+    responses = [canary.infer(windows(seed=seed)) for seed in range(20)]
+    assert {r.headers["x-flywheel-variant"] for r in responses} == {"torchserve-v1"}
+    wait_until(
+        lambda: (
+            metric_value(
+                canary.metrics(),
+                "flywheel_gateway_shadow_requests_total",
+                variant="tfserving-v2",
+                outcome="ok",
+            )
+            >= before + 20
+        ),
+        30,
+        "20 shadow copies",
+    )
+    assert (
+        metric_value(canary.metrics(), "flywheel_gateway_shadow_disagreement_count", variant="tfserving-v2")
+        >= 20
+    )
+    # v1 and v2 were trained on different regimes: their predictions differ measurably.
+    assert (
+        metric_value(canary.metrics(), "flywheel_gateway_shadow_disagreement_sum", variant="tfserving-v2") > 0
+    )
+
+
+def test_ab_is_sticky_and_identical_on_every_replica(canary: GatewayStack) -> None:
+    canary.replace(
+        {
+            "model": MODEL,
+            "strategy": "ab",
+            "params": {"sticky_header": "x-user-id"},
+            "variants": [
+                {"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 50},
+                {"name": "tfserving-v2", "version": 2, "backend": "tfserving", "weight": 50},
+            ],
+        }
+    )
+    features = windows()
+    assignments = {}
+    for user in (f"user-{index}" for index in range(24)):
+        served = {
+            canary.infer(features, headers={"x-user-id": user}).headers["x-flywheel-variant"]
+            for _ in range(4)
+        }
+        assert len(served) == 1, f"{user} was not sticky: {served}"
+        assignments[user] = served.pop()
+        # A pure function of (model, header value): any replica computes the same.
+        expected = "torchserve-v1" if sticky_position(MODEL, user) < 0.5 else "tfserving-v2"
+        assert assignments[user] == expected
+    assert set(assignments.values()) == {"torchserve-v1", "tfserving-v2"}
+
+
+def test_bandit_shifts_traffic_to_the_rewarded_variant(canary: GatewayStack) -> None:
+    canary.replace(
+        {
+            "model": MODEL,
+            "strategy": "bandit",
+            "variants": [
+                {"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 50},
+                {"name": "tfserving-v2", "version": 2, "backend": "tfserving", "weight": 50},
+            ],
+        }
+    )
+    features = windows()
+    for _ in range(60):
+        response = canary.infer(features)
+        reward = 1.0 if response.headers["x-flywheel-variant"] == "tfserving-v2" else 0.0
+        posted = canary.client.post(
+            f"{canary.url}/v2/models/{MODEL}/feedback",
+            json={"id": response.headers["x-request-id"], "reward": reward},
+        )
+        assert posted.status_code == 200 and posted.json()["reward"] == reward
+    later = variants_of([canary.infer(features) for _ in range(60)])
+    assert later["tfserving-v2"] >= 50, later
+    unknown = canary.client.post(
+        f"{canary.url}/v2/models/{MODEL}/feedback", json={"id": "never-served", "label": 0.01}
+    )
+    assert unknown.status_code == 404
+    labelled = canary.infer(features)
+    prediction = float(predictions(labelled).reshape(-1)[0])
+    posted = canary.client.post(
+        f"{canary.url}/v2/models/{MODEL}/feedback",
+        json={"id": labelled.headers["x-request-id"], "label": prediction},
+    )
+    assert posted.json()["reward"] == 1.0, "a label with the predicted direction is a hit"
+
+
+def test_metrics_and_drift_sampling(canary: GatewayStack) -> None:
+    features = windows(8)
+    for _ in range(5):
+        assert canary.infer(features, version=1).status_code == 200
+    text = canary.metrics()
+    samples = metric_value(text, "flywheel_gateway_profile_samples_total", version="1")
+    assert samples >= 40  # drift_sample_rate is 1.0 in the test stack: every row counted
+    for feature in ("return_1d", "volatility_20d", "prediction"):
+        assert (
+            metric_value(text, "flywheel_gateway_profile_bin_total", version="1", feature=feature) == samples
+        )
+    assert metric_value(text, "flywheel_gateway_requests_total", variant="torchserve-v1") >= 5
+    assert metric_value(text, "flywheel_gateway_request_duration_seconds_count", variant="torchserve-v1") >= 5
+    assert "flywheel_gateway_in_flight_requests" in text
+    assert metric_value(text, "flywheel_gateway_routing_spec_revision") >= 1
