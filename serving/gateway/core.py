@@ -64,8 +64,12 @@ class ServedRequest:
     prediction: float
 
 
-def check_signature(model: str, signature: Signature, inputs: Tensors) -> Tensors:
-    """Inputs named, shaped and typed as the version's signature says; FP JSON data is cast."""
+def check_signature(model: str, signature: Signature, inputs: Tensors, coerce: bool = False) -> Tensors:
+    """Inputs named, shaped and typed as the version's signature says.
+
+    v2 requests declare their datatype, which must match. ``coerce`` is for the compatibility
+    paths, whose JSON numbers carry no type: numbers are cast to a floating-point signature.
+    """
     if not signature.inputs:
         return inputs
     expected = {spec.name: spec for spec in signature.inputs}
@@ -76,7 +80,7 @@ def check_signature(model: str, signature: Signature, inputs: Tensors) -> Tensor
         spec = expected[name]
         want = V2_TO_NUMPY.get(spec.datatype)
         if want is not None and array.dtype != want:
-            if array.dtype.kind in "fiu" and want.kind == "f":
+            if coerce and array.dtype.kind in "fiu" and want.kind == "f":
                 array = array.astype(want)  # JSON numbers on the compatibility paths
             else:
                 raise InvalidInputError(
@@ -177,6 +181,7 @@ class GatewayCore:
         version: int | None = None,
         request_id: str | None = None,
         headers: Mapping[str, str] | None = None,
+        coerce: bool = False,
     ) -> InferenceOutcome:
         request_id = request_id or uuid.uuid4().hex
         try:
@@ -185,7 +190,7 @@ class GatewayCore:
                 route = live.strategy.route(RouteRequest(request_id, headers or {}))
             else:
                 route = Route(self._pinned(live, version))
-            inputs = check_signature(model, live.signatures[route.primary.version], inputs)
+            inputs = check_signature(model, live.signatures[route.primary.version], inputs, coerce)
         except BackendError as error:
             self.metrics.errors.labels(
                 model if model in self.table.models else "", "", type(error).__name__

@@ -176,6 +176,7 @@ class RestGateway:
             version=version,
             request_id=request.headers.get("x-request-id"),
             headers=request.headers,
+            coerce=True,
         )
         return outcome_response(outcome, encode_predictions(outcome.outputs, row_format))
 

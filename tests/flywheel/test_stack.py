@@ -10,12 +10,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from flywheel.settings import FlywheelSettings
 from flywheel.stack.process import ProcessRecord, ServiceSpec, group_alive, is_running
 from flywheel.stack.supervisor import ServiceStartError, StackSupervisor
+from model_store import ModelStore
 from model_store.backends.s3 import s3_client
+from serving.routing.spec import RoutingSpec
+from serving.routing.spec_store import SpecStore
 from tests.support import REPO_ROOT, free_port, http_ok
 
 
@@ -54,7 +58,7 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     up = json_of(flywheel(stack_env, "up", "--json"))
-    names = ["s3", "triton", "torchserve", "tfserving"]
+    names = ["s3", "triton", "torchserve", "tfserving", "gateway"]
     assert [(s["name"], s["state"]) for s in up["services"]] == [(name, "running") for name in names]
     pids = [s["pid"] for s in up["services"]]
     pid = pids[0]
@@ -81,6 +85,14 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
     settings = FlywheelSettings(home=tmp_path, s3_port=int(stack_env["FLYWHEEL_S3_PORT"]))
     client = s3_client(settings)
     put = client.put_object(Bucket=settings.raw_bucket, Key="raw/AAPL.csv", Body=b"Date,Close\n")
+    spec = SpecStore(ModelStore.open(settings.resolve_store_uri()).storage).update(
+        "demo",
+        lambda current: RoutingSpec(
+            model="demo", variants=[{"name": "triton-v1", "version": 1, "backend": "triton", "weight": 100}]
+        ),
+        actor="test",
+        action="deploy",
+    )
 
     down = json_of(flywheel(stack_env, "down", "--json"))
     assert down["stopped"] == list(reversed(names))
@@ -96,6 +108,12 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
         assert [(m["name"], m["versions"]) for m in listed["models"]] == [("demo", [1])]
         head = client.head_object(Bucket=settings.raw_bucket, Key="raw/AAPL.csv")
         assert head["ETag"] == put["ETag"]
+        # The routing spec survives too, and the gateway serves it with the token kept in var/.
+        token = (tmp_path / "var" / "credentials" / "admin-token").read_text()
+        gateway = f"http://127.0.0.1:{stack_env['FLYWHEEL_GATEWAY_HTTP_PORT']}"
+        served = httpx.get(f"{gateway}/admin/deployments/demo", headers={"Authorization": f"Bearer {token}"})
+        assert served.status_code == 200 and served.json()["revision"] == spec.revision
+        assert httpx.get(f"{gateway}/admin/deployments/demo").status_code == 401
     finally:
         json_of(flywheel(stack_env, "down", "--json"))
 

@@ -1,0 +1,194 @@
+"""Bad input gets a clear 4xx and changes nothing; the admin API needs its token."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.pipeline_fixtures import MODEL
+from tests.serving.gateway_fixtures import ADMIN_TOKEN, GatewayStack, v2_body, windows
+
+FEATURES = windows(2)
+INFER = f"/v2/models/{MODEL}/infer"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        (INFER, b"{not json", 400, "not valid JSON"),
+        (INFER, b"[1, 2]", 400, "JSON object"),
+        (INFER, json.dumps({"inputs": []}).encode(), 400, "non-empty"),
+        (INFER, json.dumps(v2_body(FEATURES[:, :4, :])).encode(), 400, "expects [-1, 10, 8]"),
+        (
+            INFER,
+            json.dumps({"inputs": [{**v2_body(FEATURES)["inputs"][0], "datatype": "INT64"}]}).encode(),
+            400,
+            "expects FP32",
+        ),
+        (
+            INFER,
+            json.dumps({"inputs": [{**v2_body(FEATURES)["inputs"][0], "datatype": "BYTES"}]}).encode(),
+            400,
+            "not supported",
+        ),
+        (
+            INFER,
+            json.dumps({"inputs": [{**v2_body(FEATURES)["inputs"][0], "shape": [3, 10, 8]}]}).encode(),
+            400,
+            "do not fill",
+        ),
+        (
+            INFER,
+            json.dumps({"inputs": [{**v2_body(FEATURES)["inputs"][0], "name": "other"}]}).encode(),
+            400,
+            "expects inputs",
+        ),
+        (
+            INFER,
+            json.dumps({"inputs": [{**v2_body(FEATURES)["inputs"][0], "data": ["a"] * 160}]}).encode(),
+            400,
+            "FP32",
+        ),
+        ("/v2/models/no-such-model/infer", json.dumps(v2_body(FEATURES)).encode(), 404, "not deployed"),
+        (
+            f"/v2/models/{MODEL}/versions/0/infer",
+            json.dumps(v2_body(FEATURES)).encode(),
+            400,
+            "positive integers",
+        ),
+        (
+            f"/v2/models/{MODEL}/versions/99/infer",
+            json.dumps(v2_body(FEATURES)).encode(),
+            404,
+            "deployed versions",
+        ),
+        (f"/v1/models/{MODEL}:predict", b'{"instances": [[1, 2], [3]]}', 400, "rectangular"),
+        (f"/v1/models/{MODEL}:predict", b'{"neither": 1}', 400, "exactly one of"),
+        (f"/predictions/{MODEL}", b'"text"', 400, "rectangular"),
+        (f"/v2/models/{MODEL}/feedback", b'{"id": 5}', 400, "string"),
+        (f"/v2/models/{MODEL}/feedback", b'{"id": "x", "reward": true}', 400, "number"),
+        ("/v2/models/..%2F..%2Fetc/infer", json.dumps(v2_body(FEATURES)).encode(), 404, "not deployed"),
+    ],
+)
+def test_malformed_requests_get_a_clear_4xx(
+    canary: GatewayStack, path: str, body: bytes, status: int, message: str
+) -> None:
+    response = canary.client.post(
+        f"{canary.url}{path}", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    assert canary.infer(FEATURES).status_code == 200, "the gateway keeps serving"
+
+
+def test_oversized_body_is_refused_with_413(canary: GatewayStack) -> None:
+    huge = np.zeros((4000, 10, 8), dtype=np.float32)  # ~2.5 MB of JSON; the test stack allows 1 MiB
+    response = canary.infer(huge)
+    assert response.status_code == 413
+    assert "error" in response.json()
+    assert canary.infer(FEATURES).status_code == 200
+
+
+def test_binary_extension_errors(canary: GatewayStack) -> None:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "features",
+                    "shape": [2, 10, 8],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 640},
+                }
+            ]
+        }
+    ).encode()
+    url = f"{canary.url}{INFER}"
+    short = canary.client.post(
+        url, content=header + b"\0" * 100, headers={"Inference-Header-Content-Length": str(len(header))}
+    )
+    assert short.status_code == 400 and "does not fit" in short.json()["error"]
+    bad_length = canary.client.post(url, content=header, headers={"Inference-Header-Content-Length": "abc"})
+    assert bad_length.status_code == 400
+    good = canary.client.post(
+        url,
+        content=header + FEATURES.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert good.status_code == 200
+
+
+def test_admin_api_needs_the_token_and_changes_nothing_without_it(canary: GatewayStack) -> None:
+    before = canary.admin("GET", f"/deployments/{MODEL}").json()
+    attempts = [
+        canary.admin("POST", f"/deployments/{MODEL}/rollback", token=None),
+        canary.admin("POST", f"/deployments/{MODEL}/rollback", token="wrong-token"),
+        canary.admin(
+            "POST",
+            f"/deployments/{MODEL}/weights",
+            token=ADMIN_TOKEN[:-1],
+            json={"weights": {"tfserving-v2": 0}},
+        ),
+        canary.client.post(
+            f"{canary.url}/admin/deployments/{MODEL}/rollback",
+            headers={"Authorization": f"Basic {ADMIN_TOKEN}"},
+        ),
+        canary.admin("GET", "/deployments", token=""),
+    ]
+    assert [response.status_code for response in attempts] == [401] * len(attempts)
+    assert all(response.headers["WWW-Authenticate"].startswith("Bearer") for response in attempts)
+    assert canary.admin("GET", f"/deployments/{MODEL}").json() == before
+
+
+def test_stale_writers_get_409_and_history_records_who_and_why(canary: GatewayStack) -> None:
+    spec = canary.admin("GET", f"/deployments/{MODEL}").json()
+    revision = spec["revision"]
+    first = canary.admin(
+        "POST",
+        f"/deployments/{MODEL}/weights",
+        json={
+            "weights": {"tfserving-v2": 40, "torchserve-v1": 60},
+            "expected_revision": revision,
+            "actor": "alice",
+            "reason": "more canary",
+        },
+    )
+    assert first.status_code == 200 and first.json()["revision"] == revision + 1
+    stale = canary.admin(
+        "POST",
+        f"/deployments/{MODEL}/weights",
+        json={"weights": {"tfserving-v2": 0}, "expected_revision": revision, "actor": "bob"},
+    )
+    assert stale.status_code == 409 and f"revision {revision + 1}, not {revision}" in stale.json()["error"]
+    latest = canary.admin("GET", f"/deployments/{MODEL}").json()
+    assert {v["name"]: v["weight"] for v in latest["variants"]}["tfserving-v2"] == 40
+    entry = latest["history"][-1]
+    assert (entry["actor"], entry["reason"], entry["revision"]) == ("alice", "more canary", revision + 1)
+    assert [e["revision"] for e in latest["history"]] == list(range(1, revision + 2)), "append-only"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/deploy", {"version": 1, "backend": "nope", "strategy": "canary"}, 400),
+        ("/deploy", {"version": 1, "backend": "triton", "strategy": "zigzag"}, 400),
+        ("/deploy", {"version": 99, "backend": "triton", "strategy": "canary"}, 404),
+        ("/deploy", {"version": -1, "backend": "triton"}, 400),
+        ("/deploy", {"version": 1, "backend": "triton", "unknown_field": 1}, 400),
+        ("/weights", {"weights": {"no-such-variant": 10}}, 400),
+        ("/weights", {"weights": {"tfserving-v2": 500}}, 400),
+        ("/promote", {"variant": "no-such-variant"}, 400),
+    ],
+)
+def test_bad_admin_requests_get_4xx(
+    canary: GatewayStack, path: str, body: dict[str, object], status: int
+) -> None:
+    before = canary.admin("GET", f"/deployments/{MODEL}").json()
+    response = canary.admin("POST", f"/deployments/{MODEL}{path}", json=body)
+    assert response.status_code == status, response.text
+    assert canary.admin("GET", f"/deployments/{MODEL}").json() == before
+    assert httpx.get(
+        f"{canary.url}/admin/deployments/..%2Fmodels", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    ).status_code in (400, 404)
