@@ -29,6 +29,7 @@ from model_store.errors import (
 from model_store.names import validate_version
 from serving.backends.base import BackendError, InvalidInputError
 from serving.gateway.core import GatewayCore, InferenceOutcome
+from serving.gateway.openapi import openapi_document
 from serving.gateway.v2 import HEADER_LENGTH, decode_request, encode_response
 from serving.protocols.tf_rest import decode_predict, encode_predictions
 from serving.routing.spec import SpecError
@@ -212,6 +213,9 @@ class RestGateway:
         result = self.core.feedback(request.match_info["model"], body["id"], reward, label)
         return json_response(result)
 
+    async def openapi(self, request: web.Request) -> web.Response:
+        return json_response(openapi_document())
+
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(self.core.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
@@ -240,6 +244,7 @@ def create_app(
             web.post("/predictions/{model}", rest.torchserve_predict),
             web.post("/predictions/{model}/{version}", rest.torchserve_predict),
             web.get("/metrics", rest.metrics),
+            web.get("/openapi.json", rest.openapi),
         ]
     )
     if admin_app is not None:

@@ -1,0 +1,61 @@
+"""Deploy, promote, rollback and reweight as spec-to-spec functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.routing import operations
+from serving.routing.spec import RoutingSpec, SpecError
+
+
+def weights(spec: RoutingSpec) -> dict[str, float]:
+    return {variant.name: variant.weight for variant in spec.variants}
+
+
+def base() -> RoutingSpec:
+    return operations.deploy(None, "m", 1, "torchserve", "canary")
+
+
+def test_first_deploy_takes_all_traffic() -> None:
+    assert weights(base()) == {"torchserve-v1": 100.0}
+    assert operations.deploy(None, "m", 1, "triton", "blue_green").params.active == "triton-v1"
+
+
+def test_canary_then_promote_or_rollback() -> None:
+    canary = operations.deploy(base(), "m", 2, "tfserving", "canary", weight=25)
+    assert weights(canary) == {"torchserve-v1": 75.0, "tfserving-v2": 25.0}
+    assert operations.candidate_variant(canary).name == "tfserving-v2"
+    promoted = operations.promote(canary)
+    assert promoted.strategy == "single" and weights(promoted) == {"tfserving-v2": 100.0}
+    rolled = operations.rollback(canary)
+    assert rolled.strategy == "single" and weights(rolled) == {"torchserve-v1": 100.0}
+    with pytest.raises(SpecError, match="nothing to roll back"):
+        operations.rollback(rolled)
+    with pytest.raises(SpecError, match="already serves all traffic"):
+        operations.deploy(base(), "m", 1, "torchserve", "canary")
+
+
+def test_blue_green_promote_flips_and_rollback_flips_back() -> None:
+    staged = operations.deploy(base(), "m", 2, "triton", "blue_green")
+    assert staged.params.active == "torchserve-v1" and weights(staged)["triton-v2"] == 0
+    flipped = operations.promote(staged)
+    assert flipped.params.active == "triton-v2" and len(flipped.variants) == 2
+    assert operations.rollback(flipped).params.active == "torchserve-v1"
+
+
+def test_shadow_ab_and_bandit_deploys() -> None:
+    shadow = operations.deploy(base(), "m", 2, "triton", "shadow", params={"shadow_sample_rate": 0.5})
+    assert shadow.params.primary == "torchserve-v1" and shadow.params.shadow_sample_rate == 0.5
+    assert weights(operations.deploy(base(), "m", 2, "triton", "ab")) == {
+        "torchserve-v1": 50.0,
+        "triton-v2": 50.0,
+    }
+    two = operations.deploy(base(), "m", 2, "triton", "bandit")
+    three = operations.deploy(two, "m", 3, "tfserving", "bandit")
+    assert len(three.variants) == 3
+    assert operations.promote(three, "triton-v2").variants[0].name == "triton-v2"
+
+
+def test_set_weights_names_unknown_variants() -> None:
+    with pytest.raises(SpecError, match="no variants named"):
+        operations.set_weights(base(), {"nope": 1})
