@@ -9,6 +9,7 @@ from flywheel.cli import (
     backends_commands,
     bench_commands,
     data_commands,
+    gateway_commands,
     models_commands,
     pipeline_commands,
     stack_commands,
@@ -27,6 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stack_commands.register(app)
+gateway_commands.register(app)
 app.add_typer(models_commands.models_app, name="models")
 app.add_typer(data_commands.data_app, name="data")
 app.add_typer(pipeline_commands.pipeline_app, name="pipeline")

@@ -16,12 +16,15 @@ DEFAULT_CANDIDATE_WEIGHT = {"canary": 10.0, "ab": 50.0}
 
 
 def stable_variant(spec: RoutingSpec) -> Variant:
-    """The variant that carries (most) traffic now."""
+    """The proven variant: blue-green's active colour, shadow's primary, else the first one.
+
+    Not the heaviest: a canary moved to 80 % is still the candidate until it is promoted.
+    """
     if spec.strategy == "blue_green" and spec.params.active:
         return spec.variant(spec.params.active)
     if spec.strategy == "shadow" and spec.params.primary:
         return spec.variant(spec.params.primary)
-    return max(spec.variants, key=lambda variant: variant.weight)
+    return spec.variants[0]
 
 
 def candidate_variant(spec: RoutingSpec) -> Variant:

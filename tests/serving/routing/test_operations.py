@@ -59,3 +59,11 @@ def test_shadow_ab_and_bandit_deploys() -> None:
 def test_set_weights_names_unknown_variants() -> None:
     with pytest.raises(SpecError, match="no variants named"):
         operations.set_weights(base(), {"nope": 1})
+
+
+def test_a_heavier_canary_is_still_the_candidate() -> None:
+    canary = operations.deploy(base(), "m", 2, "triton", "canary")
+    shifted = operations.set_weights(canary, {"torchserve-v1": 20, "triton-v2": 80})
+    assert operations.stable_variant(shifted).name == "torchserve-v1"
+    assert weights(operations.promote(shifted)) == {"triton-v2": 100.0}
+    assert weights(operations.rollback(shifted)) == {"torchserve-v1": 100.0}

@@ -1,0 +1,292 @@
+"""``flywheel deploy | promote | rollback | weights | routing | predict``: the gateway from the shell.
+
+The control-plane commands call the gateway's admin API (bearer token from settings or
+``var/credentials``), so the CLI, scripts and the rollout controller share one code path and
+every change lands in the routing spec's history. ``predict`` is an ordinary client of the
+data plane, over REST or gRPC.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import typer
+from rich.table import Table
+
+from flywheel.cli.output import JSON_OPTION, console, emit, fail
+from flywheel.settings import FlywheelSettings
+from flywheel.stack.credentials import admin_token
+
+EXPECTED_REVISION = typer.Option(
+    None, "--expected-revision", help="Refuse (409) unless the spec is still at this revision."
+)
+REASON = typer.Option("", "--reason", help="Why: recorded in the spec's history.")
+ACTOR = typer.Option("cli", "--actor", help="Who: recorded in the spec's history.")
+
+
+def _admin(
+    settings: FlywheelSettings, method: str, path: str, as_json: bool, **kwargs: Any
+) -> dict[str, Any]:
+    try:
+        token = admin_token(settings, create=False)
+    except FileNotFoundError as error:
+        fail(str(error), as_json)
+    try:
+        response = httpx.request(
+            method,
+            f"{settings.gateway_url}/admin{path}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=max(settings.backend_timeout_s, 300.0),  # a deploy waits for the model to load
+            **kwargs,
+        )
+    except httpx.HTTPError as error:
+        fail(f"the gateway at {settings.gateway_url} is not reachable ({error}); is the stack up?", as_json)
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("error", response.text)
+        except ValueError:
+            message = response.text
+        fail(f"{response.status_code}: {message}", as_json)
+    return dict(response.json())
+
+
+def _render_spec(spec: dict[str, Any]) -> None:
+    table = Table(title=f"{spec['model']}: {spec['strategy']} (revision {spec['revision']})")
+    for column in ("variant", "version", "backend", "weight"):
+        table.add_column(column)
+    for variant in spec["variants"]:
+        table.add_row(variant["name"], str(variant["version"]), variant["backend"], f"{variant['weight']:g}")
+    console.print(table)
+    params = {key: value for key, value in spec.get("params", {}).items() if value not in (None, {}, [])}
+    console.print(f"params: {params}")
+    for entry in spec.get("history", [])[-5:]:
+        console.print(
+            f"  r{entry['revision']} {entry['at'][:19]} {entry['actor']}: {entry['action']} {entry['reason']}"
+        )
+
+
+def deploy(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    version: int = typer.Option(..., "--version", min=1, help="Store version to deploy."),
+    strategy: str = typer.Option(
+        "canary",
+        "--strategy",
+        help="single (cut over), canary (weighted), blue_green (idle colour, promote switches), "
+        "shadow (copies only), ab (sticky by header), bandit (learns from feedback).",
+    ),
+    backend: str = typer.Option("triton", "--backend", help="triton, torchserve or tfserving."),
+    weight: float = typer.Option(None, "--weight", min=0, max=100, help="canary/ab share in percent."),
+    sticky_header: str = typer.Option(None, "--sticky-header", help="ab: header that pins callers."),
+    shadow_sample_rate: float = typer.Option(
+        None, "--shadow-sample-rate", min=0, max=1, help="shadow: share copied."
+    ),
+    expected_revision: int = EXPECTED_REVISION,
+    reason: str = REASON,
+    actor: str = ACTOR,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Load VERSION on BACKEND, then route to it with STRATEGY. Compare-and-swap, recorded in history."""
+    settings: FlywheelSettings = ctx.obj
+    params = {
+        key: value
+        for key, value in (("sticky_header", sticky_header), ("shadow_sample_rate", shadow_sample_rate))
+        if value is not None
+    }
+    body = {
+        "version": version,
+        "backend": backend,
+        "strategy": strategy,
+        "weight": weight,
+        "params": params or None,
+        "expected_revision": expected_revision,
+        "reason": reason,
+        "actor": actor,
+    }
+    with console.status(f"loading {name} v{version} on {backend} and updating the routing spec"):
+        spec = _admin(settings, "POST", f"/deployments/{name}/deploy", as_json, json=body)
+    emit(spec, as_json, _render_spec)
+
+
+def promote(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    variant: str = typer.Option(None, "--variant", help="Variant to promote (default: the candidate)."),
+    expected_revision: int = EXPECTED_REVISION,
+    reason: str = REASON,
+    actor: str = ACTOR,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Give the candidate all traffic and make it the champion (blue-green: switch colours)."""
+    body = {"variant": variant, "expected_revision": expected_revision, "reason": reason, "actor": actor}
+    emit(_admin(ctx.obj, "POST", f"/deployments/{name}/promote", as_json, json=body), as_json, _render_spec)
+
+
+def rollback(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    expected_revision: int = EXPECTED_REVISION,
+    reason: str = REASON,
+    actor: str = ACTOR,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Send all traffic back to the stable variant and drop the candidate."""
+    body = {"expected_revision": expected_revision, "reason": reason, "actor": actor}
+    emit(_admin(ctx.obj, "POST", f"/deployments/{name}/rollback", as_json, json=body), as_json, _render_spec)
+
+
+def weights(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    assignments: list[str] = typer.Argument(..., help="VARIANT=PERCENT pairs, e.g. triton-v2=25."),
+    expected_revision: int = EXPECTED_REVISION,
+    reason: str = REASON,
+    actor: str = ACTOR,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Set traffic weights by hand (canary, ab)."""
+    parsed: dict[str, float] = {}
+    for assignment in assignments:
+        variant, _, value = assignment.partition("=")
+        try:
+            parsed[variant] = float(value)
+        except ValueError:
+            fail(f"expected VARIANT=PERCENT, got {assignment!r}", as_json, exit_code=2)
+    body = {"weights": parsed, "expected_revision": expected_revision, "reason": reason, "actor": actor}
+    emit(_admin(ctx.obj, "POST", f"/deployments/{name}/weights", as_json, json=body), as_json, _render_spec)
+
+
+def routing(
+    ctx: typer.Context,
+    name: str = typer.Argument(None, help="Model name; all deployments when left out."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show a routing spec with its recent history, or every deployment's live split."""
+    if name:
+        emit(_admin(ctx.obj, "GET", f"/deployments/{name}", as_json), as_json, _render_spec)
+    else:
+        emit(_admin(ctx.obj, "GET", "/routing", as_json), as_json, lambda data: console.print_json(data=data))
+
+
+def _load_inputs(input_file: Path | None, rows: int) -> np.ndarray:
+    if input_file is not None:
+        document = json.loads(input_file.read_text())
+        instances = (
+            document.get("instances", document.get("inputs")) if isinstance(document, dict) else document
+        )
+        return np.asarray(instances, dtype=np.float32)
+    from training.contract import FEATURE_COLUMNS, WINDOW
+
+    return (
+        np.random.default_rng(0).normal(0, 0.01, size=(rows, WINDOW, len(FEATURE_COLUMNS))).astype(np.float32)
+    )
+
+
+def predict(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    version: int = typer.Option(None, "--version", min=1, help="Pin a version (default: routed)."),
+    input_file: Path = typer.Option(
+        None, "--input", exists=True, dir_okay=False, help='JSON: {"instances": [...]} or a list of windows.'
+    ),
+    rows: int = typer.Option(1, "--rows", min=1, help="Random windows to send when --input is not given."),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="Send the request N times and show the split."),
+    protocol: str = typer.Option("rest", "--protocol", help="rest (KServe v2 JSON) or grpc."),
+    header: list[str] = typer.Option([], "--header", help="Extra request header NAME=VALUE (ab routing)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Send a prediction through the gateway and show which variant answered."""
+    settings: FlywheelSettings = ctx.obj
+    features = _load_inputs(input_file, rows)
+    headers = dict(item.split("=", 1) for item in header if "=" in item)
+    if protocol not in ("rest", "grpc"):
+        fail("--protocol must be rest or grpc", as_json, exit_code=2)
+    split: collections.Counter[str] = collections.Counter()
+    last: dict[str, Any] = {}
+    started = time.perf_counter()
+    for _ in range(repeat):
+        last = _predict_once(settings, name, version, features, protocol, headers, as_json)
+        split[last["variant"]] += 1
+    elapsed = time.perf_counter() - started
+    result = {**last, "split": dict(split), "requests": repeat, "mean_latency_ms": 1000 * elapsed / repeat}
+
+    def render(data: dict[str, Any]) -> None:
+        console.print(
+            f"[bold]{name}[/] v{data['version']} via [bold]{data['variant']}[/] (request {data['id']})"
+        )
+        console.print(f"predictions: {np.asarray(data['predictions']).reshape(-1).round(6).tolist()}")
+        if repeat > 1:
+            console.print(
+                f"split over {repeat} requests: {dict(split)}; mean {data['mean_latency_ms']:.1f} ms"
+            )
+
+    emit(result, as_json, render)
+
+
+def _predict_once(
+    settings: FlywheelSettings,
+    name: str,
+    version: int | None,
+    features: np.ndarray,
+    protocol: str,
+    headers: dict[str, str],
+    as_json: bool,
+) -> dict[str, Any]:
+    if protocol == "grpc":
+        import tritonclient.grpc as triton_grpc
+        from tritonclient.utils import InferenceServerException
+
+        client = triton_grpc.InferenceServerClient(f"{settings.host}:{settings.gateway_grpc_port}")
+        tensor = triton_grpc.InferInput("features", list(features.shape), "FP32")
+        tensor.set_data_from_numpy(features)
+        try:
+            result = client.infer(name, [tensor], model_version=str(version or ""), headers=headers)
+        except InferenceServerException as error:
+            fail(f"{error.status()}: {error.message()}", as_json)
+        finally:
+            client.close()
+        response = result.get_response(as_json=True)
+        output = response["outputs"][0]["name"]
+        return {
+            "id": response.get("id", ""),
+            "version": int(response["model_version"]),
+            "variant": response["parameters"]["variant"]["string_param"],
+            "predictions": result.as_numpy(output).tolist(),
+        }
+    path = f"/versions/{version}" if version else ""
+    body = {
+        "inputs": [
+            {
+                "name": "features",
+                "shape": list(features.shape),
+                "datatype": "FP32",
+                "data": features.ravel().tolist(),
+            }
+        ]
+    }
+    try:
+        http = httpx.post(
+            f"{settings.gateway_url}/v2/models/{name}{path}/infer", json=body, headers=headers, timeout=60
+        )
+    except httpx.HTTPError as error:
+        fail(f"the gateway at {settings.gateway_url} is not reachable ({error}); is the stack up?", as_json)
+    if http.status_code >= 400:
+        fail(f"{http.status_code}: {http.json().get('error', http.text)}", as_json)
+    payload = http.json()
+    return {
+        "id": payload["id"],
+        "version": int(payload["model_version"]),
+        "variant": http.headers["x-flywheel-variant"],
+        "predictions": payload["outputs"][0]["data"],
+    }
+
+
+def register(app: typer.Typer) -> None:
+    for command in (deploy, promote, rollback, weights, routing, predict):
+        app.command()(command)

@@ -1,0 +1,107 @@
+"""``flywheel deploy | weights | promote | rollback | routing | predict`` against the live gateway."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from tests.pipeline_fixtures import MODEL
+from tests.serving.gateway_fixtures import ADMIN_TOKEN, GatewayStack
+from tests.support import REPO_ROOT
+
+
+def flywheel(stack: GatewayStack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **stack.settings.as_env(), "FLYWHEEL_ADMIN_TOKEN": ADMIN_TOKEN}
+    return subprocess.run(
+        [sys.executable, "-m", "flywheel", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def test_cli_rolls_a_version_out_and_back(canary: GatewayStack) -> None:
+    ok(flywheel(canary, "rollback", MODEL, "--json"))
+    deployed = ok(
+        flywheel(
+            canary,
+            "deploy",
+            MODEL,
+            "--version",
+            "2",
+            "--backend",
+            "triton",
+            "--strategy",
+            "canary",
+            "--weight",
+            "50",
+            "--reason",
+            "cli canary",
+            "--json",
+        )
+    )
+    assert {v["name"]: v["weight"] for v in deployed["variants"]} == {
+        "torchserve-v1": 50.0,
+        "triton-v2": 50.0,
+    }
+    predicted = ok(flywheel(canary, "predict", MODEL, "--rows", "3", "--repeat", "30", "--json"))
+    assert predicted["requests"] == 30 and set(predicted["split"]) == {"torchserve-v1", "triton-v2"}
+    assert len(predicted["predictions"]) == 3
+    grpc = ok(flywheel(canary, "predict", MODEL, "--version", "2", "--protocol", "grpc", "--json"))
+    assert grpc["variant"] == "triton-v2" and grpc["version"] == 2
+
+    revision = deployed["revision"]
+    stale = flywheel(
+        canary, "weights", MODEL, "triton-v2=80", "--expected-revision", str(revision - 1), "--json"
+    )
+    assert stale.returncode == 1 and "409" in json.loads(stale.stdout)["error"]
+    ok(
+        flywheel(
+            canary,
+            "weights",
+            MODEL,
+            "triton-v2=80",
+            "torchserve-v1=20",
+            "--expected-revision",
+            str(revision),
+            "--json",
+        )
+    )
+    promoted = ok(flywheel(canary, "promote", MODEL, "--reason", "looks good", "--actor", "ops", "--json"))
+    assert [v["name"] for v in promoted["variants"]] == ["triton-v2"]
+    assert promoted["history"][-1]["actor"] == "ops"
+    shown = ok(flywheel(canary, "routing", MODEL, "--json"))
+    assert shown["revision"] == promoted["revision"]
+    assert [entry["action"] for entry in shown["history"][-3:]] == [
+        "deploy triton-v2 (canary)",
+        "set weights {'triton-v2': 80.0, 'torchserve-v1': 20.0}",
+        "promote candidate",
+    ]
+    assert ok(flywheel(canary, "predict", MODEL, "--json"))["variant"] == "triton-v2"
+
+
+def test_cli_errors_are_clear(canary: GatewayStack) -> None:
+    missing = flywheel(canary, "deploy", MODEL, "--version", "42", "--backend", "triton", "--json")
+    assert missing.returncode == 1 and "has no version 42" in json.loads(missing.stdout)["error"]
+    unknown = flywheel(canary, "predict", "no-such-model")
+    assert unknown.returncode == 1 and "not deployed" in unknown.stderr
+    env_without_gateway = canary.settings.model_copy(update={"gateway_http_port": 1})
+    down = subprocess.run(
+        [sys.executable, "-m", "flywheel", "routing", "--json"],
+        env={**os.environ, **env_without_gateway.as_env(), "FLYWHEEL_ADMIN_TOKEN": ADMIN_TOKEN},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert down.returncode == 1 and "is the stack up?" in json.loads(down.stdout)["error"]
