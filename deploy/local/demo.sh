@@ -6,8 +6,9 @@
 #   3. land drifted data and run it again: the gate scores the champion on the new holdout,
 #      the retrained model beats it, and a new version is published with its lineage
 #   4. list the versions, show the new manifest's lineage and gate
-#   5. serve both versions side by side on Triton, TorchServe and TF Serving (loaded live from
-#      the store, sha256-verified), predict pinned to each, unload the old one
+#   5. deploy the champion through the gateway (TorchServe), canary the retrained version on
+#      TF Serving at 20 %, send traffic over REST, gRPC and TF Serving's REST path, show the
+#      split, raise the weight, promote; show the routing history and the gateway's metrics
 #   6. bring the stack down (KEEP_UP=1 leaves it running)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -51,14 +52,42 @@ print("gate:", "passed" if gate["passed"] else "failed", f"against champion v{ga
 PY
 )"
 
-step "flywheel backends load: the champion (v1) and the retrained version on all three servers"
-flywheel backends load "$FLYWHEEL_MODEL_NAME:champion"
-flywheel backends load "$FLYWHEEL_MODEL_NAME:latest"
-flywheel backends status "$FLYWHEEL_MODEL_NAME"
+version_of() { flywheel models show "$FLYWHEEL_MODEL_NAME:$1" --json | python -c 'import json,sys; print(json.load(sys.stdin)["version"])'; }
+champion=$(version_of champion)
+latest=$(version_of latest)
 
-step "flywheel backends infer: the same windows, pinned to each version"
-flywheel backends infer "$FLYWHEEL_MODEL_NAME:champion"
-flywheel backends infer "$FLYWHEEL_MODEL_NAME:latest"
+step "flywheel deploy: the champion (v$champion) takes all traffic, served by TorchServe"
+flywheel deploy "$FLYWHEEL_MODEL_NAME" --version "$champion" --backend torchserve --strategy single \
+  --reason "champion from the first training run"
+
+if [ "$latest" != "$champion" ]; then
+  step "flywheel deploy: canary of the retrained v$latest on TF Serving, 20 % of traffic"
+  flywheel deploy "$FLYWHEEL_MODEL_NAME" --version "$latest" --backend tfserving --strategy canary --weight 20 \
+    --reason "retrained after drift; gate passed"
+
+  step "flywheel predict x300 through the gateway (REST): the split"
+  flywheel predict "$FLYWHEEL_MODEL_NAME" --rows 2 --repeat 300
+
+  step "the same gateway over gRPC (KServe v2), pinned to v$latest; and TF Serving's REST path with curl"
+  flywheel predict "$FLYWHEEL_MODEL_NAME" --version "$latest" --protocol grpc
+  curl -sS -X POST "http://127.0.0.1:${FLYWHEEL_GATEWAY_HTTP_PORT:-9080}/v1/models/$FLYWHEEL_MODEL_NAME/versions/$latest:predict" \
+    -H 'Content-Type: application/json' \
+    -d "{\"instances\": [$(python -c 'print([[0.001] * 8] * 10)')]}"
+  echo
+
+  step "flywheel weights: 50/50, then flywheel promote: v$latest becomes the champion"
+  flywheel weights "$FLYWHEEL_MODEL_NAME" "torchserve-v$champion=50" "tfserving-v$latest=50" --reason "healthy at 20 %"
+  flywheel promote "$FLYWHEEL_MODEL_NAME" --reason "canary healthy at 50 %"
+  flywheel predict "$FLYWHEEL_MODEL_NAME" --repeat 50
+else
+  step "no new version to canary (the last run did not publish one)"
+fi
+
+step "flywheel routing: the spec and its history (who, when, why)"
+flywheel routing "$FLYWHEEL_MODEL_NAME"
+
+step "gateway metrics (Prometheus text, excerpt)"
+curl -sS "http://127.0.0.1:${FLYWHEEL_GATEWAY_HTTP_PORT:-9080}/metrics" | grep -E '^flywheel_gateway_requests_total' | head -5
 
 step "flywheel status"
 flywheel status

@@ -167,3 +167,159 @@ def backends(
         console.print(table)
 
     emit(data, as_json, render)
+
+
+@bench_app.command()
+def gateway(
+    ctx: typer.Context,
+    name: str = typer.Argument("stock-forecaster", help="Deployed model with a variant on Triton."),
+    rate: float = typer.Option(200.0, "--rate", min=1, help="Fixed-rate phase, requests per second."),
+    duration_s: float = typer.Option(10.0, "--duration", min=1, help="Seconds of the fixed-rate phase."),
+    concurrency: int = typer.Option(16, "--concurrency", min=1, max=256, help="Saturation phase workers."),
+    requests: int = typer.Option(3000, "--requests", min=100, help="Requests in the saturation phase."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Triton direct vs through the gateway vs through nginx (split_clients canary), in one run.
+
+    Reports added p50/p99 at a fixed rate and at saturation, and the gateway's CPU per request.
+    Needs a running stack with NAME deployed on Triton (`flywheel deploy NAME --backend triton`).
+    """
+    import asyncio
+
+    from flywheel.cli.gateway_commands import _admin
+    from flywheel.cli.models_commands import open_store
+    from flywheel.stack.process import ProcessRecord, stop_process
+    from loadtests.gateway_bench import Target, infer_body, measure, nginx_config, start_nginx
+    from serving.backends.factory import build_backend
+
+    settings: FlywheelSettings = ctx.obj
+    spec = _admin(settings, "GET", f"/deployments/{name}", as_json)
+    on_triton = [variant for variant in spec["variants"] if variant["backend"] == "triton"]
+    if not on_triton:
+        from flywheel.cli.output import fail
+
+        fail(
+            f"{name} has no variant on triton; run: flywheel deploy {name} --version V --backend triton",
+            as_json,
+        )
+    version = on_triton[0]["version"]
+    versions = open_store(settings).list_versions(name)
+    candidate = next((v for v in reversed(versions) if v != version), version)
+
+    async def load_both() -> None:
+        adapter = build_backend("triton", settings, open_store(settings))
+        try:
+            await adapter.load(name, candidate)
+            deadline = time.monotonic() + 120
+            while not all([await adapter.ready(name, version), await adapter.ready(name, candidate)]):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} v{version} and v{candidate} not ready on Triton after 120 s")
+                await asyncio.sleep(0.2)
+        finally:
+            await adapter.aclose()
+
+    with console.status(f"loading {name} v{candidate} on Triton for the nginx canary"):
+        asyncio.run(load_both())
+    gateway_pid = ProcessRecord.from_file(settings.run_dir / "gateway.json").pid
+    triton = f"{settings.host}:{settings.triton_http_port}"
+    body = infer_body()
+    with tempfile.TemporaryDirectory(prefix="flywheel-nginx-") as scratch:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind((settings.host, 0))
+            nginx_port = int(sock.getsockname()[1])
+        config = nginx_config(Path(scratch), nginx_port, triton, name, {version: 90, candidate: 10})
+        nginx = start_nginx(Path(scratch), config, nginx_port)
+        targets = [
+            Target("direct (Triton)", f"http://{triton}/v2/models/{name}/versions/{version}/infer"),
+            Target(
+                "gateway", f"{settings.gateway_url}/v2/models/{name}/versions/{version}/infer", gateway_pid
+            ),
+            Target(
+                "nginx split_clients",
+                f"http://{settings.host}:{nginx_port}/v2/models/{name}/infer",
+                nginx.pid,
+            ),
+        ]
+        results = {}
+        try:
+            for target in targets:
+                with console.status(f"measuring {target.name}"):
+                    results[target.name] = measure(target, body, rate, duration_s, concurrency, requests)
+        finally:
+            stop_process(nginx, 10)
+    direct = results["direct (Triton)"]
+    for row in results.values():
+        row["added_p50_ms"] = round(row["fixed_rate"]["p50_ms"] - direct["fixed_rate"]["p50_ms"], 3)
+        row["added_p99_ms"] = round(row["fixed_rate"]["p99_ms"] - direct["fixed_rate"]["p99_ms"], 3)
+        row["added_saturation_p50_ms"] = round(
+            row["saturation"]["p50_ms"] - direct["saturation"]["p50_ms"], 3
+        )
+    data = {"model": name, "version": version, "rate": rate, "concurrency": concurrency, "targets": results}
+
+    def render(data: dict[str, Any]) -> None:
+        table = Table(title=f"{name} v{version} on Triton, one 10x8 window per request")
+        for column in (
+            "path",
+            f"p50 ms @{rate:g}/s",
+            f"p99 ms @{rate:g}/s",
+            "added p50",
+            "added p99",
+            f"req/s @c{concurrency}",
+            "p50 ms sat.",
+            "p99 ms sat.",
+            "CPU µs/req",
+        ):
+            table.add_column(column, justify="left" if column == "path" else "right")
+        for label, row in data["targets"].items():
+            table.add_row(
+                label,
+                str(row["fixed_rate"]["p50_ms"]),
+                str(row["fixed_rate"]["p99_ms"]),
+                str(row["added_p50_ms"]),
+                str(row["added_p99_ms"]),
+                str(row["saturation"]["throughput_rps"]),
+                str(row["saturation"]["p50_ms"]),
+                str(row["saturation"]["p99_ms"]),
+                str(row.get("cpu_us_per_request", "")),
+            )
+        console.print(table)
+
+    emit(data, as_json, render)
+
+
+def loadtest(
+    ctx: typer.Context,
+    users: int = typer.Option(20, "--users", "-u", min=1, help="Concurrent Locust users."),
+    spawn_rate: float = typer.Option(10.0, "--spawn-rate", "-r", min=0.1, help="Users started per second."),
+    run_time: str = typer.Option("60s", "--run-time", "-t", help="How long, e.g. 30s, 5m."),
+    protocol: str = typer.Option("rest", "--protocol", help="rest (RestInferUser) or grpc (GrpcInferUser)."),
+    model: str = typer.Option(None, "--model", help="Model to load (default: settings.model_name)."),
+    csv_prefix: Path = typer.Option(None, "--csv", help="CSV prefix (default var/loadtest/<protocol>)."),
+) -> None:
+    """Run loadtests/locustfile.py headless against the gateway; writes Locust's CSVs."""
+    import os
+    import subprocess
+    import sys
+
+    settings: FlywheelSettings = ctx.obj
+    if protocol not in ("rest", "grpc"):
+        raise typer.BadParameter("choose rest or grpc", param_hint="--protocol")
+    prefix = csv_prefix or settings.var_path / "loadtest" / protocol
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    user_class = "RestInferUser" if protocol == "rest" else "GrpcInferUser"
+    locustfile = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
+    command = [
+        sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
+        "-u", str(users), "-r", str(spawn_rate), "-t", run_time,
+        "--host", settings.gateway_url, "--csv", str(prefix), "--only-summary", user_class,
+    ]  # fmt: skip
+    environment = {
+        **os.environ,
+        "FLYWHEEL_LOADTEST_MODEL": model or settings.model_name,
+        "FLYWHEEL_LOADTEST_GRPC": f"{settings.host}:{settings.gateway_grpc_port}",
+    }
+    completed = subprocess.run(command, env=environment, check=False)
+    console.print(f"CSV: {prefix}_stats.csv, {prefix}_stats_history.csv, {prefix}_failures.csv")
+    raise typer.Exit(completed.returncode)

@@ -34,6 +34,7 @@ app.add_typer(data_commands.data_app, name="data")
 app.add_typer(pipeline_commands.pipeline_app, name="pipeline")
 app.add_typer(backends_commands.backends_app, name="backends")
 app.add_typer(bench_commands.bench_app, name="bench")
+app.command()(bench_commands.loadtest)
 
 
 @app.callback()

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
+import orjson
 import tritonclient.http.aio as triton_http
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+from tritonclient.utils import InferenceServerException
 
 from model_store import ModelStore
 from serving.backends.base import (
@@ -32,6 +32,7 @@ from serving.backends.base import (
     VersionNotLoadedError,
     stage_artifacts,
 )
+from serving.protocols.v2 import HEADER_LENGTH, decode_response, encode_request
 
 _POLICY_RE = re.compile(r"version_policy\s*:?\s*\{[^}]*\{[^}]*\}\s*\}", re.DOTALL)
 
@@ -56,6 +57,7 @@ class TritonBackend:
         self.timeout_s = timeout_s
         self._client = triton_http.InferenceServerClient(self.http_url, conn_timeout=timeout_s)
         self._lock = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
 
     # Control plane ---------------------------------------------------------------------------
     def _write_config(self, model: str, source_config: Path, versions: list[int]) -> None:
@@ -139,26 +141,48 @@ class TritonBackend:
 
     # Data plane ------------------------------------------------------------------------------
     async def infer(self, model: str, version: int, inputs: Tensors) -> Tensors:
-        requested = []
-        for name, array in inputs.items():
-            tensor = triton_http.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            tensor.set_data_from_numpy(array)
-            requested.append(tensor)
+        """One v2 request with binary tensors both ways, on a pooled keep-alive session.
+
+        The hot path skips ``tritonclient``'s request objects: building the body from numpy
+        bytes and a small JSON header is a fraction of their cost per request (profiled).
+        """
+        body, header_length = encode_request(inputs)
+        session = self._infer_session()
+        url = f"http://{self.http_url}/v2/models/{model}/versions/{version}/infer"
+        # identity: aiohttp offers gzip by default, and Triton then compresses every response.
+        headers = {
+            HEADER_LENGTH: str(header_length),
+            "Content-Type": "application/octet-stream",
+            "Accept-Encoding": "identity",
+        }
         try:
-            result = await asyncio.wait_for(
-                self._client.infer(model, requested, model_version=str(version)), self.timeout_s
-            )
-        except InferenceServerException as error:
-            message = error.message() or str(error)
-            if "unknown model" in message or "is not found" in message or "not ready" in message:
-                raise VersionNotLoadedError(
-                    model, version, await self.loaded_versions(model), "triton"
-                ) from None
-            raise InvalidInputError(f"triton: {message}") from None
+            async with session.post(url, data=body, headers=headers) as response:
+                payload = await response.read()
+                status, length = response.status, response.headers.get(HEADER_LENGTH)
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as error:
             raise BackendUnavailableError(f"triton at {self.http_url} is unavailable: {error!r}") from None
-        response = result.get_response()
-        return {output["name"]: np.asarray(result.as_numpy(output["name"])) for output in response["outputs"]}
+        if status == 200:
+            return decode_response(payload, int(length) if length is not None else None)
+        try:
+            message = str(orjson.loads(payload).get("error", payload[:500]))
+        except orjson.JSONDecodeError:
+            message = payload[:500].decode(errors="replace")
+        if "unknown model" in message or "is not found" in message or "not ready" in message:
+            raise VersionNotLoadedError(model, version, await self.loaded_versions(model), "triton")
+        if status >= 500:
+            raise BackendUnavailableError(f"triton failed ({status}): {message}")
+        raise InvalidInputError(f"triton: {message}")
+
+    def _infer_session(self) -> aiohttp.ClientSession:
+        # Created lazily: a session must be made inside the event loop that uses it.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=60),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            )
+        return self._session
 
     async def aclose(self) -> None:
         await self._client.close()
+        if self._session is not None:
+            await self._session.close()

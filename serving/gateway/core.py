@@ -30,7 +30,7 @@ from serving.backends.base import (
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.routing_table import LiveModel, RoutingTable
 from serving.gateway.sampling import ProfileSampler
-from serving.gateway.v2 import V2_TO_NUMPY
+from serving.protocols.v2 import V2_TO_NUMPY
 from serving.routing.spec import Variant
 from serving.routing.strategies import Route, RouteRequest
 
@@ -196,7 +196,7 @@ class GatewayCore:
                 model if model in self.table.models else "", "", type(error).__name__
             ).inc()
             raise
-        in_flight = self.metrics.in_flight.labels(model)
+        in_flight = self.metrics.in_flight_for(model)
         in_flight.inc()
         started = time.perf_counter()
         try:
@@ -231,6 +231,7 @@ class GatewayCore:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise BackendUnavailableError(f"no answer from {candidate.name} within {self.timeout_s}s")
+                # asyncio.timeout, not wait_for: no extra task per request on the hot path.
                 outputs = await asyncio.wait_for(
                     backend.infer(live.spec.model, candidate.version, inputs), remaining
                 )

@@ -9,6 +9,7 @@ gateway does not implement (shared memory, repository control) answer UNIMPLEMEN
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import grpc
@@ -18,7 +19,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from model_store.errors import InvalidNameError
 from serving.backends.base import BackendError, InvalidInputError, Tensors
 from serving.gateway.core import GatewayCore
-from serving.gateway.v2 import MAX_ELEMENTS, V2_TO_NUMPY, datatype_of
+from serving.protocols.v2 import MAX_ELEMENTS, V2_TO_NUMPY, datatype_of
 
 GRPC_STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -65,7 +66,7 @@ def decode_inputs(request: Any) -> Tensors:
         shape = tuple(int(dim) for dim in tensor.shape)
         if any(dim < 0 for dim in shape):
             raise InvalidInputError(f"input {tensor.name!r}: shape {list(shape)} has a negative dimension")
-        elements = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        elements = math.prod(shape)
         if elements > MAX_ELEMENTS:
             raise InvalidInputError(f"input {tensor.name!r}: shape {list(shape)} is too large")
         if use_raw:

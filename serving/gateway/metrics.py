@@ -109,6 +109,7 @@ class GatewayMetrics:
             registry=registry,
         )
         self._variants: dict[tuple[str, str, int, str], VariantMetrics] = {}
+        self._in_flight: dict[str, Any] = {}
 
     def variant(self, model: str, variant: str, version: int, backend: str) -> VariantMetrics:
         key = (model, variant, version, backend)
@@ -120,6 +121,12 @@ class GatewayMetrics:
             )
             self._variants[key] = children
         return children
+
+    def in_flight_for(self, model: str) -> Any:
+        child = self._in_flight.get(model)
+        if child is None:
+            child = self._in_flight[model] = self.in_flight.labels(model)
+        return child
 
     def exported_names(self) -> set[str]:
         """Metric family names as they appear in the exposition (counters gain ``_total``)."""

@@ -30,8 +30,8 @@ from model_store.names import validate_version
 from serving.backends.base import BackendError, InvalidInputError
 from serving.gateway.core import GatewayCore, InferenceOutcome
 from serving.gateway.openapi import openapi_document
-from serving.gateway.v2 import HEADER_LENGTH, decode_request, encode_response
 from serving.protocols.tf_rest import decode_predict, encode_predictions
+from serving.protocols.v2 import HEADER_LENGTH, decode_request, encode_response
 from serving.routing.spec import SpecError
 from serving.routing.spec_store import SpecNotFoundError, StaleRevisionError
 
@@ -230,6 +230,9 @@ def create_app(
     app = web.Application(client_max_size=max_body_bytes, middlewares=[v2_errors])
     app.add_routes(
         [
+            # The hot routes first: aiohttp tries resources in order.
+            web.post("/v2/models/{model}/infer", rest.infer),
+            web.post("/v2/models/{model}/versions/{version}/infer", rest.infer),
             web.get("/v2/health/live", rest.live),
             web.get("/v2/health/ready", rest.ready),
             web.get("/v2", rest.server_metadata),
@@ -237,8 +240,6 @@ def create_app(
             web.get("/v2/models/{model}/ready", rest.model_ready),
             web.get("/v2/models/{model}/versions/{version}", rest.model_metadata),
             web.get("/v2/models/{model}/versions/{version}/ready", rest.model_ready),
-            web.post("/v2/models/{model}/infer", rest.infer),
-            web.post("/v2/models/{model}/versions/{version}/infer", rest.infer),
             web.post("/v2/models/{model}/feedback", rest.feedback),
             web.post("/v1/models/{tail:.+}", rest.tf_predict),
             web.post("/predictions/{model}", rest.torchserve_predict),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from tests.pipeline_fixtures import MODEL
@@ -105,3 +107,20 @@ def test_cli_errors_are_clear(canary: GatewayStack) -> None:
         timeout=120,
     )
     assert down.returncode == 1 and "is the stack up?" in json.loads(down.stdout)["error"]
+
+
+def test_locust_runs_headless_against_the_gateway_with_csv(canary: GatewayStack, tmp_path: Path) -> None:
+    for protocol in ("rest", "grpc"):
+        result = flywheel(
+            canary, "loadtest", "--protocol", protocol, "-u", "4", "-r", "4", "-t", "4s",
+            "--model", MODEL, "--csv", str(tmp_path / protocol),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        rows = list(csv.DictReader((tmp_path / f"{protocol}_stats.csv").open()))
+        by_name = {row["Name"]: row for row in rows}
+        name = "infer" if protocol == "rest" else "ModelInfer"
+        assert int(by_name[name]["Request Count"]) > 20 and by_name[name]["Failure Count"] == "0"
+        if protocol == "rest":
+            assert {"infer -> torchserve-v1", "infer -> tfserving-v2"} <= set(by_name), (
+                "the split is in the CSV"
+            )

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from serving.backends.base import InvalidInputError
-from serving.gateway.v2 import HEADER_LENGTH, NUMPY_TO_V2, V2Request, decode_request, encode_response
+from serving.protocols.v2 import HEADER_LENGTH, NUMPY_TO_V2, V2Request, decode_request, encode_response
 
 DTYPES = [np.dtype(d) for d in ("bool", "int8", "int32", "int64", "uint8", "float16", "float32", "float64")]
 arrays = st.sampled_from(DTYPES).flatmap(

@@ -7,6 +7,7 @@ escapes, which a hypothesis test checks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,17 +67,17 @@ def _shape(name: str, raw: Any) -> tuple[int, ...]:
     return tuple(raw)
 
 
-def _tensor(spec: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, int]:
+def _tensor(spec: Any, binary: memoryview, offset: int, kind: str = "input") -> tuple[str, np.ndarray, int]:
     if not isinstance(spec, dict):
-        raise InvalidInputError("each input must be an object with name, shape, datatype and data")
+        raise InvalidInputError(f"each {kind} must be an object with name, shape, datatype and data")
     name = spec.get("name")
     if not isinstance(name, str) or not name:
-        raise InvalidInputError("an input has no name")
+        raise InvalidInputError(f"an {kind} has no name")
     datatype = spec.get("datatype")
     dtype = V2_TO_NUMPY.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
         raise InvalidInputError(
-            f"input {name!r}: datatype {datatype!r} is not supported; use one of {', '.join(V2_TO_NUMPY)}"
+            f"{kind} {name!r}: datatype {datatype!r} is not supported; use one of {', '.join(V2_TO_NUMPY)}"
         )
     shape = _shape(name, spec.get("shape"))
     parameters = spec.get("parameters") or {}
@@ -86,7 +87,7 @@ def _tensor(spec: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
             raise InvalidInputError(f"input {name!r}: binary_data_size {size!r} does not fit the body")
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        expected = math.prod(shape) * dtype.itemsize
         if size != expected:
             raise InvalidInputError(
                 f"input {name!r}: {size} bytes of binary data, "
@@ -102,13 +103,13 @@ def _tensor(spec: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray
         raise InvalidInputError(
             f"input {name!r}: data is not a (regular) array of {datatype}: {error}"
         ) from None
-    if array.size != int(np.prod(shape, dtype=np.int64)):
+    if array.size != math.prod(shape):
         raise InvalidInputError(f"input {name!r}: {array.size} values do not fill shape {list(shape)}")
     return name, array.reshape(shape), offset
 
 
-def decode_request(body: bytes, header_length: int | None = None) -> V2Request:
-    """Parse an infer request body; ``header_length`` is the binary extension's JSON length."""
+def _split(body: bytes, header_length: int | None, what: str) -> tuple[dict[str, Any], memoryview]:
+    """(JSON document, binary tail) of a body that may use the binary tensor extension."""
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
             raise InvalidInputError(f"{HEADER_LENGTH} {header_length} is outside the body")
@@ -118,19 +119,29 @@ def decode_request(body: bytes, header_length: int | None = None) -> V2Request:
     try:
         document = orjson.loads(json_part)
     except orjson.JSONDecodeError as error:
-        raise InvalidInputError(f"request body is not valid JSON: {error}") from None
+        raise InvalidInputError(f"{what} body is not valid JSON: {error}") from None
     if not isinstance(document, dict):
-        raise InvalidInputError("request body must be a JSON object")
-    raw_inputs = document.get("inputs")
-    if not isinstance(raw_inputs, list) or not raw_inputs:
-        raise InvalidInputError('request needs a non-empty "inputs" list')
-    inputs: Tensors = {}
+        raise InvalidInputError(f"{what} body must be a JSON object")
+    return document, binary
+
+
+def _tensors(entries: Any, binary: memoryview, kind: str) -> Tensors:
+    if not isinstance(entries, list) or not entries:
+        raise InvalidInputError(f'the body needs a non-empty "{kind}s" list')
+    tensors: Tensors = {}
     offset = 0
-    for spec in raw_inputs:
-        name, array, offset = _tensor(spec, binary, offset)
-        if name in inputs:
-            raise InvalidInputError(f"input {name!r} appears twice")
-        inputs[name] = array
+    for spec in entries:
+        name, array, offset = _tensor(spec, binary, offset, kind)
+        if name in tensors:
+            raise InvalidInputError(f"{kind} {name!r} appears twice")
+        tensors[name] = array
+    return tensors
+
+
+def decode_request(body: bytes, header_length: int | None = None) -> V2Request:
+    """Parse an infer request body; ``header_length`` is the binary extension's JSON length."""
+    document, binary = _split(body, header_length, "request")
+    inputs = _tensors(document.get("inputs"), binary, "input")
     request_id = document.get("id")
     parameters = document.get("parameters") or {}
     request = V2Request(
@@ -149,6 +160,30 @@ def decode_request(body: bytes, header_length: int | None = None) -> V2Request:
         if isinstance(output_parameters, dict) and output_parameters.get("binary_data") is True:
             request.binary_outputs.add(output["name"])
     return request
+
+
+def encode_request(inputs: Tensors, binary_output: bool = True) -> tuple[bytes, int]:
+    """(body, header length) of an infer request with every input as binary data."""
+    entries, chunks = [], []
+    for name, array in inputs.items():
+        raw = np.ascontiguousarray(array).tobytes()
+        entries.append(
+            {
+                "name": name,
+                "shape": list(array.shape),
+                "datatype": datatype_of(array),
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
+        chunks.append(raw)
+    header = orjson.dumps({"inputs": entries, "parameters": {"binary_data_output": binary_output}})
+    return header + b"".join(chunks), len(header)
+
+
+def decode_response(body: bytes, header_length: int | None = None) -> Tensors:
+    """The outputs of an infer response (JSON or binary extension)."""
+    document, binary = _split(body, header_length, "response")
+    return _tensors(document.get("outputs"), binary, "output")
 
 
 def encode_response(

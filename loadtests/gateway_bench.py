@@ -1,0 +1,219 @@
+"""The gateway benchmark: client -> Triton directly, through the gateway, and through nginx.
+
+Same request (one 10x8 FP32 window as KServe v2 JSON), same client, same run, one target at a
+time. Two loads per target:
+
+- a fixed rate (open loop: requests leave on schedule whether or not earlier ones returned, and
+  latency counts from the scheduled send time, so a stalled target cannot hide its queueing);
+- saturation (closed loop: ``concurrency`` workers send back to back).
+
+The gateway's CPU time per request comes from ``/proc/<pid>/stat`` (user + system ticks) over
+the fixed-rate and saturation phases. nginx is set up the way people hand-roll a canary:
+``split_clients`` on the request id picks a version, and ``proxy_pass`` rewrites the path.
+
+The client is aiohttp (keep-alive pool), not httpx: on a 2-core machine the load generator
+shares the CPU with what it measures, and aiohttp's client costs less per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import orjson
+
+from flywheel.stack.process import ProcessRecord, ServiceSpec, http_probe, start_process, stop_process
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+    pid: int | None = None  # the process whose CPU time is charged per request
+
+
+def infer_body(rows: int = 1, seed: int = 0) -> bytes:
+    from training.contract import FEATURE_COLUMNS, WINDOW
+
+    features = np.random.default_rng(seed).normal(0, 0.01, size=(rows, WINDOW, len(FEATURE_COLUMNS)))
+    tensor = {
+        "name": "features",
+        "shape": list(features.shape),
+        "datatype": "FP32",
+        "data": features.astype(np.float32).ravel().tolist(),
+    }
+    return orjson.dumps({"inputs": [tensor]})
+
+
+def cpu_seconds(group: int) -> float:
+    """User + system CPU of every live process in a process group (nginx's workers included)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited while we looked
+        if int(fields[2]) == group:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLOCK_TICKS
+
+
+def summarise(latencies: list[float], errors: int, elapsed: float) -> dict[str, Any]:
+    milliseconds = np.asarray(latencies) * 1000 if latencies else np.asarray([np.nan])
+    return {
+        "requests": len(latencies) + errors,
+        "errors": errors,
+        "p50_ms": round(float(np.percentile(milliseconds, 50)), 3),
+        "p99_ms": round(float(np.percentile(milliseconds, 99)), 3),
+        "throughput_rps": round(len(latencies) / elapsed, 1),
+    }
+
+
+async def _send(session: aiohttp.ClientSession, url: str, body: bytes) -> bool:
+    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+        await response.read()
+        return response.status == 200
+
+
+async def fixed_rate(url: str, body: bytes, rate: float, duration_s: float) -> dict[str, Any]:
+    """Open loop at ``rate`` requests per second."""
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(200):  # warm-up: connections, lazy paths, the server's own caches
+            await _send(session, url, body)
+        total = int(rate * duration_s)
+        start = time.perf_counter()
+
+        async def one(index: int) -> None:
+            nonlocal errors
+            scheduled = start + index / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                ok = await _send(session, url, body)
+            except aiohttp.ClientError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - scheduled)
+            else:
+                errors += 1
+
+        await asyncio.gather(*(one(index) for index in range(total)))
+        elapsed = time.perf_counter() - start
+    return summarise(latencies, errors, elapsed)
+
+
+async def saturation(url: str, body: bytes, concurrency: int, requests: int) -> dict[str, Any]:
+    """Closed loop: ``concurrency`` workers back to back."""
+    latencies: list[float] = []
+    errors = 0
+    remaining = requests
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(50):
+            await _send(session, url, body)
+
+        async def worker() -> None:
+            nonlocal remaining, errors
+            while remaining > 0:
+                remaining -= 1
+                began = time.perf_counter()
+                try:
+                    ok = await _send(session, url, body)
+                except aiohttp.ClientError:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - began)
+                else:
+                    errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return summarise(latencies, errors, elapsed)
+
+
+def measure(
+    target: Target, body: bytes, rate: float, duration_s: float, concurrency: int, requests: int
+) -> dict[str, Any]:
+    cpu_before = cpu_seconds(target.pid) if target.pid else None
+    result: dict[str, Any] = {
+        "fixed_rate": asyncio.run(fixed_rate(target.url, body, rate, duration_s)),
+        "saturation": asyncio.run(saturation(target.url, body, concurrency, requests)),
+    }
+    if cpu_before is not None and target.pid:
+        served = result["fixed_rate"]["requests"] + result["saturation"]["requests"] + 250  # + warm-ups
+        result["cpu_us_per_request"] = round((cpu_seconds(target.pid) - cpu_before) / served * 1e6, 1)
+    return result
+
+
+def nginx_config(workdir: Path, port: int, upstream: str, model: str, split: dict[int, float]) -> Path:
+    """A weighted canary in nginx: ``split_clients`` picks the version, the path is rewritten."""
+    # Run as root, nginx's workers drop to an unprivileged user: let them use the scratch folders.
+    workdir.chmod(0o755)
+    for folder in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (workdir / folder).mkdir(parents=True, exist_ok=True)
+        (workdir / folder).chmod(0o777)
+    versions = list(split.items())
+    buckets = "\n".join(f"        {percent:g}% {version};" for version, percent in versions[:-1])
+    config = f"""
+worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {workdir}/body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+    upstream backend {{ server {upstream}; keepalive 64; }}
+    split_clients "${{request_id}}" $flywheel_version {{
+{buckets}
+        * {versions[-1][0]};
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location = /healthz {{ return 200 "ok"; }}
+        location = /v2/models/{model}/infer {{
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://backend/v2/models/{model}/versions/$flywheel_version/infer;
+        }}
+    }}
+}}
+"""
+    path = workdir / "nginx.conf"
+    path.write_text(config)
+    return path
+
+
+def start_nginx(workdir: Path, config: Path, port: int) -> ProcessRecord:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    spec = ServiceSpec(
+        name="bench-nginx",
+        argv=[binary, "-c", str(config), "-p", str(workdir), "-e", str(workdir / "error.log")],
+        probe=http_probe(f"http://127.0.0.1:{port}/healthz"),
+    )
+    record = start_process(spec, workdir / "run", workdir / "log")
+    deadline = time.monotonic() + 20
+    while spec.probe() is not None:
+        if time.monotonic() > deadline:
+            stop_process(record, 5)
+            raise RuntimeError(f"nginx did not start: {(workdir / 'error.log').read_text()[-2000:]}")
+        time.sleep(0.05)
+    return record
