@@ -246,6 +246,11 @@ class ModelStore:
         document = self._aliases_document(name).read()
         return {alias: int(number) for alias, number in (document or {}).get("aliases", {}).items()}
 
+    def alias_history(self, name: str) -> list[dict[str, Any]]:
+        """Every alias move, oldest first: alias, from, to, at, by, reason."""
+        document = self._aliases_document(name).read()
+        return list((document or {}).get("history", []))
+
     def set_alias(
         self,
         name: str,

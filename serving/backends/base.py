@@ -82,6 +82,15 @@ class ModelBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
+def json_ready(array: np.ndarray) -> np.ndarray | list[Any]:
+    """What to hand orjson: numeric arrays as they are (its fast path), anything else as lists.
+
+    Text or object arrays are still sent, so the server answers with its own error message
+    instead of the adapter failing to serialise them.
+    """
+    return np.ascontiguousarray(array) if array.dtype.kind in "biuf" else array.tolist()
+
+
 def stage_artifacts(store: ModelStore, model: str, version: int, prefix: str, destination: Path) -> Path:
     """Fetch (and verify) ``prefix`` of a version, then move it to ``destination`` in one rename.
 

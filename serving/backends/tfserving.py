@@ -28,6 +28,7 @@ from serving.backends.base import (
     ModelNotLoadedError,
     Tensors,
     VersionNotLoadedError,
+    json_ready,
     stage_artifacts,
 )
 
@@ -182,7 +183,7 @@ class TFServingBackend:
             return await self._infer_grpc(model, version, inputs)
         body = {
             "signature_name": "serving_default",
-            "inputs": {k: np.ascontiguousarray(v) for k, v in inputs.items()},
+            "inputs": {k: json_ready(v) for k, v in inputs.items()},
         }
         try:
             response = await self._client.post(

@@ -25,6 +25,7 @@ from serving.backends.base import (
     ModelNotLoadedError,
     Tensors,
     VersionNotLoadedError,
+    json_ready,
 )
 
 
@@ -159,9 +160,7 @@ class TorchServeBackend:
         response = await self._request(
             "POST",
             f"{self.inference_url}/predictions/{model}/{version}",
-            content=orjson.dumps(
-                {"instances": np.ascontiguousarray(array)}, option=orjson.OPT_SERIALIZE_NUMPY
-            ),
+            content=orjson.dumps({"instances": json_ready(array)}, option=orjson.OPT_SERIALIZE_NUMPY),
             headers={"content-type": "application/json"},
         )
         if response.status_code == 404:

@@ -48,6 +48,19 @@ def v2_body(features: np.ndarray, **extra: Any) -> dict[str, Any]:
     }
 
 
+def two_variants(strategy: str, weights: tuple[float, float], **params: Any) -> dict[str, Any]:
+    """A spec over v1 on TorchServe and v2 on the TF runtime, as the admin API takes it."""
+    return {
+        "model": MODEL,
+        "strategy": strategy,
+        "params": params,
+        "variants": [
+            {"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": weights[0]},
+            {"name": "tfserving-v2", "version": 2, "backend": "tfserving", "weight": weights[1]},
+        ],
+    }
+
+
 @dataclass
 class GatewayStack:
     settings: FlywheelSettings
@@ -148,15 +161,5 @@ def canary(gateway_stack: GatewayStack) -> GatewayStack:
     """v1 on TorchServe (70 %) and v2 on the TF runtime (30 %), whatever ran before."""
     if gateway_stack.admin("GET", f"/deployments/{MODEL}").status_code == 404:
         gateway_stack.deploy(1, "torchserve", "single")
-    gateway_stack.replace(
-        {
-            "model": MODEL,
-            "strategy": "canary",
-            "variants": [
-                {"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 70},
-                {"name": "tfserving-v2", "version": 2, "backend": "tfserving", "weight": 30},
-            ],
-        },
-        reason="test baseline: canary",
-    )
+    gateway_stack.replace(two_variants("canary", (70, 30)), reason="test baseline: canary")
     return gateway_stack

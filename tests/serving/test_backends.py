@@ -53,6 +53,12 @@ def test_two_versions_live_then_unload_one(live_server: LiveServer, drifted_run:
             still = await backend.infer(MODEL, 2, {"features": features})
             with pytest.raises(InvalidInputError) as bad_shape:
                 await backend.infer(MODEL, 2, {"features": features[:, :3, :]})
+            # Triton checks declared datatypes; the JSON servers cast numbers, so send text.
+            wrong = (
+                features.astype(np.int64) if live_server.kind == "triton" else np.full(features.shape, "x")
+            )
+            with pytest.raises(InvalidInputError) as bad_dtype:
+                await backend.infer(MODEL, 2, {"features": wrong})
             return {
                 "loaded": loaded,
                 "ready": ready,
@@ -61,6 +67,7 @@ def test_two_versions_live_then_unload_one(live_server: LiveServer, drifted_run:
                 "missing": missing.value,
                 "still": still,
                 "bad_shape": bad_shape.value,
+                "bad_dtype": bad_dtype.value,
                 "after": await backend.loaded_versions(MODEL),
             }
         finally:
@@ -78,6 +85,8 @@ def test_two_versions_live_then_unload_one(live_server: LiveServer, drifted_run:
     assert "loaded versions: 2" in str(result["missing"])
     assert result["after"] == [2]
     assert str(result["bad_shape"]).startswith(live_server.kind)
+    assert str(result["bad_dtype"]).startswith(live_server.kind), result["bad_dtype"]
+    assert "Traceback" not in str(result["bad_dtype"])
 
 
 def test_a_killed_server_is_reported_unavailable_then_recovers(live_server: LiveServer) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from serving.routing.spec_store import SpecStore
 from serving.routing.strategies.ab import sticky_position
 from tests.pipeline_fixtures import MODEL
-from tests.serving.gateway_fixtures import GatewayStack, v2_body, windows
+from tests.serving.gateway_fixtures import GatewayStack, two_variants, v2_body, windows
 from tests.support import wait_until
 
 
@@ -149,17 +149,7 @@ def spec_of(stack: GatewayStack) -> dict[str, Any]:
 
 
 def test_blue_green_switch_is_atomic_and_drops_nothing(canary: GatewayStack) -> None:
-    canary.replace(
-        {
-            "model": MODEL,
-            "strategy": "blue_green",
-            "params": {"active": "torchserve-v1"},
-            "variants": [
-                {"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 100},
-                {"name": "tfserving-v2", "version": 2, "backend": "tfserving", "weight": 0},
-            ],
-        }
-    )
+    canary.replace(two_variants("blue_green", (100, 0), active="torchserve-v1"))
     features = windows()
     seen: list[tuple[int, str]] = []
     stop = threading.Event()
@@ -214,17 +204,7 @@ def test_a_spec_written_elsewhere_reloads_live(canary: GatewayStack, drifted_run
 
 
 def test_shadow_answers_from_primary_and_records_the_comparison(canary: GatewayStack) -> None:
-    canary.replace(
-        {
-            "model": MODEL,
-            "strategy": "shadow",
-            "params": {"primary": "torchserve-v1", "shadow_sample_rate": 1.0},
-            "variants": [
-                {"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 100},
-                {"name": "tfserving-v2", "version": 2, "backend": "tfserving", "weight": 0},
-            ],
-        }
-    )
+    canary.replace(two_variants("shadow", (100, 0), primary="torchserve-v1", shadow_sample_rate=1.0))
     before = metric_value(
         canary.metrics(), "flywheel_gateway_shadow_requests_total", variant="tfserving-v2", outcome="ok"
     )
@@ -254,17 +234,7 @@ def test_shadow_answers_from_primary_and_records_the_comparison(canary: GatewayS
 
 
 def test_ab_is_sticky_and_identical_on_every_replica(canary: GatewayStack) -> None:
-    canary.replace(
-        {
-            "model": MODEL,
-            "strategy": "ab",
-            "params": {"sticky_header": "x-user-id"},
-            "variants": [
-                {"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 50},
-                {"name": "tfserving-v2", "version": 2, "backend": "tfserving", "weight": 50},
-            ],
-        }
-    )
+    canary.replace(two_variants("ab", (50, 50), sticky_header="x-user-id"))
     features = windows()
     assignments = {}
     for user in (f"user-{index}" for index in range(24)):
@@ -281,16 +251,7 @@ def test_ab_is_sticky_and_identical_on_every_replica(canary: GatewayStack) -> No
 
 
 def test_bandit_shifts_traffic_to_the_rewarded_variant(canary: GatewayStack) -> None:
-    canary.replace(
-        {
-            "model": MODEL,
-            "strategy": "bandit",
-            "variants": [
-                {"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 50},
-                {"name": "tfserving-v2", "version": 2, "backend": "tfserving", "weight": 50},
-            ],
-        }
-    )
+    canary.replace(two_variants("bandit", (50, 50)))
     features = windows()
     for _ in range(60):
         response = canary.infer(features)

@@ -11,7 +11,7 @@ from model_store import ModelStore
 from serving.routing.spec import RoutingSpec
 from serving.routing.spec_store import SpecStore
 from tests.pipeline_fixtures import MODEL
-from tests.serving.gateway_fixtures import GatewayStack, windows
+from tests.serving.gateway_fixtures import GatewayStack, two_variants, windows
 from tests.serving.test_gateway import metric_value
 from tests.support import wait_until
 
@@ -41,15 +41,7 @@ def test_dead_tf_runtime_fails_over_routed_traffic_and_503s_pinned(canary: Gatew
         written = SpecStore(store.storage).update(
             MODEL,
             lambda current: RoutingSpec.model_validate(
-                {
-                    "model": MODEL,
-                    "strategy": "shadow",
-                    "params": {"primary": "torchserve-v1"},
-                    "variants": [
-                        {"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 100},
-                        {"name": "tfserving-v2", "version": 2, "backend": "tfserving", "weight": 0},
-                    ],
-                }
+                two_variants("shadow", (100, 0), primary="torchserve-v1")
             ),
             actor="test",
             action="shadow onto a dead server",
