@@ -66,6 +66,7 @@ class AdminService:
         server = self.backends.get(backend)
         if server is None:
             raise SpecError(f"unknown backend {backend!r}; choose from {', '.join(self.backends)}")
+        await asyncio.to_thread(self.spec_store.check_revision, model, expected_revision)
         manifest = await asyncio.to_thread(self.store.get_manifest, model, version)
         if manifest.backends and backend not in manifest.backends:
             packaged = ", ".join(str(kind) for kind in manifest.backends)
@@ -150,6 +151,7 @@ class AdminService:
         self, model: str, spec: RoutingSpec, *, expected_revision: int, actor: str, reason: str
     ) -> RoutingSpec:
         """Write a whole spec (strategy, params, variants); every variant must be loadable."""
+        await asyncio.to_thread(self.spec_store.check_revision, model, expected_revision)
         for variant in spec.variants:
             await asyncio.to_thread(self.store.get_manifest, model, variant.version)
             server = self.backends.get(variant.backend)

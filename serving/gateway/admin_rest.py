@@ -54,7 +54,9 @@ def bearer_auth(token: str) -> Any:
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+        # surrogateescape: aiohttp keeps undecodable header bytes that way; they must get 401, not 500.
+        offered = presented.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(offered, expected):
             return json_response(
                 {"error": "the admin API needs a valid bearer token (Authorization: Bearer <token>)"},
                 401,

@@ -30,7 +30,7 @@ from serving.backends.base import (
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.routing_table import LiveModel, RoutingTable
 from serving.gateway.sampling import ProfileSampler
-from serving.protocols.v2 import V2_TO_NUMPY
+from serving.protocols.v2 import MAX_REQUEST_ID, V2_TO_NUMPY, valid_request_id
 from serving.routing.spec import Variant
 from serving.routing.strategies import Route, RouteRequest
 
@@ -116,6 +116,9 @@ class GatewayCore:
         self.feedback_memory = feedback_memory
         self._served: OrderedDict[str, ServedRequest] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
+        self._shadows_in_flight = 0
+        #: Below the adapters' connection pools (64), so shadows never starve callers.
+        self.max_shadows_in_flight = 16
 
     # Lookups -----------------------------------------------------------------------------------
     def live(self, model: str) -> LiveModel:
@@ -183,8 +186,11 @@ class GatewayCore:
         headers: Mapping[str, str] | None = None,
         coerce: bool = False,
     ) -> InferenceOutcome:
-        request_id = request_id or uuid.uuid4().hex
+        if request_id is None or request_id == "":
+            request_id = uuid.uuid4().hex
         try:
+            if not valid_request_id(request_id):
+                raise InvalidInputError(f"request ids must be 1-{MAX_REQUEST_ID} printable ASCII characters")
             live = self.live(model)
             if version is None:
                 route = live.strategy.route(RouteRequest(request_id, headers or {}))
@@ -211,7 +217,12 @@ class GatewayCore:
         children.requests.inc()
         children.latency.observe(elapsed)
         if route.shadow is not None:
-            self._spawn(self._shadow(live, route.shadow, inputs, outputs, elapsed))
+            if self._shadows_in_flight < self.max_shadows_in_flight:
+                self._shadows_in_flight += 1
+                self._spawn(self._shadow(live, route.shadow, inputs, outputs, elapsed))
+            else:
+                # A slow shadow must not eat the connections the callers' requests need.
+                self.metrics.shadow_requests.labels(model, route.shadow.name, "dropped").inc()
         self.sampler.maybe_record(live.profiles.get(variant.version), model, variant.version, inputs, outputs)
         self._remember(request_id, model, variant.name, outputs)
         return InferenceOutcome(outputs, variant, request_id)
@@ -252,6 +263,14 @@ class GatewayCore:
         self, live: LiveModel, shadow: Variant, inputs: Tensors, primary: Tensors, primary_s: float
     ) -> None:
         """Off the caller's path: its errors are counted, never raised."""
+        try:
+            await self._shadow_once(live, shadow, inputs, primary, primary_s)
+        finally:
+            self._shadows_in_flight -= 1
+
+    async def _shadow_once(
+        self, live: LiveModel, shadow: Variant, inputs: Tensors, primary: Tensors, primary_s: float
+    ) -> None:
         model = live.spec.model
         started = time.perf_counter()
         try:
@@ -291,9 +310,9 @@ class GatewayCore:
     ) -> dict[str, Any]:
         """Credit the variant that served ``request_id``.
 
-        ``reward`` in [0, 1] is used as is. A ``label`` (the realised value) becomes a reward of 1
-        when the prediction had the label's sign and 0 otherwise: for the forecaster, whether it
-        called the direction of the next day's return.
+        ``reward`` in [0, 1] is used as is, once per request id. A ``label`` (the realised value)
+        becomes a reward of 1 when the prediction had the label's sign and 0 otherwise: for the
+        forecaster, whether it called the direction of the next day's return.
         """
         live = self.live(model)
         if (reward is None) == (label is None):
@@ -308,6 +327,8 @@ class GatewayCore:
             reward = 1.0 if np.sign(label) == np.sign(served.prediction) else 0.0
         if not 0.0 <= reward <= 1.0:
             raise InvalidInputError(f"reward must be within [0, 1], got {reward}")
+        # One reward per served request: repeating feedback must not steer the bandit.
+        del self._served[request_id]
         live.strategy.record_reward(served.variant, reward)
         self.metrics.feedback.labels(model, served.variant).inc()
         self.metrics.reward.labels(model, served.variant).inc(reward)

@@ -17,9 +17,10 @@ import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from model_store.errors import InvalidNameError
+from model_store.names import validate_version
 from serving.backends.base import BackendError, InvalidInputError, Tensors
 from serving.gateway.core import GatewayCore
-from serving.protocols.v2 import MAX_ELEMENTS, V2_TO_NUMPY, datatype_of
+from serving.protocols.v2 import V2_TO_NUMPY, check_shape, datatype_of
 
 GRPC_STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -42,11 +43,7 @@ _CONTENTS_FIELD = {
 
 
 def _version(raw: str) -> int | None:
-    if not raw:
-        return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise InvalidNameError(f"invalid version {raw!r}: versions are positive integers")
-    return int(raw)
+    return validate_version(raw) if raw else None
 
 
 def decode_inputs(request: Any) -> Tensors:
@@ -63,12 +60,8 @@ def decode_inputs(request: Any) -> Tensors:
         dtype = V2_TO_NUMPY.get(tensor.datatype)
         if dtype is None:
             raise InvalidInputError(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported")
-        shape = tuple(int(dim) for dim in tensor.shape)
-        if any(dim < 0 for dim in shape):
-            raise InvalidInputError(f"input {tensor.name!r}: shape {list(shape)} has a negative dimension")
+        shape = check_shape(tensor.name, tuple(int(dim) for dim in tensor.shape))
         elements = math.prod(shape)
-        if elements > MAX_ELEMENTS:
-            raise InvalidInputError(f"input {tensor.name!r}: shape {list(shape)} is too large")
         if use_raw:
             raw = request.raw_input_contents[index]
             if len(raw) != elements * dtype.itemsize:

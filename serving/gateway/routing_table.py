@@ -71,6 +71,9 @@ class RoutingTable:
         self._profiles: dict[tuple[str, int], ProfileBins | None] = {}
         self._reconciling: set[asyncio.Task[None]] = set()
         self._reconcile_locks: dict[str, asyncio.Lock] = {}
+        self._refresh_lock = asyncio.Lock()
+        #: Models whose stored spec could not be loaded, with the reason (shown by /admin/routing).
+        self.spec_errors: dict[str, str] = {}
 
     def get(self, model: str) -> LiveModel | None:
         return self.models.get(model)
@@ -110,33 +113,50 @@ class RoutingTable:
         )
 
     async def refresh(self, only: str | None = None) -> list[str]:
-        """Reload the specs whose ETag changed (or just ``only``); returns the models swapped."""
-        names = [only] if only else await asyncio.to_thread(self.spec_store.models)
-        changed = []
-        for name in names:
-            current = self.models.get(name)
-            etag = await asyncio.to_thread(self.spec_store.etag, name)
-            if current is not None and etag == current.etag:
-                continue
-            live = await asyncio.to_thread(self._build, name)
-            if live is None:
-                self.models.pop(name, None)
-                changed.append(name)
-                continue
-            if current is not None:
-                live.strategy.carry_over(current.strategy)
-                live.ready = {k: v for k, v in current.ready.items() if k in live.spec.names()}
-            self.models[name] = live
-            changed.append(name)
-            if self.metrics is not None:
-                self.metrics.spec_revision.labels(name).set(live.spec.revision)
-            if self.reconcile_enabled:
-                self._spawn_reconcile(live)
-        if not only:
-            for gone in set(self.models) - set(names):
-                self.models.pop(gone)
-                changed.append(gone)
-        return changed
+        """Reload the specs whose ETag changed (or just ``only``); returns the models swapped.
+
+        Serialised: the poll loop and the admin API's immediate refresh never interleave, so
+        neither can install an older revision over a newer one or drop a just-deployed model.
+        """
+        async with self._refresh_lock:
+            names = [only] if only else await asyncio.to_thread(self.spec_store.models)
+            changed = []
+            for name in names:
+                try:
+                    if await self._refresh_one(name):
+                        changed.append(name)
+                except (ModelStoreError, ValueError, OSError) as error:
+                    # One unreadable spec must not stop the others: the last good one keeps serving.
+                    log.error(
+                        "routing spec of %r could not be loaded, keeping the last good one: %s", name, error
+                    )
+                    self.spec_errors[name] = str(error)
+            if not only:
+                for gone in set(self.models) - set(names):
+                    self.models.pop(gone)
+                    changed.append(gone)
+            return changed
+
+    async def _refresh_one(self, name: str) -> bool:
+        current = self.models.get(name)
+        etag = await asyncio.to_thread(self.spec_store.etag, name)
+        if current is not None and etag == current.etag:
+            return False
+        live = await asyncio.to_thread(self._build, name)
+        self.spec_errors.pop(name, None)
+        if live is None:
+            return self.models.pop(name, None) is not None
+        if current is not None:
+            if live.spec.revision < current.spec.revision:
+                return False  # never step back to an older revision
+            live.strategy.carry_over(current.strategy)
+            live.ready = {k: v for k, v in current.ready.items() if k in live.spec.names()}
+        self.models[name] = live
+        if self.metrics is not None:
+            self.metrics.spec_revision.labels(name).set(live.spec.revision)
+        if self.reconcile_enabled:
+            self._spawn_reconcile(live)
+        return True
 
     def _spawn_reconcile(self, live: LiveModel) -> None:
         task = asyncio.create_task(self.reconcile(live))
@@ -197,7 +217,7 @@ class RoutingTable:
             await asyncio.sleep(interval_s)
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described: dict[str, Any] = {
             name: {
                 "revision": live.spec.revision,
                 "strategy": live.spec.strategy,
@@ -206,3 +226,6 @@ class RoutingTable:
             }
             for name, live in self.models.items()
         }
+        for name, error in self.spec_errors.items():
+            described.setdefault(name, {})["error"] = error
+        return described

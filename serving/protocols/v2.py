@@ -34,6 +34,15 @@ NUMPY_TO_V2 = {dtype: name for name, dtype in V2_TO_NUMPY.items()}
 #: The header that splits a binary-extension body into its JSON part and the raw tensor bytes.
 HEADER_LENGTH = "Inference-Header-Content-Length"
 MAX_ELEMENTS = 64 * 1024 * 1024
+MAX_DIMENSIONS = 32  # numpy's limit
+
+
+MAX_REQUEST_ID = 128
+
+
+def valid_request_id(request_id: str) -> bool:
+    """Ids are echoed in headers and remembered for feedback: short, printable ASCII only."""
+    return 0 < len(request_id) <= MAX_REQUEST_ID and request_id.isascii() and request_id.isprintable()
 
 
 @dataclass(slots=True)
@@ -57,14 +66,37 @@ def _shape(name: str, raw: Any) -> tuple[int, ...]:
         isinstance(dim, int) and not isinstance(dim, bool) for dim in raw
     ):
         raise InvalidInputError(f"input {name!r}: shape must be a list of integers, got {raw!r}")
-    if any(dim < 0 for dim in raw):
-        raise InvalidInputError(f"input {name!r}: shape {raw} has a negative dimension")
-    elements = 1
-    for dim in raw:
-        elements *= dim
-        if elements > MAX_ELEMENTS:
-            raise InvalidInputError(f"input {name!r}: shape {raw} is larger than {MAX_ELEMENTS} elements")
-    return tuple(raw)
+    return check_shape(name, raw)
+
+
+def check_shape(name: str, shape: list[int] | tuple[int, ...]) -> tuple[int, ...]:
+    """A shape numpy can hold and this gateway accepts: 0-32 non-negative dims, bounded size."""
+    if len(shape) > MAX_DIMENSIONS:
+        raise InvalidInputError(f"input {name!r}: {len(shape)} dimensions; at most {MAX_DIMENSIONS}")
+    if any(dim < 0 for dim in shape):
+        raise InvalidInputError(f"input {name!r}: shape {list(shape)} has a negative dimension")
+    # Each dimension on its own too: a zero elsewhere must not hide a dimension numpy cannot hold.
+    if any(dim > MAX_ELEMENTS for dim in shape) or math.prod(shape) > MAX_ELEMENTS:
+        raise InvalidInputError(f"input {name!r}: shape {list(shape)} is larger than {MAX_ELEMENTS} elements")
+    return tuple(shape)
+
+
+def _typed(name: str, data: Any, dtype: np.dtype[Any], datatype: str) -> np.ndarray:
+    """JSON data as ``dtype``; integers must fit (numpy would wrap 1000 into INT8 silently)."""
+    try:
+        if dtype.kind not in "iu":
+            return np.asarray(data, dtype=dtype)
+        raw = np.asarray(data)
+        if raw.size and raw.dtype.kind not in "biu":
+            raise InvalidInputError(f"input {name!r}: {datatype} data must be integers")
+        limits = np.iinfo(dtype)
+        if raw.size and (raw.min() < limits.min or raw.max() > limits.max):
+            raise InvalidInputError(f"input {name!r}: values outside the range of {datatype}")
+        return raw.astype(dtype)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise InvalidInputError(
+            f"input {name!r}: data is not a (regular) array of {datatype}: {error}"
+        ) from None
 
 
 def _tensor(spec: Any, binary: memoryview, offset: int, kind: str = "input") -> tuple[str, np.ndarray, int]:
@@ -97,12 +129,7 @@ def _tensor(spec: Any, binary: memoryview, offset: int, kind: str = "input") -> 
         return name, array, offset + size
     if "data" not in spec:
         raise InvalidInputError(f"input {name!r} has neither data nor parameters.binary_data_size")
-    try:
-        array = np.asarray(spec["data"], dtype=dtype)
-    except (ValueError, TypeError, OverflowError) as error:
-        raise InvalidInputError(
-            f"input {name!r}: data is not a (regular) array of {datatype}: {error}"
-        ) from None
+    array = _typed(name, spec["data"], dtype, datatype)
     if array.size != math.prod(shape):
         raise InvalidInputError(f"input {name!r}: {array.size} values do not fill shape {list(shape)}")
     return name, array.reshape(shape), offset
@@ -143,6 +170,8 @@ def decode_request(body: bytes, header_length: int | None = None) -> V2Request:
     document, binary = _split(body, header_length, "request")
     inputs = _tensors(document.get("inputs"), binary, "input")
     request_id = document.get("id")
+    if request_id is not None and not (isinstance(request_id, str) and valid_request_id(request_id)):
+        raise InvalidInputError(f'"id" must be 1-{MAX_REQUEST_ID} printable ASCII characters')
     parameters = document.get("parameters") or {}
     request = V2Request(
         inputs,

@@ -58,8 +58,16 @@ def deploy(
     )
     if current is None or strategy == "single":
         candidate.weight = 100.0
-        extra.active = extra.primary = candidate.name if strategy in ("blue_green", "shadow") else None
-        return RoutingSpec(model=model, strategy=strategy, variants=[candidate], params=extra)
+        # A shadow needs something to shadow: a first deploy with it starts as `single`.
+        first_strategy = "single" if strategy == "shadow" else strategy
+        extra.active = candidate.name if first_strategy == "blue_green" else None
+        return RoutingSpec(
+            model=model,
+            strategy=first_strategy,
+            variants=[candidate],
+            params=extra,
+            retry_unavailable=current.retry_unavailable if current else True,
+        )
     stable = stable_variant(current).model_copy()
     if stable.name == candidate.name:
         raise SpecError(f"{model}: {candidate.name} already serves all traffic; deploy a new version")

@@ -16,7 +16,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from model_store.backends.base import ObjectStorage
 from model_store.documents import JsonDocument
-from model_store.errors import PreconditionFailedError
+from model_store.errors import InvalidNameError, PreconditionFailedError
 from model_store.names import validate_name
 from serving.routing.spec import HistoryEntry, RoutingSpec, SpecError
 from serving.routing.strategies import build_strategy
@@ -54,11 +54,25 @@ class SpecStore:
         return f"{PREFIX}{validate_name(model)}.json"
 
     def models(self) -> list[str]:
-        return sorted(
-            key.removeprefix(PREFIX).removesuffix(".json")
-            for key in self.storage.list_keys(PREFIX)
-            if key.endswith(".json") and "/" not in key.removeprefix(PREFIX)
-        )
+        """Models with a spec; stray keys whose names are not valid model names are skipped."""
+        names = []
+        for key in self.storage.list_keys(PREFIX):
+            name = key.removeprefix(PREFIX).removesuffix(".json")
+            if key.endswith(".json") and "/" not in name:
+                try:
+                    names.append(validate_name(name))
+                except InvalidNameError:
+                    continue
+        return sorted(names)
+
+    def check_revision(self, model: str, expected_revision: int | None) -> None:
+        """Fail early (before side effects such as loading a model) when the writer is stale."""
+        if expected_revision is None:
+            return
+        current = self.find(model)
+        revision = current.revision if current else 0
+        if revision != expected_revision:
+            raise StaleRevisionError(model, expected_revision, revision)
 
     def etag(self, model: str) -> str | None:
         """Cheap change detection for gateways polling for new revisions."""

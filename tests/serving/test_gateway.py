@@ -274,6 +274,11 @@ def test_bandit_shifts_traffic_to_the_rewarded_variant(canary: GatewayStack) -> 
         json={"id": labelled.headers["x-request-id"], "label": prediction},
     )
     assert posted.json()["reward"] == 1.0, "a label with the predicted direction is a hit"
+    again = canary.client.post(
+        f"{canary.url}/v2/models/{MODEL}/feedback",
+        json={"id": labelled.headers["x-request-id"], "reward": 1.0},
+    )
+    assert again.status_code == 404, "one reward per request: repeats cannot steer the bandit"
 
 
 def test_metrics_and_drift_sampling(canary: GatewayStack) -> None:

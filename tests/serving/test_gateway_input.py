@@ -24,7 +24,9 @@ INFER = f"/v2/models/{MODEL}/infer"
         (INFER, json.dumps(v2_body(FEATURES[:, :4, :])).encode(), 400, "expects [-1, 10, 8]"),
         (
             INFER,
-            json.dumps({"inputs": [{**v2_body(FEATURES)["inputs"][0], "datatype": "INT64"}]}).encode(),
+            json.dumps(
+                {"inputs": [{**v2_body(FEATURES)["inputs"][0], "datatype": "INT64", "data": [0] * 160}]}
+            ).encode(),
             400,
             "expects FP32",
         ),
@@ -136,6 +138,7 @@ def test_admin_api_needs_the_token_and_changes_nothing_without_it(canary: Gatewa
             headers={"Authorization": f"Basic {ADMIN_TOKEN}"},
         ),
         canary.admin("GET", "/deployments", token=""),
+        canary.client.get(f"{canary.url}/admin/deployments", headers={"Authorization": b"Bearer \xff\xfe"}),
     ]
     assert [response.status_code for response in attempts] == [401] * len(attempts)
     assert all(response.headers["WWW-Authenticate"].startswith("Bearer") for response in attempts)

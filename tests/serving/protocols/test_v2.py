@@ -105,3 +105,28 @@ def test_errors_name_the_problem() -> None:
     with pytest.raises(InvalidInputError, match="appears twice"):
         tensor = {"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}
         decode_request(orjson.dumps({"inputs": [tensor, tensor]}))
+
+
+@pytest.mark.parametrize(
+    ("tensor", "message"),
+    [
+        ({"shape": [1] * 33, "data": [1]}, "at most 32"),
+        ({"shape": [0, 2**62, 4], "data": []}, "larger than"),
+        ({"datatype": "INT8", "shape": [1], "data": [1000]}, "outside the range of INT8"),
+        ({"datatype": "UINT8", "shape": [1], "data": [-1]}, "outside the range of UINT8"),
+        ({"datatype": "INT32", "shape": [1], "data": [1.5]}, "must be integers"),
+    ],
+)
+def test_shapes_numpy_cannot_hold_and_out_of_range_integers_are_refused(
+    tensor: dict[str, object], message: str
+) -> None:
+    spec = {"name": "x", "datatype": "FP32", **tensor}
+    with pytest.raises(InvalidInputError, match=message):
+        decode_request(orjson.dumps({"inputs": [spec]}))
+
+
+@pytest.mark.parametrize("request_id", ["a\nb", "x" * 129, "é", ""])
+def test_request_ids_must_be_short_printable_ascii(request_id: str) -> None:
+    tensor = {"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}
+    with pytest.raises(InvalidInputError, match='"id"'):
+        decode_request(orjson.dumps({"id": request_id, "inputs": [tensor]}))

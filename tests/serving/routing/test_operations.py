@@ -67,3 +67,10 @@ def test_a_heavier_canary_is_still_the_candidate() -> None:
     assert operations.stable_variant(shifted).name == "torchserve-v1"
     assert weights(operations.promote(shifted)) == {"triton-v2": 100.0}
     assert weights(operations.rollback(shifted)) == {"torchserve-v1": 100.0}
+
+
+def test_a_first_shadow_deploy_starts_single_and_single_keeps_retry_setting() -> None:
+    first = operations.deploy(None, "m", 1, "triton", "shadow")
+    assert first.strategy == "single"
+    strict = base().model_copy(update={"retry_unavailable": False})
+    assert operations.deploy(strict, "m", 2, "triton", "single").retry_unavailable is False
