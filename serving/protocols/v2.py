@@ -129,7 +129,7 @@ def _tensor(spec: Any, binary: memoryview, offset: int, kind: str = "input") -> 
         return name, array, offset + size
     if "data" not in spec:
         raise InvalidInputError(f"input {name!r} has neither data nor parameters.binary_data_size")
-    array = _typed(name, spec["data"], dtype, datatype)
+    array = _typed(name, spec["data"], dtype, str(datatype))
     if array.size != math.prod(shape):
         raise InvalidInputError(f"input {name!r}: {array.size} values do not fill shape {list(shape)}")
     return name, array.reshape(shape), offset
