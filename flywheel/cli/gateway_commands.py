@@ -56,6 +56,15 @@ def _admin(
     return dict(response.json())
 
 
+_STRATEGY_PARAMS = {
+    "blue_green": ("active",),
+    "shadow": ("primary", "shadow_sample_rate"),
+    "ab": ("sticky_header",),
+    "bandit": ("bandit_prior_alpha", "bandit_prior_beta"),
+    "canary": ("canary_steps",),
+}
+
+
 def _render_spec(spec: dict[str, Any]) -> None:
     table = Table(title=f"{spec['model']}: {spec['strategy']} (revision {spec['revision']})")
     for column in ("variant", "version", "backend", "weight"):
@@ -63,8 +72,10 @@ def _render_spec(spec: dict[str, Any]) -> None:
     for variant in spec["variants"]:
         table.add_row(variant["name"], str(variant["version"]), variant["backend"], f"{variant['weight']:g}")
     console.print(table)
-    params = {key: value for key, value in spec.get("params", {}).items() if value not in (None, {}, [])}
-    console.print(f"params: {params}")
+    relevant = _STRATEGY_PARAMS.get(spec["strategy"], ())
+    params = {key: value for key, value in spec.get("params", {}).items() if key in relevant}
+    if params:
+        console.print(f"params: {params}")
     for entry in spec.get("history", [])[-5:]:
         console.print(
             f"  r{entry['revision']} {entry['at'][:19]} {entry['actor']}: {entry['action']} {entry['reason']}"
@@ -210,9 +221,10 @@ def predict(
     split: collections.Counter[str] = collections.Counter()
     last: dict[str, Any] = {}
     started = time.perf_counter()
-    for _ in range(repeat):
-        last = _predict_once(settings, name, version, features, protocol, headers, as_json)
-        split[last["variant"]] += 1
+    with httpx.Client(timeout=60) as client:  # one keep-alive connection for every repeat
+        for _ in range(repeat):
+            last = _predict_once(client, settings, name, version, features, protocol, headers, as_json)
+            split[last["variant"]] += 1
     elapsed = time.perf_counter() - started
     result = {**last, "split": dict(split), "requests": repeat, "mean_latency_ms": 1000 * elapsed / repeat}
 
@@ -230,6 +242,7 @@ def predict(
 
 
 def _predict_once(
+    client: httpx.Client,
     settings: FlywheelSettings,
     name: str,
     version: int | None,
@@ -242,15 +255,15 @@ def _predict_once(
         import tritonclient.grpc as triton_grpc
         from tritonclient.utils import InferenceServerException
 
-        client = triton_grpc.InferenceServerClient(f"{settings.host}:{settings.gateway_grpc_port}")
+        grpc_client = triton_grpc.InferenceServerClient(f"{settings.host}:{settings.gateway_grpc_port}")
         tensor = triton_grpc.InferInput("features", list(features.shape), "FP32")
         tensor.set_data_from_numpy(features)
         try:
-            result = client.infer(name, [tensor], model_version=str(version or ""), headers=headers)
+            result = grpc_client.infer(name, [tensor], model_version=str(version or ""), headers=headers)
         except InferenceServerException as error:
             fail(f"{error.status()}: {error.message()}", as_json)
         finally:
-            client.close()
+            grpc_client.close()
         response = result.get_response(as_json=True)
         output = response["outputs"][0]["name"]
         return {
@@ -271,7 +284,7 @@ def _predict_once(
         ]
     }
     try:
-        http = httpx.post(
+        http = client.post(
             f"{settings.gateway_url}/v2/models/{name}{path}/infer", json=body, headers=headers, timeout=60
         )
     except httpx.HTTPError as error:
