@@ -130,6 +130,14 @@ class FlywheelSettings(BaseSettings):
     feedback_memory: int = Field(
         default=100_000, gt=0, description="Recent request ids a gateway remembers for the feedback endpoint."
     )
+    rollout_tick_s: float = Field(
+        default=1.0, gt=0, description="How often the rollout controller re-analyses running rollouts."
+    )
+    rollout_lease_ttl_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long a rollout controller's lease on a model lasts unless renewed.",
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         description="Bearer token of the admin API. Generated into var/credentials on first `up` if unset.",

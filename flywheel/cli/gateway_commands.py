@@ -98,6 +98,10 @@ def deploy(
     shadow_sample_rate: float = typer.Option(
         None, "--shadow-sample-rate", min=0, max=1, help="shadow: share copied."
     ),
+    steps: str = typer.Option(
+        None, "--steps", help="Start an automatic canary rollout through these percentages, e.g. 5,25,50,100."
+    ),
+    interval: str = typer.Option("30s", "--interval", help="Bake time per rollout step: 30s, 2m, 1h."),
     expected_revision: int = EXPECTED_REVISION,
     reason: str = REASON,
     actor: str = ACTOR,
@@ -110,7 +114,17 @@ def deploy(
         for key, value in (("sticky_header", sticky_header), ("shadow_sample_rate", shadow_sample_rate))
         if value is not None
     }
+    rollout: dict[str, Any] = {}
+    if steps:
+        try:
+            rollout = {
+                "steps": [float(step) for step in steps.split(",")],
+                "interval_s": parse_duration(interval),
+            }
+        except ValueError as error:
+            fail(f"--steps/--interval: {error}", as_json, exit_code=2)
     body = {
+        **rollout,
         "version": version,
         "backend": backend,
         "strategy": strategy,
@@ -123,6 +137,15 @@ def deploy(
     with console.status(f"loading {name} v{version} on {backend} and updating the routing spec"):
         spec = _admin(settings, "POST", f"/deployments/{name}/deploy", as_json, json=body)
     emit(spec, as_json, _render_spec)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from 30s, 2m, 1h or a bare number of seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    text = text.strip()
+    if text and text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
 
 
 def promote(
@@ -150,6 +173,55 @@ def rollback(
     """Send all traffic back to the stable variant and drop the candidate."""
     body = {"expected_revision": expected_revision, "reason": reason, "actor": actor}
     emit(_admin(ctx.obj, "POST", f"/deployments/{name}/rollback", as_json, json=body), as_json, _render_spec)
+
+
+def abort(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    reason: str = REASON,
+    actor: str = ACTOR,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Stop a running rollout: all traffic back to the stable variant, recorded in history."""
+    body = {"reason": reason, "actor": actor}
+    emit(_admin(ctx.obj, "POST", f"/deployments/{name}/abort", as_json, json=body), as_json, _render_spec)
+
+
+rollout_app = typer.Typer(help="Automatic rollouts: their live progress.", no_args_is_help=True)
+
+
+@rollout_app.command("status")
+def rollout_status(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Where the model's rollout stands: step, weight, time baked, the last analysis."""
+    spec = _admin(ctx.obj, "GET", f"/deployments/{name}", as_json)
+    rollout = spec.get("rollout")
+    if rollout is None:
+        fail(
+            f"{name} has no rollout; start one with flywheel deploy {name} --version V --steps 5,25,50,100",
+            as_json,
+        )
+    decisions = [entry for entry in spec["history"] if entry["actor"] == "rollout-controller"]
+    data = {"model": name, "revision": spec["revision"], "rollout": rollout, "decisions": decisions[-10:]}
+
+    def render(data: dict[str, Any]) -> None:
+        state = data["rollout"]
+        done = state["step"] + (1 if state["status"] == "promoted" else 0)
+        bar = "".join("#" if index < done else "." for index in range(len(state["steps"])))
+        console.print(
+            f"[bold]{name}[/]: {state['candidate']} vs {state['stable']}  [{bar}]  "
+            f"step {state['step'] + 1}/{len(state['steps'])} at {state['steps'][state['step']]:g}%  "
+            f"status [bold]{state['status']}[/]"
+        )
+        if state.get("last_verdict"):
+            console.print(f"last analysis: {state['last_verdict']}")
+        for entry in data["decisions"]:
+            console.print(f"  r{entry['revision']} {entry['at'][:19]} {entry['action']}: {entry['reason']}")
+
+    emit(data, as_json, render)
 
 
 def weights(
@@ -301,5 +373,6 @@ def _predict_once(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (deploy, promote, rollback, weights, routing, predict):
+    for command in (deploy, promote, rollback, abort, weights, routing, predict):
         app.command()(command)
+    app.add_typer(rollout_app, name="rollout")

@@ -89,9 +89,11 @@ def build_services(settings: FlywheelSettings) -> list[ServiceSpec]:
     """Every service ``flywheel up`` manages, in the order they start."""
     from flywheel.stack.credentials import admin_token
     from serving.gateway.service import gateway_service
+    from serving.rollout.service import rollout_service
 
     return [
         s3_service(settings),
         *model_server_services(settings),
         gateway_service(settings, admin_token(settings)),
+        rollout_service(settings),
     ]

@@ -57,6 +57,8 @@ class AdminService:
         *,
         weight: float | None = None,
         params: dict[str, Any] | None = None,
+        steps: list[float] | None = None,
+        interval_s: float | None = None,
         expected_revision: int | None = None,
         actor: str = "admin-api",
         reason: str = "",
@@ -73,9 +75,24 @@ class AdminService:
             raise SpecError(
                 f"{model} v{version} is not packaged for {backend}; it is packaged for {packaged}"
             )
+        current = await asyncio.to_thread(self.spec_store.find, model)
+        operations.refuse_during_rollout(current)
         await server.load(model, version)
         if not await server.ready(model, version):
             raise BackendUnavailableError(f"{backend} loaded {model} v{version} but it is not ready")
+        if steps:
+            if strategy != "canary":
+                raise SpecError("--steps drive a canary rollout; use --strategy canary")
+            return await self._write(
+                model,
+                lambda current: operations.start_canary(
+                    current, model, version, backend, steps, interval_s or 30.0, baseline={}, params=params
+                ),
+                actor=actor,
+                action=f"rollout {backend}-v{version}: canary {'/'.join(f'{step:g}' for step in steps)} %",
+                reason=reason,
+                expected_revision=expected_revision,
+            )
         return await self._write(
             model,
             lambda current: operations.deploy(current, model, version, backend, strategy, weight, params),
@@ -126,6 +143,19 @@ class AdminService:
             action="rollback",
             reason=reason,
             metrics=metrics,
+            expected_revision=expected_revision,
+        )
+
+    async def abort(
+        self, model: str, *, expected_revision: int | None = None, actor: str = "admin-api", reason: str = ""
+    ) -> RoutingSpec:
+        """Stop the running rollout: all traffic back to the stable variant."""
+        return await self._write(
+            model,
+            lambda current: operations.abort(self._existing(model, current)),
+            actor=actor,
+            action="abort rollout",
+            reason=reason,
             expected_revision=expected_revision,
         )
 

@@ -32,6 +32,8 @@ class DeployRequest(_Change):
     strategy: str = "canary"
     weight: float | None = Field(default=None, ge=0, le=100)
     params: dict[str, Any] | None = None
+    steps: list[float] | None = Field(default=None, description="Start a canary rollout through these %.")
+    interval_s: float | None = Field(default=None, gt=0, description="Bake time of each rollout step.")
 
 
 class PromoteRequest(_Change):
@@ -110,6 +112,8 @@ def create_admin_app(admin: AdminService, token: str) -> web.Application:
                 change.strategy,
                 weight=change.weight,
                 params=change.params,
+                steps=change.steps,
+                interval_s=change.interval_s,
                 expected_revision=change.expected_revision,
                 actor=change.actor,
                 reason=change.reason,
@@ -139,6 +143,17 @@ def create_admin_app(admin: AdminService, token: str) -> web.Application:
             )
         )
 
+    async def abort(request: web.Request) -> web.Response:
+        change: _Change = await body(request, _Change)
+        return _spec(
+            await admin.abort(
+                request.match_info["model"],
+                expected_revision=change.expected_revision,
+                actor=change.actor,
+                reason=change.reason,
+            )
+        )
+
     async def weights(request: web.Request) -> web.Response:
         change: WeightsRequest = await body(request, WeightsRequest)
         return _spec(
@@ -161,6 +176,7 @@ def create_admin_app(admin: AdminService, token: str) -> web.Application:
             web.post("/deployments/{model}/deploy", deploy),
             web.post("/deployments/{model}/promote", promote),
             web.post("/deployments/{model}/rollback", rollback),
+            web.post("/deployments/{model}/abort", abort),
             web.post("/deployments/{model}/weights", weights),
         ]
     )

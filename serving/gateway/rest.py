@@ -32,6 +32,7 @@ from serving.gateway.core import GatewayCore, InferenceOutcome
 from serving.gateway.openapi import openapi_document
 from serving.protocols.tf_rest import decode_predict, encode_predictions
 from serving.protocols.v2 import HEADER_LENGTH, decode_request, encode_response
+from serving.routing.operations import RolloutInProgressError
 from serving.routing.spec import SpecError
 from serving.routing.spec_store import SpecNotFoundError, StaleRevisionError
 
@@ -44,7 +45,7 @@ def error_status(error: Exception) -> int | None:
     """The HTTP status for an exception the core or the admin service raises, None if unexpected."""
     if isinstance(error, BackendError):
         return error.status
-    if isinstance(error, StaleRevisionError | AliasConflictError):
+    if isinstance(error, StaleRevisionError | AliasConflictError | RolloutInProgressError):
         return 409
     if isinstance(error, SpecNotFoundError | ModelNotFoundError | VersionNotFoundError | ObjectNotFoundError):
         return 404

@@ -9,7 +9,69 @@ from __future__ import annotations
 
 from typing import Any
 
+from serving.rollout.state import RolloutState
 from serving.routing.spec import RoutingSpec, SpecError, StrategyParams, Variant
+
+
+class RolloutInProgressError(Exception):
+    """A model already rolling out refuses another rollout or deploy until it ends (HTTP 409)."""
+
+    def __init__(self, spec: RoutingSpec) -> None:
+        assert spec.rollout is not None
+        rollout = spec.rollout
+        super().__init__(
+            f"{spec.model} is rolling {rollout.candidate} out (step {rollout.step + 1} of "
+            f"{len(rollout.steps)}); wait for it to end, or promote, roll back or abort it"
+        )
+
+
+def refuse_during_rollout(current: RoutingSpec | None) -> None:
+    if current is not None and current.rollout is not None and current.rollout.running:
+        raise RolloutInProgressError(current)
+
+
+def start_canary(
+    current: RoutingSpec | None,
+    model: str,
+    version: int,
+    backend: str,
+    steps: list[float],
+    interval_s: float,
+    baseline: dict[str, Any],
+    params: dict[str, Any] | None = None,
+) -> RoutingSpec:
+    """Deploy as a canary at the first step, with the rollout state the controller drives."""
+    if current is None:
+        raise SpecError(f"{model} has nothing deployed to roll out against; deploy a first version")
+    refuse_during_rollout(current)
+    spec = deploy(current, model, version, backend, "canary", weight=steps[0], params=params)
+    rollout = RolloutState(
+        stable=spec.variants[0].name,
+        candidate=spec.variants[-1].name,
+        steps=steps,
+        interval_s=interval_s,
+        baseline=baseline,
+    )
+    return spec.model_copy(update={"rollout": rollout})
+
+
+def _end_rollout(spec: RoutingSpec, status: str, verdict: dict[str, Any] | None = None) -> RoutingSpec:
+    if spec.rollout is None or not spec.rollout.running:
+        return spec
+    ended = spec.rollout.model_copy(
+        update={"status": status, "last_verdict": verdict or spec.rollout.last_verdict}
+    )
+    return spec.model_copy(update={"rollout": ended})
+
+
+def abort(current: RoutingSpec) -> RoutingSpec:
+    """Stop a running rollout and send every request back to the stable variant."""
+    if current.rollout is None or not current.rollout.running:
+        raise SpecError(f"{current.model} has no rollout running")
+    rolled = rollback(current)
+    assert rolled.rollout is not None
+    return rolled.model_copy(update={"rollout": rolled.rollout.model_copy(update={"status": "aborted"})})
+
 
 #: Default traffic share of a new variant, per strategy that splits by weight.
 DEFAULT_CANDIDATE_WEIGHT = {"canary": 10.0, "ab": 50.0}
@@ -52,6 +114,7 @@ def deploy(
     - ``shadow``: the new variant receives copies; the stable one keeps answering;
     - ``bandit``: the new variant joins the arms.
     """
+    refuse_during_rollout(current)
     candidate = Variant(name=Variant.default_name(backend, version), version=version, backend=backend)
     extra = StrategyParams.model_validate(
         {**(current.params.model_dump() if current else {}), **(params or {})}
@@ -106,6 +169,7 @@ def promote(current: RoutingSpec, variant_name: str | None = None) -> RoutingSpe
     back. Every other strategy ends as ``single`` on the promoted variant.
     """
     winner = current.variant(variant_name) if variant_name else candidate_variant(current)
+    current = _end_rollout(current, "promoted")
     if current.strategy == "blue_green":
         others = [
             variant.model_copy(update={"weight": 0.0})
@@ -128,6 +192,7 @@ def rollback(current: RoutingSpec) -> RoutingSpec:
 
     For blue-green, "stable" is the idle colour: rollback right after a promote switches back.
     """
+    current = _end_rollout(current, "rolled_back")
     if current.strategy == "blue_green":
         active = current.variant(current.params.active or current.variants[0].name)
         previous = [variant for variant in current.variants if variant.name != active.name]

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from model_store.names import validate_name
+from serving.rollout.state import RolloutState
 
 BackendKind = Literal["triton", "torchserve", "tfserving"]
 StrategyName = Literal["single", "blue_green", "canary", "shadow", "ab", "bandit"]
@@ -90,6 +91,9 @@ class RoutingSpec(BaseModel):
     retry_unavailable: bool = Field(
         default=True,
         description="Retry a request whose server is unreachable on another variant of this spec.",
+    )
+    rollout: RolloutState | None = Field(
+        default=None, description="The progressive rollout driving this spec, if any (last one kept)."
     )
     history: list[HistoryEntry] = Field(default_factory=list)
 

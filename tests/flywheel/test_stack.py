@@ -58,7 +58,7 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     up = json_of(flywheel(stack_env, "up", "--json"))
-    names = ["s3", "triton", "torchserve", "tfserving", "gateway"]
+    names = ["s3", "triton", "torchserve", "tfserving", "gateway", "rollout-controller"]
     assert [(s["name"], s["state"]) for s in up["services"]] == [(name, "running") for name in names]
     pids = [s["pid"] for s in up["services"]]
     pid = pids[0]

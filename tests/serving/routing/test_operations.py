@@ -74,3 +74,21 @@ def test_a_first_shadow_deploy_starts_single_and_single_keeps_retry_setting() ->
     assert first.strategy == "single"
     strict = base().model_copy(update={"retry_unavailable": False})
     assert operations.deploy(strict, "m", 2, "triton", "single").retry_unavailable is False
+
+
+def test_a_rollout_refuses_other_deploys_until_it_ends() -> None:
+    started = operations.start_canary(base(), "m", 2, "triton", [5, 50, 100], 10, baseline={})
+    assert weights(started) == {"torchserve-v1": 95.0, "triton-v2": 5.0}
+    assert started.rollout is not None and started.rollout.running
+    with pytest.raises(operations.RolloutInProgressError, match="step 1 of 3"):
+        operations.deploy(started, "m", 3, "triton", "canary")
+    with pytest.raises(operations.RolloutInProgressError):
+        operations.start_canary(started, "m", 3, "triton", [50, 100], 10, baseline={})
+    aborted = operations.abort(started)
+    assert aborted.rollout is not None and aborted.rollout.status == "aborted"
+    assert weights(aborted) == {"torchserve-v1": 100.0}
+    promoted = operations.promote(started)
+    assert promoted.rollout is not None and promoted.rollout.status == "promoted"
+    assert operations.deploy(promoted, "m", 3, "triton", "canary").variants[-1].name == "triton-v3"
+    with pytest.raises(ValueError, match="end at 100"):
+        operations.start_canary(base(), "m", 2, "triton", [5, 50], 10, baseline={})

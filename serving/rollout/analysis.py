@@ -1,0 +1,194 @@
+"""Canary analysis: the candidate against the stable variant over the same window.
+
+Metrics come through :class:`MetricsSource`. The embedded default,
+:class:`GatewayMetricsSource`, scrapes one gateway's ``/metrics``; counters are cumulative, so
+a window is "now minus the snapshot taken when the step started" (the snapshot is stored in the
+rollout state and survives a controller restart). A Prometheus-backed source for several
+gateway replicas implements the same ``snapshot``.
+
+Checks, each with a reason in the verdict:
+
+- **errors**: failed requests plus requests the gateway had to fail over away from the
+  candidate, over the candidate's requests; must stay under ``max_error_rate`` and within
+  ``max_error_rate`` of the stable variant's;
+- **latency**: the candidate's p99 (from the histogram buckets of the window) at most
+  ``max_p99_ratio`` times the stable p99 (with ``min_p99_slack_s`` of slack for tiny numbers);
+- **prediction drift**: PSI between the two versions' prediction histograms (the gateway's drift
+  sampling bins) at most ``max_prediction_psi``;
+- **readiness** is checked by the controller through the gateway before each decision.
+
+A failing check fails the step at once, even before the bake interval ends (that is what keeps
+a bad candidate's share of traffic small). Passing needs the interval to be over and at least
+``min_requests`` candidate requests, so a quiet step waits for evidence instead of passing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+DEFAULT_THRESHOLDS = {
+    "max_error_rate": 0.02,
+    "max_p99_ratio": 3.0,
+    "min_p99_slack_s": 0.005,
+    "max_prediction_psi": 1.0,
+    "min_requests": 30,
+}
+
+
+@dataclass
+class VariantCounters:
+    """Cumulative counters of one variant (and its version's prediction bins)."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    latency_buckets: dict[str, float] = field(default_factory=dict)  # le -> cumulative count
+    prediction_bins: dict[str, float] = field(default_factory=dict)  # bin -> count
+
+    def minus(self, base: VariantCounters) -> VariantCounters:
+        return VariantCounters(
+            self.requests - base.requests,
+            self.errors - base.errors,
+            {le: count - base.latency_buckets.get(le, 0.0) for le, count in self.latency_buckets.items()},
+            {b: count - base.prediction_bins.get(b, 0.0) for b, count in self.prediction_bins.items()},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VariantCounters:
+        return cls(**data)
+
+
+class MetricsSource(Protocol):
+    def snapshot(self, model: str, variants: dict[str, int]) -> dict[str, VariantCounters]:
+        """Cumulative counters per variant name (``variants`` maps name -> version)."""
+        ...
+
+
+class GatewayMetricsSource:
+    """Scrapes one gateway's Prometheus endpoint (the embedded, single-replica default)."""
+
+    def __init__(self, metrics_url: str, timeout_s: float = 5.0) -> None:
+        self.metrics_url = metrics_url
+        self.timeout_s = timeout_s
+
+    def snapshot(self, model: str, variants: dict[str, int]) -> dict[str, VariantCounters]:
+        text = httpx.get(self.metrics_url, timeout=self.timeout_s).text
+        counters = {name: VariantCounters() for name in variants}
+        by_version = {str(version): name for name, version in variants.items()}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = sample.labels
+                if labels.get("model") != model:
+                    continue
+                if sample.name == "flywheel_gateway_requests_total" and labels.get("variant") in counters:
+                    counters[labels["variant"]].requests += sample.value
+                elif sample.name == "flywheel_gateway_errors_total" and labels.get("variant") in counters:
+                    counters[labels["variant"]].errors += sample.value
+                elif (
+                    sample.name == "flywheel_gateway_failovers_total"
+                    and labels.get("from_variant") in counters
+                ):
+                    # Served by another variant, but a failure of this one: counted against it.
+                    counters[labels["from_variant"]].errors += sample.value
+                    counters[labels["from_variant"]].requests += sample.value
+                elif (
+                    sample.name == "flywheel_gateway_request_duration_seconds_bucket"
+                    and labels.get("variant") in counters
+                ):
+                    counters[labels["variant"]].latency_buckets[labels["le"]] = sample.value
+                elif (
+                    sample.name == "flywheel_gateway_profile_bin_total"
+                    and labels.get("feature") == "prediction"
+                    and labels.get("version") in by_version
+                ):
+                    name = by_version[labels["version"]]
+                    counters[name].prediction_bins[labels["bin"]] = sample.value
+        return counters
+
+
+def p99(buckets: dict[str, float]) -> float | None:
+    """The 99th percentile's upper bucket bound (what histogram_quantile would interpolate)."""
+    ordered = sorted(((math.inf if le == "+Inf" else float(le)), count) for le, count in buckets.items())
+    total = ordered[-1][1] if ordered else 0
+    if total <= 0:
+        return None
+    for bound, count in ordered:
+        if count >= 0.99 * total:
+            return bound
+    return math.inf
+
+
+def psi(expected: dict[str, float], actual: dict[str, float]) -> float | None:
+    """Population stability index between two binned distributions (0.001 floor per bin)."""
+    bins = set(expected) | set(actual)
+    total_e, total_a = sum(expected.values()), sum(actual.values())
+    if total_e <= 0 or total_a <= 0:
+        return None
+    value = 0.0
+    for b in bins:
+        e = max(expected.get(b, 0.0) / total_e, 1e-3)
+        a = max(actual.get(b, 0.0) / total_a, 1e-3)
+        value += (a - e) * math.log(a / e)
+    return value
+
+
+@dataclass
+class Verdict:
+    passed: bool | None  # None: not enough evidence yet
+    reasons: list[str]
+    metrics: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "reasons": self.reasons, "metrics": self.metrics}
+
+
+def analyse(
+    stable: VariantCounters, candidate: VariantCounters, thresholds: dict[str, float], interval_over: bool
+) -> Verdict:
+    limits = {**DEFAULT_THRESHOLDS, **thresholds}
+    metrics: dict[str, Any] = {"candidate_requests": candidate.requests, "stable_requests": stable.requests}
+    failures: list[str] = []
+    if candidate.requests > 0:
+        candidate_errors = candidate.errors / candidate.requests
+        stable_errors = stable.errors / stable.requests if stable.requests > 0 else 0.0
+        metrics |= {
+            "candidate_error_rate": round(candidate_errors, 4),
+            "stable_error_rate": round(stable_errors, 4),
+        }
+        enough_to_fail = candidate.errors >= 3  # one unlucky error must not end a rollout
+        if enough_to_fail and (
+            candidate_errors > limits["max_error_rate"]
+            and candidate_errors > stable_errors + limits["max_error_rate"]
+        ):
+            limit = limits["max_error_rate"]
+            failures.append(
+                f"error rate {candidate_errors:.1%} over {limit:.1%} (stable {stable_errors:.1%})"
+            )
+    candidate_p99, stable_p99 = p99(candidate.latency_buckets), p99(stable.latency_buckets)
+    metrics |= {"candidate_p99_s": candidate_p99, "stable_p99_s": stable_p99}
+    if candidate_p99 is not None and stable_p99 is not None and candidate.requests >= 10:
+        allowed = max(stable_p99 * limits["max_p99_ratio"], stable_p99 + limits["min_p99_slack_s"])
+        if candidate_p99 > allowed:
+            failures.append(f"p99 {candidate_p99 * 1000:.1f} ms over {allowed * 1000:.1f} ms allowed")
+    drift = psi(stable.prediction_bins, candidate.prediction_bins)
+    metrics["prediction_psi"] = None if drift is None else round(drift, 3)
+    if (
+        drift is not None
+        and sum(candidate.prediction_bins.values()) >= 20
+        and drift > limits["max_prediction_psi"]
+    ):
+        failures.append(f"prediction PSI {drift:.2f} against stable over {limits['max_prediction_psi']}")
+    if failures:
+        return Verdict(False, failures, metrics)
+    if not interval_over:
+        return Verdict(None, ["baking"], metrics)
+    if candidate.requests < limits["min_requests"]:
+        return Verdict(None, [f"waiting for {limits['min_requests']:.0f} candidate requests"], metrics)
+    return Verdict(True, ["errors, latency and predictions within bounds"], metrics)

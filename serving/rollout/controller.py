@@ -1,0 +1,189 @@
+"""The rollout controller: drives every running canary rollout through its steps.
+
+Each tick, for each model whose spec has a running rollout and whose lease this controller
+holds: read the gateway's counters, analyse the candidate against the stable variant over the
+step's window, and act by a compare-and-swap write of the spec (next step, promote, or roll
+back), recording the step, the metrics and the verdict in the spec's history. A lost CAS race
+(a person promoted by hand meanwhile) just means re-reading next tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from model_store import ModelStore
+from serving.rollout.analysis import MetricsSource, VariantCounters, Verdict, analyse
+from serving.rollout.lease import Lease
+from serving.routing import operations
+from serving.routing.spec import RoutingSpec
+from serving.routing.spec_store import SpecStore, StaleRevisionError
+
+log = logging.getLogger(__name__)
+ACTOR = "rollout-controller"
+
+
+class RolloutController:
+    def __init__(
+        self,
+        store: ModelStore,
+        source: MetricsSource,
+        gateway_url: str,
+        holder: str,
+        lease_ttl_s: float = 15.0,
+    ) -> None:
+        self.store = store
+        self.spec_store = SpecStore(store.storage)
+        self.source = source
+        self.gateway_url = gateway_url.rstrip("/")
+        self.lease = Lease(store.storage, holder, lease_ttl_s)
+
+    def tick(self) -> list[dict[str, Any]]:
+        """One pass over every running rollout; returns what was decided (for logs and tests)."""
+        decisions = []
+        for model in self.spec_store.models():
+            spec = self.spec_store.find(model)
+            if spec is None or spec.rollout is None or not spec.rollout.running:
+                continue
+            if not self.lease.acquire(model):
+                continue
+            try:
+                decision = self.drive(spec)
+            except StaleRevisionError:
+                continue  # someone changed the spec meanwhile: decide again on the new one
+            except httpx.HTTPError as error:
+                log.warning("%s: gateway metrics unavailable, holding the step: %s", model, error)
+                continue
+            if decision:
+                decisions.append(decision)
+                log.info("%s: %s", model, decision)
+        return decisions
+
+    def _candidate_ready(self, spec: RoutingSpec, version: int) -> bool:
+        try:
+            response = httpx.get(
+                f"{self.gateway_url}/v2/models/{spec.model}/versions/{version}/ready", timeout=5
+            )
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    def drive(self, spec: RoutingSpec) -> dict[str, Any] | None:
+        rollout = spec.rollout
+        assert rollout is not None
+        stable, candidate = spec.variant(rollout.stable), spec.variant(rollout.candidate)
+        now = self.source.snapshot(
+            spec.model, {stable.name: stable.version, candidate.name: candidate.version}
+        )
+        if not rollout.baseline:
+            return self._write(
+                spec,
+                lambda current: _with_rollout(current, baseline=_counters_json(now), started=True),
+                f"step 1 of {len(rollout.steps)}: {rollout.weight:g}% to {candidate.name}",
+                "baseline taken; baking",
+                {},
+            )
+        window = {
+            name: counters.minus(VariantCounters.from_json(rollout.baseline[name]))
+            for name, counters in now.items()
+        }
+        baked = (datetime.now(UTC) - rollout.step_started_at).total_seconds() >= rollout.interval_s
+        verdict = analyse(window[stable.name], window[candidate.name], spec.params.analysis, baked)
+        if verdict.passed is not False and not self._candidate_ready(spec, candidate.version):
+            verdict = Verdict(False, [f"{candidate.name} is not ready"], verdict.metrics)
+        step = f"step {rollout.step + 1} of {len(rollout.steps)} ({rollout.weight:g}%)"
+        if verdict.passed is False:
+            return self._write(
+                spec,
+                lambda current: _ended(operations.rollback(current), verdict),
+                f"rollback at {step}",
+                "; ".join(verdict.reasons),
+                verdict.to_json(),
+            )
+        if verdict.passed is None:
+            return None
+        if rollout.step + 1 == len(rollout.steps):
+            decision = self._write(
+                spec,
+                lambda current: _ended(operations.promote(current, candidate.name), verdict),
+                f"promote {candidate.name} after {step}",
+                "; ".join(verdict.reasons),
+                verdict.to_json(),
+            )
+            self.store.set_alias(
+                spec.model, "champion", candidate.version, actor=ACTOR, reason="rollout passed"
+            )
+            self.lease.release(spec.model)
+            return decision
+        weight = rollout.steps[rollout.step + 1]
+        return self._write(
+            spec,
+            lambda current: _with_rollout(
+                operations.set_weights(current, {stable.name: 100.0 - weight, candidate.name: weight}),
+                baseline=_counters_json(now),
+                started=True,
+                step=rollout.step + 1,
+                verdict=verdict,
+            ),
+            f"step {rollout.step + 2} of {len(rollout.steps)}: {weight:g}% to {candidate.name}",
+            f"{step} passed: " + "; ".join(verdict.reasons),
+            verdict.to_json(),
+        )
+
+    def _write(
+        self, spec: RoutingSpec, change: Any, action: str, reason: str, metrics: dict[str, Any]
+    ) -> dict[str, Any]:
+        written = self.spec_store.update(
+            spec.model,
+            lambda current: change(current),
+            actor=ACTOR,
+            action=action,
+            reason=reason,
+            metrics=metrics,
+            expected_revision=spec.revision,
+        )
+        return {"model": spec.model, "revision": written.revision, "action": action, "reason": reason}
+
+    def run(self, tick_s: float, heartbeat: Any = None) -> None:
+        while True:
+            try:
+                self.tick()
+            except Exception as error:  # a store hiccup: log it and keep going; never crash-loop
+                log.exception("rollout tick failed: %s", error)
+            if heartbeat is not None:
+                heartbeat()
+            time.sleep(tick_s)
+
+
+def _counters_json(counters: dict[str, VariantCounters]) -> dict[str, Any]:
+    return {name: value.to_json() for name, value in counters.items()}
+
+
+def _with_rollout(
+    current: RoutingSpec | None,
+    *,
+    baseline: dict[str, Any],
+    started: bool,
+    step: int | None = None,
+    verdict: Verdict | None = None,
+) -> RoutingSpec:
+    assert current is not None and current.rollout is not None
+    update: dict[str, Any] = {"baseline": baseline}
+    if started:
+        update["step_started_at"] = datetime.now(UTC)
+    if step is not None:
+        update["step"] = step
+    if verdict is not None:
+        update["last_verdict"] = verdict.to_json()
+    return current.model_copy(update={"rollout": current.rollout.model_copy(update=update)})
+
+
+def _ended(spec: RoutingSpec, verdict: Verdict) -> RoutingSpec:
+    assert spec.rollout is not None
+    return spec.model_copy(
+        update={"rollout": spec.rollout.model_copy(update={"last_verdict": verdict.to_json()})}
+    )

@@ -1,0 +1,57 @@
+"""Canary analysis on counter windows: what passes, what fails at once, what waits for evidence."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.rollout.analysis import VariantCounters, analyse, p99, psi
+
+FAST = {"0.005": 99.0, "0.01": 100.0, "+Inf": 100.0}
+SLOW = {"0.005": 0.0, "0.01": 0.0, "0.05": 60.0, "0.1": 100.0, "+Inf": 100.0}
+BINS = {"0": 10.0, "1": 30.0, "2": 30.0, "3": 30.0}
+
+
+def counters(
+    requests: float, errors: float = 0, buckets: dict[str, float] = FAST, bins: dict[str, float] = BINS
+) -> VariantCounters:
+    return VariantCounters(requests, errors, dict(buckets), dict(bins))
+
+
+def test_p99_and_psi() -> None:
+    assert p99(FAST) == 0.005 and p99(SLOW) == 0.1 and p99({}) is None
+    assert psi(BINS, BINS) == pytest.approx(0.0)
+    assert psi(BINS, {"0": 100.0}) > 2
+    assert psi({}, BINS) is None
+
+
+def test_a_healthy_candidate_passes_only_after_the_bake_with_enough_requests() -> None:
+    stable, candidate = counters(300), counters(100)
+    assert analyse(stable, candidate, {}, interval_over=False).passed is None
+    assert analyse(stable, counters(5), {}, interval_over=True).passed is None
+    verdict = analyse(stable, candidate, {}, interval_over=True)
+    assert verdict.passed is True and verdict.metrics["candidate_error_rate"] == 0
+
+
+@pytest.mark.parametrize(
+    ("candidate", "reason"),
+    [
+        (counters(100, errors=20), "error rate 20.0%"),
+        (counters(100, buckets=SLOW), "p99 100.0 ms"),
+        (counters(100, bins={"3": 100.0}), "prediction PSI"),
+    ],
+)
+def test_a_bad_candidate_fails_at_once_without_waiting_for_the_bake(
+    candidate: VariantCounters, reason: str
+) -> None:
+    verdict = analyse(counters(300), candidate, {}, interval_over=False)
+    assert verdict.passed is False and reason in verdict.reasons[0]
+
+
+def test_thresholds_come_from_the_spec_and_one_error_is_not_enough() -> None:
+    assert analyse(counters(300), counters(100, errors=2), {}, interval_over=True).passed is True
+    assert (
+        analyse(counters(300), counters(100, errors=5), {"max_error_rate": 0.10}, interval_over=True).passed
+        is True
+    )
+    window = counters(150, errors=3).minus(counters(50, errors=3))
+    assert (window.requests, window.errors) == (100, 0)

@@ -1,0 +1,226 @@
+"""Automatic canary rollouts under steady load: the real controller process, gateway and servers.
+
+A good candidate walks its steps and is promoted by itself; a version ten times slower is rolled
+back by itself, having served only a small share of the traffic, and no request fails.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flywheel.stack.process import stop_process
+from model_store import ModelStore
+from serving.rollout.service import rollout_service
+from tests.pipeline_fixtures import MODEL
+from tests.serving.gateway_fixtures import GatewayStack, v2_body, windows
+from tests.support import start_and_wait, wait_until
+
+
+class ControllerProcess:
+    def __init__(self, stack: GatewayStack) -> None:
+        self.stack = stack
+        settings = stack.settings.model_copy(update={"rollout_tick_s": 0.3, "rollout_lease_ttl_s": 3.0})
+        self.spec = rollout_service(settings)
+        self.record = start_and_wait(self.spec, stack.workdir, "rollout-controller", timeout_s=60)
+
+    def kill_and_restart(self) -> None:
+        os.killpg(self.record.pid, signal.SIGKILL)
+        self.record = start_and_wait(self.spec, self.stack.workdir, "rollout-controller", timeout_s=60)
+
+
+@pytest.fixture(scope="module")
+def controller_process(gateway_stack: GatewayStack) -> Iterator[ControllerProcess]:
+    process = ControllerProcess(gateway_stack)
+    yield process
+    stop_process(process.record, 10)
+
+
+@pytest.fixture
+def controller(controller_process: ControllerProcess) -> GatewayStack:
+    return controller_process.stack
+
+
+class SteadyLoad:
+    """Two clients sending routed requests back to back, recording status and variant."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.seen: list[tuple[int, str]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._send, args=(seed,)) for seed in range(2)]
+
+    def _send(self, seed: int) -> None:
+        body = v2_body(windows(seed=seed))
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                response = client.post(f"{self.url}/v2/models/{MODEL}/infer", json=body)
+                self.seen.append((response.status_code, response.headers.get("x-flywheel-variant", "")))
+
+    def __enter__(self) -> SteadyLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def failures(self) -> int:
+        return sum(status != 200 for status, _ in self.seen)
+
+    def share(self, variant: str) -> float:
+        return collections.Counter(v for _, v in self.seen)[variant] / max(len(self.seen), 1)
+
+
+def rollout_of(stack: GatewayStack) -> dict[str, Any]:
+    return dict(stack.admin("GET", f"/deployments/{MODEL}").json()["rollout"] or {})
+
+
+def publish_slow_copy(store: ModelStore, workdir: Path, delay_s: float) -> int:
+    """v2's Triton entry with a sleep in front of every batch: the same answers, much slower."""
+    source = workdir / "v2"
+    manifest = store.fetch(MODEL, 2, source, prefix="triton/")
+    store.fetch(MODEL, 2, source, prefix="profile.json")
+    model_py = source / "triton" / MODEL / "2" / "model.py"
+    text = model_py.read_text()
+    model_py.write_text(
+        text.replace(
+            "    def execute(self, requests):",
+            f"    def execute(self, requests):\n        __import__('time').sleep({delay_s})",
+            1,
+        )
+    )
+    artifacts = {
+        str(path.relative_to(source)).replace(f"triton/{MODEL}/2/", f"triton/{MODEL}/{{version}}/"): path
+        for path in source.rglob("*")
+        if path.is_file()
+    }
+    published = store.publish(
+        MODEL, artifacts, framework=manifest.framework, backends=["triton"], signature=manifest.signature
+    )
+    return published.version
+
+
+def test_a_good_candidate_reaches_100_percent_by_itself(
+    controller: GatewayStack, canary: GatewayStack
+) -> None:
+    controller.replace(
+        {
+            "model": MODEL,
+            "strategy": "single",
+            "variants": [{"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 100}],
+        }
+    )
+    with SteadyLoad(controller.url) as load:
+        wait_until(lambda: len(load.seen) > 20, 30, "load")
+        controller.deploy(
+            2,
+            "triton",
+            "canary",
+            steps=[20, 50, 100],
+            interval_s=2,
+            # Test windows are random, not market data: the two versions' prediction histograms
+            # differ for that reason alone, so this test does not gate on prediction drift.
+            params={"analysis": {"max_prediction_psi": 1000}},
+            reason="rollout test: good",
+        )
+        again = controller.admin(
+            "POST",
+            f"/deployments/{MODEL}/deploy",
+            json={"version": 2, "backend": "tfserving", "strategy": "canary"},
+        )
+        assert again.status_code == 409 and "rolling" in again.json()["error"]
+        wait_until(lambda: rollout_of(controller).get("status") != "running", 90, "the rollout to end")
+    spec = controller.admin("GET", f"/deployments/{MODEL}").json()
+    assert spec["rollout"]["status"] == "promoted", spec["rollout"]
+    assert [v["name"] for v in spec["variants"]] == ["triton-v2"]
+    actions = [entry["action"] for entry in spec["history"] if entry["actor"] == "rollout-controller"]
+    assert actions == [
+        "step 1 of 3: 20% to triton-v2",
+        "step 2 of 3: 50% to triton-v2",
+        "step 3 of 3: 100% to triton-v2",
+        "promote triton-v2 after step 3 of 3 (100%)",
+    ]
+    assert load.failures() == 0
+    assert ModelStore.open(controller.settings.resolve_store_uri()).aliases(MODEL)["champion"] == 2
+
+
+def test_a_ten_times_slower_candidate_is_rolled_back_by_itself(
+    controller: GatewayStack, tmp_path: Path
+) -> None:
+    store = ModelStore.open(controller.settings.resolve_store_uri())
+    slow = publish_slow_copy(store, tmp_path, delay_s=0.05)
+    controller.replace(
+        {
+            "model": MODEL,
+            "strategy": "single",
+            "variants": [{"name": "triton-v2", "version": 2, "backend": "triton", "weight": 100}],
+        }
+    )
+    with SteadyLoad(controller.url) as load:
+        wait_until(lambda: len(load.seen) > 20, 30, "load")
+        controller.deploy(
+            slow, "triton", "canary", steps=[20, 50, 100], interval_s=5, reason="rollout test: slow"
+        )
+        wait_until(lambda: rollout_of(controller).get("status") != "running", 60, "the rollout to end")
+    spec = controller.admin("GET", f"/deployments/{MODEL}").json()
+    assert spec["rollout"]["status"] == "rolled_back", spec["rollout"]
+    assert [v["name"] for v in spec["variants"]] == ["triton-v2"]
+    decision = spec["history"][-1]
+    assert decision["actor"] == "rollout-controller" and decision["action"].startswith(
+        "rollback at step 1 of 3"
+    )
+    assert "p99" in decision["reason"] and decision["metrics"]["metrics"]["candidate_p99_s"] > 0.04
+    assert load.failures() == 0
+    assert load.share(f"triton-v{slow}") < 0.2, "rolled back during the first step"
+
+
+def test_a_controller_killed_mid_canary_resumes_without_skipping_or_repeating(
+    controller_process: ControllerProcess, canary: GatewayStack
+) -> None:
+    stack = controller_process.stack
+    stack.replace(
+        {
+            "model": MODEL,
+            "strategy": "single",
+            "variants": [{"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 100}],
+        }
+    )
+    with SteadyLoad(stack.url) as load:
+        wait_until(lambda: len(load.seen) > 20, 30, "load")
+        stack.deploy(
+            2,
+            "triton",
+            "canary",
+            steps=[20, 50, 100],
+            interval_s=3,
+            params={"analysis": {"max_prediction_psi": 1000}},
+            reason="rollout test: restart",
+        )
+        wait_until(lambda: rollout_of(stack).get("step") == 1, 60, "step 2")
+        controller_process.kill_and_restart()  # SIGKILL: no goodbye, the lease is left to expire
+        wait_until(lambda: rollout_of(stack).get("status") != "running", 90, "the rollout to end")
+    spec = stack.admin("GET", f"/deployments/{MODEL}").json()
+    assert spec["rollout"]["status"] == "promoted"
+    actions = [entry["action"] for entry in spec["history"] if entry["actor"] == "rollout-controller"]
+    assert actions[-4:] == [
+        "step 1 of 3: 20% to triton-v2",
+        "step 2 of 3: 50% to triton-v2",
+        "step 3 of 3: 100% to triton-v2",
+        "promote triton-v2 after step 3 of 3 (100%)",
+    ]
+    started = [i for i, entry in enumerate(spec["history"]) if entry["reason"] == "rollout test: restart"][-1]
+    assert (
+        len(actions) - len([e for e in spec["history"][:started] if e["actor"] == "rollout-controller"]) == 4
+    )
+    assert load.failures() == 0
