@@ -8,7 +8,8 @@
 #   4. list the versions, show the new manifest's lineage and gate
 #   5. deploy the champion through the gateway (TorchServe), canary the retrained version on
 #      TF Serving at 20 %, send traffic over REST, gRPC and TF Serving's REST path, show the
-#      split, raise the weight, promote; show the routing history and the gateway's metrics
+#      split; then roll the retrained version out on Triton automatically (10 -> 50 -> 100 %)
+#      under live traffic, watch the controller promote it; show the routing history and metrics
 #   6. bring the stack down (KEEP_UP=1 leaves it running)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -75,9 +76,19 @@ if [ "$latest" != "$champion" ]; then
     -d "{\"instances\": [$(python -c 'print([[0.001] * 8] * 10)')]}"
   echo
 
-  step "flywheel weights: 50/50, then flywheel promote: v$latest becomes the champion"
-  flywheel weights "$FLYWHEEL_MODEL_NAME" "torchserve-v$champion=50" "tfserving-v$latest=50" --reason "healthy at 20 %"
-  flywheel promote "$FLYWHEEL_MODEL_NAME" --reason "canary healthy at 50 %"
+  step "automatic rollout: v$latest on Triton, 10 -> 50 -> 100 %, 5 s per step, under live traffic"
+  flywheel predict "$FLYWHEEL_MODEL_NAME" --repeat 100000 --json > /dev/null 2>&1 &
+  traffic=$!
+  flywheel deploy "$FLYWHEEL_MODEL_NAME" --version "$latest" --backend triton --strategy canary \
+    --steps 10,50,100 --interval 5s --reason "retrained after drift; gate passed"
+  for _ in $(seq 1 60); do
+    state=$(flywheel rollout status "$FLYWHEEL_MODEL_NAME" --json | python -c 'import json,sys; print(json.load(sys.stdin)["rollout"]["status"])')
+    [ "$state" != running ] && break
+    sleep 2
+  done
+  kill "$traffic" 2>/dev/null || true
+  wait "$traffic" 2>/dev/null || true
+  flywheel rollout status "$FLYWHEEL_MODEL_NAME"
   flywheel predict "$FLYWHEEL_MODEL_NAME" --repeat 50
 else
   step "no new version to canary (the last run did not publish one)"

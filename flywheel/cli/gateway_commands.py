@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flywheel.cli.output import JSON_OPTION, console, emit, fail
@@ -61,7 +62,6 @@ _STRATEGY_PARAMS = {
     "shadow": ("primary", "shadow_sample_rate"),
     "ab": ("sticky_header",),
     "bandit": ("bandit_prior_alpha", "bandit_prior_beta"),
-    "canary": ("canary_steps",),
 }
 
 
@@ -211,8 +211,9 @@ def rollout_status(
         state = data["rollout"]
         done = state["step"] + (1 if state["status"] == "promoted" else 0)
         bar = "".join("#" if index < done else "." for index in range(len(state["steps"])))
+        bar = escape(f"[{bar}]")
         console.print(
-            f"[bold]{name}[/]: {state['candidate']} vs {state['stable']}  [{bar}]  "
+            f"[bold]{name}[/]: {state['candidate']} vs {state['stable']}  {bar}  "
             f"step {state['step'] + 1}/{len(state['steps'])} at {state['steps'][state['step']]:g}%  "
             f"status [bold]{state['status']}[/]"
         )
