@@ -102,6 +102,9 @@ def deploy(
         None, "--steps", help="Start an automatic canary rollout through these percentages, e.g. 5,25,50,100."
     ),
     interval: str = typer.Option("30s", "--interval", help="Bake time per rollout step: 30s, 2m, 1h."),
+    bake: str = typer.Option(
+        None, "--bake", help="blue_green: warm green up, switch, bake this long, then retire blue (e.g. 60s)."
+    ),
     expected_revision: int = EXPECTED_REVISION,
     reason: str = REASON,
     actor: str = ACTOR,
@@ -115,6 +118,11 @@ def deploy(
         if value is not None
     }
     rollout: dict[str, Any] = {}
+    if bake:
+        try:
+            rollout = {"bake_s": parse_duration(bake)}
+        except ValueError as error:
+            fail(f"--bake: {error}", as_json, exit_code=2)
     if steps:
         try:
             rollout = {

@@ -59,6 +59,7 @@ class AdminService:
         params: dict[str, Any] | None = None,
         steps: list[float] | None = None,
         interval_s: float | None = None,
+        bake_s: float | None = None,
         expected_revision: int | None = None,
         actor: str = "admin-api",
         reason: str = "",
@@ -80,6 +81,17 @@ class AdminService:
         await server.load(model, version)
         if not await server.ready(model, version):
             raise BackendUnavailableError(f"{backend} loaded {model} v{version} but it is not ready")
+        if bake_s is not None:
+            if strategy != "blue_green":
+                raise SpecError("a bake time drives a blue-green rollout; use --strategy blue_green")
+            return await self._write(
+                model,
+                lambda current: operations.start_blue_green(current, model, version, backend, bake_s, params),
+                actor=actor,
+                action=f"rollout {backend}-v{version}: blue-green, bake {bake_s:g} s",
+                reason=reason,
+                expected_revision=expected_revision,
+            )
         if steps:
             if strategy != "canary":
                 raise SpecError("--steps drive a canary rollout; use --strategy canary")

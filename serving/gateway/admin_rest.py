@@ -34,6 +34,7 @@ class DeployRequest(_Change):
     params: dict[str, Any] | None = None
     steps: list[float] | None = Field(default=None, description="Start a canary rollout through these %.")
     interval_s: float | None = Field(default=None, gt=0, description="Bake time of each rollout step.")
+    bake_s: float | None = Field(default=None, gt=0, description="Start a blue-green rollout with this bake.")
 
 
 class PromoteRequest(_Change):
@@ -114,6 +115,7 @@ def create_admin_app(admin: AdminService, token: str) -> web.Application:
                 params=change.params,
                 steps=change.steps,
                 interval_s=change.interval_s,
+                bake_s=change.bake_s,
                 expected_revision=change.expected_revision,
                 actor=change.actor,
                 reason=change.reason,

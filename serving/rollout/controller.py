@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from model_store import ModelStore
+from serving.rollout import blue_green
 from serving.rollout.analysis import MetricsSource, VariantCounters, Verdict, analyse
 from serving.rollout.lease import Lease
 from serving.routing import operations
@@ -63,7 +64,7 @@ class RolloutController:
                 log.info("%s: %s", model, decision)
         return decisions
 
-    def _candidate_ready(self, spec: RoutingSpec, version: int) -> bool:
+    def candidate_ready(self, spec: RoutingSpec, version: int) -> bool:
         try:
             response = httpx.get(
                 f"{self.gateway_url}/v2/models/{spec.model}/versions/{version}/ready", timeout=5
@@ -75,12 +76,14 @@ class RolloutController:
     def drive(self, spec: RoutingSpec) -> dict[str, Any] | None:
         rollout = spec.rollout
         assert rollout is not None
+        if rollout.kind == "blue_green":
+            return blue_green.drive(self, spec)
         stable, candidate = spec.variant(rollout.stable), spec.variant(rollout.candidate)
         now = self.source.snapshot(
             spec.model, {stable.name: stable.version, candidate.name: candidate.version}
         )
         if not rollout.baseline:
-            return self._write(
+            return self.write(
                 spec,
                 lambda current: _with_rollout(current, baseline=_counters_json(now), started=True),
                 f"step 1 of {len(rollout.steps)}: {rollout.weight:g}% to {candidate.name}",
@@ -93,11 +96,11 @@ class RolloutController:
         }
         baked = (datetime.now(UTC) - rollout.step_started_at).total_seconds() >= rollout.interval_s
         verdict = analyse(window[stable.name], window[candidate.name], spec.params.analysis, baked)
-        if verdict.passed is not False and not self._candidate_ready(spec, candidate.version):
+        if verdict.passed is not False and not self.candidate_ready(spec, candidate.version):
             verdict = Verdict(False, [f"{candidate.name} is not ready"], verdict.metrics)
         step = f"step {rollout.step + 1} of {len(rollout.steps)} ({rollout.weight:g}%)"
         if verdict.passed is False:
-            return self._write(
+            return self.write(
                 spec,
                 lambda current: _ended(operations.rollback(current), verdict),
                 f"rollback at {step}",
@@ -107,7 +110,7 @@ class RolloutController:
         if verdict.passed is None:
             return None
         if rollout.step + 1 == len(rollout.steps):
-            decision = self._write(
+            decision = self.write(
                 spec,
                 lambda current: _ended(operations.promote(current, candidate.name), verdict),
                 f"promote {candidate.name} after {step}",
@@ -120,7 +123,7 @@ class RolloutController:
             self.lease.release(spec.model)
             return decision
         weight = rollout.steps[rollout.step + 1]
-        return self._write(
+        return self.write(
             spec,
             lambda current: _with_rollout(
                 operations.set_weights(current, {stable.name: 100.0 - weight, candidate.name: weight}),
@@ -134,7 +137,7 @@ class RolloutController:
             verdict.to_json(),
         )
 
-    def _write(
+    def write(
         self, spec: RoutingSpec, change: Any, action: str, reason: str, metrics: dict[str, Any]
     ) -> dict[str, Any]:
         written = self.spec_store.update(

@@ -20,7 +20,7 @@ RolloutStatus = Literal["running", "promoted", "rolled_back", "aborted"]
 class RolloutState(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["canary"] = "canary"
+    kind: Literal["canary", "blue_green"] = "canary"
     stable: str
     candidate: str
     steps: list[float] = Field(description="Candidate traffic percentages, ending at 100.")
@@ -30,6 +30,8 @@ class RolloutState(BaseModel):
     #: Cumulative gateway counters per variant when the step started: the analysis window's base.
     baseline: dict[str, Any] = Field(default_factory=dict)
     status: RolloutStatus = "running"
+    #: blue_green only: warming (green beside blue, no traffic) or baking (green live, blue idle).
+    phase: Literal["warming", "baking"] | None = None
     last_verdict: dict[str, Any] | None = None
 
     @field_validator("steps")

@@ -55,6 +55,40 @@ def start_canary(
     return spec.model_copy(update={"rollout": rollout})
 
 
+def start_blue_green(
+    current: RoutingSpec | None,
+    model: str,
+    version: int,
+    backend: str,
+    bake_s: float,
+    params: dict[str, Any] | None = None,
+) -> RoutingSpec:
+    """Green beside blue with no traffic; the controller warms it up, switches, bakes."""
+    if current is None:
+        raise SpecError(f"{model} has nothing deployed to switch from; deploy a first version")
+    refuse_during_rollout(current)
+    spec = deploy(current, model, version, backend, "blue_green", params=params)
+    rollout = RolloutState(
+        kind="blue_green",
+        stable=spec.params.active or spec.variants[0].name,
+        candidate=spec.variants[-1].name,
+        steps=[100.0],
+        interval_s=bake_s,
+        phase="warming",
+    )
+    return spec.model_copy(update={"rollout": rollout})
+
+
+def keep_only(current: RoutingSpec, name: str) -> RoutingSpec:
+    """All traffic to ``name`` alone (``single``); the other variants leave the spec."""
+    return current.model_copy(
+        update={
+            "strategy": "single",
+            "variants": [current.variant(name).model_copy(update={"weight": 100.0})],
+        }
+    )
+
+
 def _end_rollout(spec: RoutingSpec, status: str, verdict: dict[str, Any] | None = None) -> RoutingSpec:
     if spec.rollout is None or not spec.rollout.running:
         return spec

@@ -254,3 +254,69 @@ def test_a_controller_killed_mid_canary_resumes_without_skipping_or_repeating(
         len(actions) - len([e for e in spec["history"][:started] if e["actor"] == "rollout-controller"]) == 4
     )
     assert load.failures() == 0
+
+
+def single_on_triton_v2(stack: GatewayStack) -> None:
+    stack.replace(
+        {
+            "model": MODEL,
+            "strategy": "single",
+            "variants": [{"name": "triton-v2", "version": 2, "backend": "triton", "weight": 100}],
+        }
+    )
+
+
+def test_a_blue_green_rollout_switches_under_load_without_failures_and_retires_blue(
+    controller: GatewayStack, canary: GatewayStack
+) -> None:
+    controller.replace(
+        {
+            "model": MODEL,
+            "strategy": "single",
+            "variants": [{"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 100}],
+        }
+    )
+    with SteadyLoad(controller.url) as load:
+        wait_until(lambda: len(load.seen) > 20, 30, "load")
+        controller.deploy(
+            2,
+            "triton",
+            "blue_green",
+            bake_s=2,
+            params={"analysis": {"max_prediction_psi": 1000, "max_p99_ratio": 20}},
+            reason="rollout test: blue-green",
+        )
+        wait_until(lambda: rollout_of(controller).get("status") != "running", 90, "the rollout to end")
+    spec = controller.admin("GET", f"/deployments/{MODEL}").json()
+    assert spec["rollout"]["status"] == "promoted", spec["rollout"]
+    assert [v["name"] for v in spec["variants"]] == ["triton-v2"]
+    actions = [e["action"] for e in spec["history"] if e["actor"] == "rollout-controller"][-3:]
+    assert actions == [
+        "blue-green: warming triton-v2 beside torchserve-v1",
+        "blue-green: switch all traffic to triton-v2",
+        "blue-green: retire torchserve-v1",
+    ]
+    assert load.failures() == 0, "a blue-green switch under load fails no request"
+    colours = [variant for _, variant in load.seen]
+    switch = colours.index("triton-v2")
+    # Two clients: the other one's request already routed to blue may finish after green's
+    # first answer; beyond that single in-flight request, no request goes back to blue.
+    assert colours[switch:].count("torchserve-v1") <= 1, "the switch is atomic: never back and forth"
+
+
+def test_a_bad_green_is_switched_back_during_the_bake(
+    controller: GatewayStack, canary: GatewayStack, tmp_path: Path
+) -> None:
+    store = ModelStore.open(controller.settings.resolve_store_uri())
+    slow = publish_patched_copy(store, tmp_path, *BAD_CANDIDATES["slow"])
+    single_on_triton_v2(controller)
+    with SteadyLoad(controller.url) as load:
+        wait_until(lambda: len(load.seen) > 20, 30, "load")
+        controller.deploy(slow, "triton", "blue_green", bake_s=10, reason="rollout test: slow green")
+        wait_until(lambda: rollout_of(controller).get("status") != "running", 90, "the rollout to end")
+    spec = controller.admin("GET", f"/deployments/{MODEL}").json()
+    assert spec["rollout"]["status"] == "rolled_back", spec["rollout"]
+    assert spec["params"]["active"] == "triton-v2"
+    decision = spec["history"][-1]
+    assert decision["action"] == "blue-green: switch back to triton-v2" and "p99" in decision["reason"]
+    assert load.failures() == 0

@@ -1,0 +1,164 @@
+"""Blue-green rollouts: warm green up beside blue, switch atomically, bake, then retire blue.
+
+Phases, each ended by one compare-and-swap write of the spec:
+
+1. **warming**: green is loaded beside blue with no traffic. The controller checks its readiness
+   and sends it ``warmup_requests`` real inferences, each also sent to blue; any error, or a mean
+   absolute difference between their answers above ``max_warmup_mean_abs_diff``, discards green.
+2. **switch**: ``active`` flips to green in one write; gateways swap routers whole, so no request
+   is dropped or split. Blue stays loaded and idle.
+3. **baking**: for ``interval_s`` green's live window is analysed against blue's last live
+   window (errors, p99, prediction PSI). A failure flips straight back to blue; passing retires
+   blue (green alone, ``single``) and makes green the champion.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+
+from serving.rollout.analysis import VariantCounters, Verdict, analyse
+from serving.routing import operations
+from serving.routing.spec import RoutingSpec, Variant
+
+if TYPE_CHECKING:
+    from serving.rollout.controller import RolloutController
+
+DEFAULT_WARMUP_REQUESTS = 10
+DEFAULT_MAX_WARMUP_MEAN_ABS_DIFF = 1.0
+
+
+def _sample_inputs(signature: dict[str, Any], seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    tensors = []
+    for spec in signature["inputs"]:
+        shape = [1 if dim < 0 else dim for dim in spec["shape"]]
+        data = rng.normal(0, 0.01, size=shape).astype(np.float32)
+        tensors.append(
+            {"name": spec["name"], "shape": shape, "datatype": "FP32", "data": data.ravel().tolist()}
+        )
+    return {"inputs": tensors}
+
+
+def warm_up(
+    gateway_url: str, model: str, blue: Variant, green: Variant, thresholds: dict[str, float]
+) -> list[str]:
+    """Problems seen sending the same requests to blue and green (pinned); empty when fine."""
+    count = int(thresholds.get("warmup_requests", DEFAULT_WARMUP_REQUESTS))
+    limit = thresholds.get("max_warmup_mean_abs_diff", DEFAULT_MAX_WARMUP_MEAN_ABS_DIFF)
+    base = f"{gateway_url}/v2/models/{model}"
+    with httpx.Client(timeout=30) as client:
+        signature = client.get(f"{base}/versions/{green.version}").json()
+        differences = []
+        for seed in range(count):
+            body = _sample_inputs(signature, seed)
+            answers = []
+            for variant in (blue, green):
+                response = client.post(f"{base}/versions/{variant.version}/infer", json=body)
+                if response.status_code != 200:
+                    failure = f"{response.status_code} {response.text[:200]}"
+                    return [f"warm-up request {seed + 1} to {variant.name} failed: {failure}"]
+                output = response.json()["outputs"][0]
+                answers.append(np.asarray(output["data"], dtype=np.float64))
+            differences.append(float(np.mean(np.abs(answers[0] - answers[1]))))
+    mean_difference = float(np.mean(differences))
+    if mean_difference > limit:
+        return [f"warm-up answers differ from blue's by {mean_difference:.4g} on average (limit {limit})"]
+    return []
+
+
+def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | None:
+    rollout = spec.rollout
+    assert rollout is not None and rollout.kind == "blue_green"
+    blue, green = spec.variant(rollout.stable), spec.variant(rollout.candidate)
+    now = controller.source.snapshot(spec.model, {blue.name: blue.version, green.name: green.version})
+    thresholds = spec.params.analysis
+    if rollout.phase == "warming":
+        if not rollout.baseline:
+            return controller.write(
+                spec,
+                lambda current: _with(current, baseline=_as_json(now)),
+                f"blue-green: warming {green.name} beside {blue.name}",
+                "baseline taken",
+                {},
+            )
+        problems = [] if controller.candidate_ready(spec, green.version) else [f"{green.name} is not ready"]
+        if not problems:
+            problems = warm_up(controller.gateway_url, spec.model, blue, green, thresholds)
+        if problems:
+            verdict = Verdict(False, problems, {})
+            return controller.write(
+                spec,
+                lambda current: _ended(operations.keep_only(current, blue.name), "rolled_back", verdict),
+                f"blue-green: discard {green.name} before the switch",
+                "; ".join(problems),
+                verdict.to_json(),
+            )
+        blue_window = now[blue.name].minus(VariantCounters.from_json(rollout.baseline[blue.name]))
+        switched = {"blue_window": blue_window.to_json(), green.name: now[green.name].to_json()}
+        return controller.write(
+            spec,
+            lambda current: _with(
+                operations.promote(current, green.name), baseline=switched, phase="baking", running=True
+            ),
+            f"blue-green: switch all traffic to {green.name}",
+            "warm-up passed: ready, answers close to blue's",
+            {},
+        )
+    green_window = now[green.name].minus(VariantCounters.from_json(rollout.baseline[green.name]))
+    blue_window = VariantCounters.from_json(rollout.baseline["blue_window"])
+    baked = (datetime.now(UTC) - rollout.step_started_at).total_seconds() >= rollout.interval_s
+    verdict = analyse(blue_window, green_window, thresholds, baked)
+    if verdict.passed is not False and not controller.candidate_ready(spec, green.version):
+        verdict = Verdict(False, [f"{green.name} is not ready"], verdict.metrics)
+    if verdict.passed is False:
+        return controller.write(
+            spec,
+            lambda current: _ended(operations.promote(current, blue.name), "rolled_back", verdict),
+            f"blue-green: switch back to {blue.name}",
+            "; ".join(verdict.reasons),
+            verdict.to_json(),
+        )
+    if verdict.passed is None:
+        return None
+    decision = controller.write(
+        spec,
+        lambda current: _ended(operations.keep_only(current, green.name), "promoted", verdict),
+        f"blue-green: retire {blue.name}",
+        "; ".join(verdict.reasons),
+        verdict.to_json(),
+    )
+    controller.store.set_alias(
+        spec.model, "champion", green.version, actor="rollout-controller", reason="bake passed"
+    )
+    controller.lease.release(spec.model)
+    return decision
+
+
+def _as_json(counters: dict[str, VariantCounters]) -> dict[str, Any]:
+    return {name: value.to_json() for name, value in counters.items()}
+
+
+def _with(
+    current: RoutingSpec | None,
+    *,
+    baseline: dict[str, Any],
+    phase: str | None = None,
+    running: bool = False,
+) -> RoutingSpec:
+    assert current is not None and current.rollout is not None
+    update: dict[str, Any] = {"baseline": baseline, "step_started_at": datetime.now(UTC)}
+    if phase is not None:
+        update["phase"] = phase
+    if running:
+        update["status"] = "running"  # promote() ended it; the bake keeps it going
+    return current.model_copy(update={"rollout": current.rollout.model_copy(update=update)})
+
+
+def _ended(spec: RoutingSpec, status: str, verdict: Verdict) -> RoutingSpec:
+    assert spec.rollout is not None
+    ended = spec.rollout.model_copy(update={"status": status, "last_verdict": verdict.to_json()})
+    return spec.model_copy(update={"rollout": ended})
