@@ -138,6 +138,13 @@ class FlywheelSettings(BaseSettings):
         gt=0,
         description="How long a rollout controller's lease on a model lasts unless renewed.",
     )
+    rollout_prometheus_url: str | None = Field(
+        default=None,
+        description=(
+            "Prometheus the rollout controller queries (several gateway replicas); "
+            "unset: the gateway's /metrics."
+        ),
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         description="Bearer token of the admin API. Generated into var/credentials on first `up` if unset.",

@@ -13,7 +13,7 @@ import sys
 
 from flywheel.settings import FlywheelSettings
 from model_store import ModelStore
-from serving.rollout.analysis import GatewayMetricsSource
+from serving.rollout.analysis import GatewayMetricsSource, PrometheusMetricsSource
 from serving.rollout.controller import RolloutController
 
 
@@ -23,7 +23,11 @@ def main() -> int:
     store = ModelStore.open(settings.resolve_store_uri(), settings)
     controller = RolloutController(
         store,
-        GatewayMetricsSource(f"{settings.gateway_url}/metrics"),
+        (
+            PrometheusMetricsSource(settings.rollout_prometheus_url)
+            if settings.rollout_prometheus_url
+            else GatewayMetricsSource(f"{settings.gateway_url}/metrics")
+        ),
         settings.gateway_url,
         holder=f"{socket.gethostname()}:{os.getpid()}",
         lease_ttl_s=settings.rollout_lease_ttl_s,

@@ -15,6 +15,10 @@ Checks, each with a reason in the verdict:
   ``max_p99_ratio`` times the stable p99 (with ``min_p99_slack_s`` of slack for tiny numbers);
 - **prediction drift**: PSI between the two versions' prediction histograms (the gateway's drift
   sampling bins) at most ``max_prediction_psi``;
+- **quality**, where feedback arrives (``/v2/models/{m}/feedback``): the posterior probability
+  that the candidate's reward rate is below the stable one's (Beta posteriors), failing once it
+  passes ``quality_confidence`` with at least ``min_feedback`` events: a sequential decision
+  that waits for evidence rather than a fixed threshold on two noisy means;
 - **readiness** is checked by the controller through the gateway before each decision.
 
 A failing check fails the step at once, even before the bake interval ends (that is what keeps
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
+import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 DEFAULT_THRESHOLDS = {
@@ -39,6 +44,9 @@ DEFAULT_THRESHOLDS = {
     # disagreement (everything in one extreme bin scores about 6).
     "max_prediction_psi": 3.0,
     "min_requests": 30,
+    # Quality from feedback: fail when P(candidate's reward rate < stable's) exceeds this.
+    "quality_confidence": 0.95,
+    "min_feedback": 20,
 }
 
 
@@ -50,6 +58,8 @@ class VariantCounters:
     errors: float = 0.0
     latency_buckets: dict[str, float] = field(default_factory=dict)  # le -> cumulative count
     prediction_bins: dict[str, float] = field(default_factory=dict)  # bin -> count
+    feedback: float = 0.0  # feedback events received for this variant's answers
+    reward: float = 0.0  # sum of their rewards, each in [0, 1]
 
     def minus(self, base: VariantCounters) -> VariantCounters:
         return VariantCounters(
@@ -57,6 +67,8 @@ class VariantCounters:
             self.errors - base.errors,
             {le: count - base.latency_buckets.get(le, 0.0) for le, count in self.latency_buckets.items()},
             {b: count - base.prediction_bins.get(b, 0.0) for b, count in self.prediction_bins.items()},
+            self.feedback - base.feedback,
+            self.reward - base.reward,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -64,7 +76,7 @@ class VariantCounters:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VariantCounters:
-        return cls(**data)
+        return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
 
 
 class MetricsSource(Protocol):
@@ -105,6 +117,13 @@ class GatewayMetricsSource:
                     and labels.get("variant") in counters
                 ):
                     counters[labels["variant"]].latency_buckets[labels["le"]] = sample.value
+                elif sample.name == "flywheel_gateway_feedback_total" and labels.get("variant") in counters:
+                    counters[labels["variant"]].feedback += sample.value
+                elif (
+                    sample.name == "flywheel_gateway_feedback_reward_total"
+                    and labels.get("variant") in counters
+                ):
+                    counters[labels["variant"]].reward += sample.value
                 elif (
                     sample.name == "flywheel_gateway_profile_bin_total"
                     and labels.get("feature") == "prediction"
@@ -139,6 +158,21 @@ def psi(expected: dict[str, float], actual: dict[str, float]) -> float | None:
         a = max(actual.get(b, 0.0) / total_a, 1e-3)
         value += (a - e) * math.log(a / e)
     return value
+
+
+def probability_worse(stable: VariantCounters, candidate: VariantCounters, draws: int = 4000) -> float | None:
+    """P(candidate's reward rate < stable's) under Beta(1 + rewards, 1 + misses) posteriors.
+
+    A sequential check: it is re-evaluated every tick as feedback arrives and only decides once
+    the posterior is confident, instead of comparing two noisy means at a fixed sample size.
+    Monte Carlo with a fixed seed, so the same counts always give the same answer.
+    """
+    if stable.feedback <= 0 or candidate.feedback <= 0:
+        return None
+    rng = np.random.default_rng(0)
+    stable_rate = rng.beta(1 + stable.reward, 1 + stable.feedback - stable.reward, draws)
+    candidate_rate = rng.beta(1 + candidate.reward, 1 + candidate.feedback - candidate.reward, draws)
+    return float(np.mean(candidate_rate < stable_rate))
 
 
 @dataclass
@@ -187,6 +221,14 @@ def analyse(
         and drift > limits["max_prediction_psi"]
     ):
         failures.append(f"prediction PSI {drift:.2f} against stable over {limits['max_prediction_psi']}")
+    worse = probability_worse(stable, candidate)
+    metrics["p_candidate_worse"] = None if worse is None else round(worse, 4)
+    if (
+        worse is not None
+        and candidate.feedback >= limits["min_feedback"]
+        and worse > limits["quality_confidence"]
+    ):
+        failures.append(f"feedback says the candidate is worse (P = {worse:.3f})")
     if failures:
         return Verdict(False, failures, metrics)
     if not interval_over:
@@ -194,3 +236,58 @@ def analyse(
     if candidate.requests < limits["min_requests"]:
         return Verdict(None, [f"waiting for {limits['min_requests']:.0f} candidate requests"], metrics)
     return Verdict(True, ["errors, latency and predictions within bounds"], metrics)
+
+
+class PrometheusMetricsSource:
+    """The same counters, summed over every gateway replica Prometheus scrapes.
+
+    Instant queries of the cumulative series (``sum by (...)``), so windows are still "now minus
+    the step's snapshot", exactly as with :class:`GatewayMetricsSource`. A counter reset (a
+    replica restarting) shows up as a negative window and holds the decision for a tick.
+    """
+
+    def __init__(self, prometheus_url: str, timeout_s: float = 5.0) -> None:
+        self.prometheus_url = prometheus_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def _query(self, promql: str) -> list[dict[str, Any]]:
+        response = httpx.get(
+            f"{self.prometheus_url}/api/v1/query", params={"query": promql}, timeout=self.timeout_s
+        )
+        response.raise_for_status()
+        return list(response.json()["data"]["result"])
+
+    def snapshot(self, model: str, variants: dict[str, int]) -> dict[str, VariantCounters]:
+        counters = {name: VariantCounters() for name in variants}
+        selector = f'model="{model}"'
+        simple = {
+            "requests": "flywheel_gateway_requests_total",
+            "errors": "flywheel_gateway_errors_total",
+            "feedback": "flywheel_gateway_feedback_total",
+            "reward": "flywheel_gateway_feedback_reward_total",
+        }
+        for attribute, metric in simple.items():
+            for row in self._query(f"sum by (variant) ({metric}{{{selector}}})"):
+                name = row["metric"].get("variant")
+                if name in counters:
+                    setattr(counters[name], attribute, float(row["value"][1]))
+        for row in self._query(f"sum by (from_variant) (flywheel_gateway_failovers_total{{{selector}}})"):
+            name = row["metric"].get("from_variant")
+            if name in counters:
+                counters[name].errors += float(row["value"][1])
+                counters[name].requests += float(row["value"][1])
+        for row in self._query(
+            f"sum by (variant, le) (flywheel_gateway_request_duration_seconds_bucket{{{selector}}})"
+        ):
+            name = row["metric"].get("variant")
+            if name in counters:
+                counters[name].latency_buckets[row["metric"]["le"]] = float(row["value"][1])
+        by_version = {str(version): name for name, version in variants.items()}
+        query = (
+            f'sum by (version, bin) (flywheel_gateway_profile_bin_total{{{selector},feature="prediction"}})'
+        )
+        for row in self._query(query):
+            name = by_version.get(row["metric"].get("version", ""))
+            if name is not None:
+                counters[name].prediction_bins[row["metric"]["bin"]] = float(row["value"][1])
+        return counters

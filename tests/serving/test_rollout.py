@@ -320,3 +320,46 @@ def test_a_bad_green_is_switched_back_during_the_bake(
     decision = spec["history"][-1]
     assert decision["action"] == "blue-green: switch back to triton-v2" and "p99" in decision["reason"]
     assert load.failures() == 0
+
+
+def test_prometheus_and_the_gateway_give_the_analysis_the_same_counters(
+    gateway_stack: GatewayStack, canary: GatewayStack, tmp_path: Path
+) -> None:
+    """The multi-replica source (a real Prometheus scraping the gateway) agrees with the embedded one."""
+    from monitoring.services import prometheus_service
+    from serving.rollout.analysis import GatewayMetricsSource, PrometheusMetricsSource
+    from tests.support import free_port
+
+    port = free_port()
+    gateway_host = canary.url.removeprefix("http://")
+    (tmp_path / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 1s\n"
+        "scrape_configs:\n  - job_name: gateway\n    static_configs:\n"
+        f"      - targets: ['{gateway_host}']\n"
+    )
+    prometheus = start_and_wait(
+        prometheus_service("prom-rollout", tmp_path / "prometheus.yml", tmp_path / "prom-data", port),
+        tmp_path,
+        "prometheus",
+        timeout_s=60,
+    )
+    try:
+        for seed in range(30):
+            assert canary.infer(windows(seed=seed)).status_code == 200
+        variants = {"torchserve-v1": 1, "tfserving-v2": 2}
+        embedded = GatewayMetricsSource(f"{canary.url}/metrics")
+        scraped = PrometheusMetricsSource(f"http://127.0.0.1:{port}")
+
+        def agree() -> bool:
+            ours, theirs = embedded.snapshot(MODEL, variants), scraped.snapshot(MODEL, variants)
+            return all(
+                ours[name].requests == theirs[name].requests
+                and ours[name].latency_buckets == theirs[name].latency_buckets
+                and ours[name].prediction_bins == theirs[name].prediction_bins
+                for name in variants
+            )
+
+        wait_until(agree, 30, "Prometheus to scrape the same counters")
+        assert embedded.snapshot(MODEL, variants)["torchserve-v1"].requests > 0
+    finally:
+        stop_process(prometheus, 10)

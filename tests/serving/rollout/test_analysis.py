@@ -55,3 +55,19 @@ def test_thresholds_come_from_the_spec_and_one_error_is_not_enough() -> None:
     )
     window = counters(150, errors=3).minus(counters(50, errors=3))
     assert (window.requests, window.errors) == (100, 0)
+
+
+def test_feedback_quality_waits_for_evidence_then_decides() -> None:
+    def with_feedback(feedback: float, reward: float) -> VariantCounters:
+        counters_ = counters(300)
+        counters_.feedback, counters_.reward = feedback, reward
+        return counters_
+
+    stable = with_feedback(200, 140)  # 70 % hits
+    few = analyse(stable, with_feedback(10, 2), {}, interval_over=True)
+    assert few.passed is True, "10 events are not enough evidence to fail on"
+    worse = analyse(stable, with_feedback(60, 24), {}, interval_over=False)  # 40 % hits
+    assert worse.passed is False and "feedback says the candidate is worse" in worse.reasons[0]
+    assert worse.metrics["p_candidate_worse"] > 0.99
+    similar = analyse(stable, with_feedback(60, 41), {}, interval_over=True)
+    assert similar.passed is True and similar.metrics["p_candidate_worse"] < 0.95
