@@ -10,7 +10,8 @@ import collections
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,47 +136,77 @@ def publish_patched_copy(store: ModelStore, workdir: Path, old: str, new: str) -
     return published.version
 
 
-def test_a_good_candidate_reaches_100_percent_by_itself(
-    controller: GatewayStack, canary: GatewayStack
-) -> None:
-    controller.replace(
+#: Test windows are random, not market data: two versions' prediction histograms differ for that
+#: reason alone, so rollouts of a *good* candidate in these tests do not gate on prediction drift.
+NO_PSI_GATE = {"analysis": {"max_prediction_psi": 1000}}
+
+
+def serve_only(stack: GatewayStack, name: str, version: int, backend: str) -> None:
+    stack.replace(
         {
             "model": MODEL,
             "strategy": "single",
-            "variants": [{"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 100}],
+            "variants": [{"name": name, "version": version, "backend": backend, "weight": 100}],
         }
     )
-    with SteadyLoad(controller.url) as load:
+
+
+@dataclass
+class RolloutRun:
+    spec: dict[str, Any]
+    load: SteadyLoad
+    actions: list[str]  # the controller's decisions in this rollout, in order
+    served_before_end: int
+
+
+def roll_out(
+    stack: GatewayStack,
+    version: int,
+    backend: str,
+    strategy: str,
+    during: Callable[[], None] | None = None,
+    **deploy: Any,
+) -> RolloutRun:
+    """Deploy under steady load, let the controller run it to its end, return what happened."""
+    with SteadyLoad(stack.url) as load:
         wait_until(lambda: len(load.seen) > 20, 30, "load")
-        controller.deploy(
-            2,
-            "triton",
-            "canary",
-            steps=[20, 50, 100],
-            interval_s=2,
-            # Test windows are random, not market data: the two versions' prediction histograms
-            # differ for that reason alone, so this test does not gate on prediction drift.
-            params={"analysis": {"max_prediction_psi": 1000}},
-            reason="rollout test: good",
-        )
+        stack.deploy(version, backend, strategy, **deploy)
+        if during is not None:
+            during()
+        wait_until(lambda: rollout_of(stack).get("status") != "running", 90, "the rollout to end")
+        served = len(load.seen)
+    spec = stack.admin("GET", f"/deployments/{MODEL}").json()
+    start = max(i for i, entry in enumerate(spec["history"]) if entry["reason"] == deploy["reason"])
+    actions = [e["action"] for e in spec["history"][start + 1 :] if e["actor"] == "rollout-controller"]
+    return RolloutRun(spec, load, actions, served)
+
+
+def test_a_good_candidate_reaches_100_percent_by_itself(
+    controller: GatewayStack, canary: GatewayStack
+) -> None:
+    serve_only(controller, "torchserve-v1", 1, "torchserve")
+
+    def second_rollout_is_refused() -> None:
         again = controller.admin(
             "POST",
             f"/deployments/{MODEL}/deploy",
             json={"version": 2, "backend": "tfserving", "strategy": "canary"},
         )
         assert again.status_code == 409 and "rolling" in again.json()["error"]
-        wait_until(lambda: rollout_of(controller).get("status") != "running", 90, "the rollout to end")
-    spec = controller.admin("GET", f"/deployments/{MODEL}").json()
-    assert spec["rollout"]["status"] == "promoted", spec["rollout"]
-    assert [v["name"] for v in spec["variants"]] == ["triton-v2"]
-    actions = [entry["action"] for entry in spec["history"] if entry["actor"] == "rollout-controller"]
-    assert actions == [
+
+    run = roll_out(
+        controller, 2, "triton", "canary", during=second_rollout_is_refused,
+        steps=[20, 50, 100], interval_s=2, params=NO_PSI_GATE, reason="rollout test: good",
+    )  # fmt: skip
+    assert run.spec["rollout"]["status"] == "promoted", run.spec["rollout"]
+    assert [v["name"] for v in run.spec["variants"]] == ["triton-v2"]
+    assert run.actions == [
         "step 1 of 3: 20% to triton-v2",
         "step 2 of 3: 50% to triton-v2",
         "step 3 of 3: 100% to triton-v2",
         "promote triton-v2 after step 3 of 3 (100%)",
     ]
-    assert load.failures() == 0
+    assert run.load.failures() == 0
     assert ModelStore.open(controller.settings.resolve_store_uri()).aliases(MODEL)["champion"] == 2
 
 
@@ -185,119 +216,64 @@ def test_a_good_candidate_reaches_100_percent_by_itself(
 def test_a_bad_candidate_is_rolled_back_by_itself(
     controller: GatewayStack, canary: GatewayStack, tmp_path: Path, kind: str, reason: str
 ) -> None:
-    store = ModelStore.open(controller.settings.resolve_store_uri())
-    bad = publish_patched_copy(store, tmp_path, *BAD_CANDIDATES[kind])
-    controller.replace(
-        {
-            "model": MODEL,
-            "strategy": "single",
-            "variants": [{"name": "triton-v2", "version": 2, "backend": "triton", "weight": 100}],
-        }
+    bad = publish_patched_copy(
+        ModelStore.open(controller.settings.resolve_store_uri()), tmp_path, *BAD_CANDIDATES[kind]
     )
-    with SteadyLoad(controller.url) as load:
-        wait_until(lambda: len(load.seen) > 20, 30, "load")
-        controller.deploy(
-            bad, "triton", "canary", steps=[20, 50, 100], interval_s=5, reason=f"rollout test: {kind}"
-        )
-        wait_until(lambda: rollout_of(controller).get("status") != "running", 60, "the rollout to end")
-        served_before_rollback = len(load.seen)
-    spec = controller.admin("GET", f"/deployments/{MODEL}").json()
-    assert spec["rollout"]["status"] == "rolled_back", spec["rollout"]
-    assert [v["name"] for v in spec["variants"]] == ["triton-v2"]
-    decision = spec["history"][-1]
-    assert decision["actor"] == "rollout-controller" and decision["action"].startswith(
-        "rollback at step 1 of 3"
+    serve_only(controller, "triton-v2", 2, "triton")
+    run = roll_out(
+        controller, bad, "triton", "canary", steps=[20, 50, 100], interval_s=5, reason=f"rollout test: {kind}"
     )
-    assert reason in decision["reason"], decision
-    assert load.failures() <= 0.01 * served_before_rollback, (
-        f"{load.failures()} of {served_before_rollback} failed"
+    assert run.spec["rollout"]["status"] == "rolled_back", run.spec["rollout"]
+    assert [v["name"] for v in run.spec["variants"]] == ["triton-v2"]
+    assert run.actions == ["step 1 of 3: 20% to triton-v" + str(bad), "rollback at step 1 of 3 (20%)"]
+    assert reason in run.spec["history"][-1]["reason"], run.spec["history"][-1]
+    assert run.load.failures() <= 0.01 * run.served_before_end, (
+        f"{run.load.failures()} of {run.served_before_end}"
     )
-    assert load.share(f"triton-v{bad}") < 0.2, "rolled back during the first step"
+    assert run.load.share(f"triton-v{bad}") < 0.2, "rolled back during the first step"
 
 
 def test_a_controller_killed_mid_canary_resumes_without_skipping_or_repeating(
     controller_process: ControllerProcess, canary: GatewayStack
 ) -> None:
     stack = controller_process.stack
-    stack.replace(
-        {
-            "model": MODEL,
-            "strategy": "single",
-            "variants": [{"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 100}],
-        }
-    )
-    with SteadyLoad(stack.url) as load:
-        wait_until(lambda: len(load.seen) > 20, 30, "load")
-        stack.deploy(
-            2,
-            "triton",
-            "canary",
-            steps=[20, 50, 100],
-            interval_s=3,
-            params={"analysis": {"max_prediction_psi": 1000}},
-            reason="rollout test: restart",
-        )
+    serve_only(stack, "torchserve-v1", 1, "torchserve")
+
+    def kill_at_step_two() -> None:
         wait_until(lambda: rollout_of(stack).get("step") == 1, 60, "step 2")
         controller_process.kill_and_restart()  # SIGKILL: no goodbye, the lease is left to expire
-        wait_until(lambda: rollout_of(stack).get("status") != "running", 90, "the rollout to end")
-    spec = stack.admin("GET", f"/deployments/{MODEL}").json()
-    assert spec["rollout"]["status"] == "promoted"
-    actions = [entry["action"] for entry in spec["history"] if entry["actor"] == "rollout-controller"]
-    assert actions[-4:] == [
+
+    run = roll_out(
+        stack, 2, "triton", "canary", during=kill_at_step_two,
+        steps=[20, 50, 100], interval_s=3, params=NO_PSI_GATE, reason="rollout test: restart",
+    )  # fmt: skip
+    assert run.spec["rollout"]["status"] == "promoted"
+    assert run.actions == [
         "step 1 of 3: 20% to triton-v2",
         "step 2 of 3: 50% to triton-v2",
         "step 3 of 3: 100% to triton-v2",
         "promote triton-v2 after step 3 of 3 (100%)",
-    ]
-    started = [i for i, entry in enumerate(spec["history"]) if entry["reason"] == "rollout test: restart"][-1]
-    assert (
-        len(actions) - len([e for e in spec["history"][:started] if e["actor"] == "rollout-controller"]) == 4
-    )
-    assert load.failures() == 0
-
-
-def single_on_triton_v2(stack: GatewayStack) -> None:
-    stack.replace(
-        {
-            "model": MODEL,
-            "strategy": "single",
-            "variants": [{"name": "triton-v2", "version": 2, "backend": "triton", "weight": 100}],
-        }
-    )
+    ], "each step exactly once across the restart"
+    assert run.load.failures() == 0
 
 
 def test_a_blue_green_rollout_switches_under_load_without_failures_and_retires_blue(
     controller: GatewayStack, canary: GatewayStack
 ) -> None:
-    controller.replace(
-        {
-            "model": MODEL,
-            "strategy": "single",
-            "variants": [{"name": "torchserve-v1", "version": 1, "backend": "torchserve", "weight": 100}],
-        }
+    serve_only(controller, "torchserve-v1", 1, "torchserve")
+    params = {"analysis": {"max_prediction_psi": 1000, "max_p99_ratio": 20}}
+    run = roll_out(
+        controller, 2, "triton", "blue_green", bake_s=2, params=params, reason="rollout test: blue-green"
     )
-    with SteadyLoad(controller.url) as load:
-        wait_until(lambda: len(load.seen) > 20, 30, "load")
-        controller.deploy(
-            2,
-            "triton",
-            "blue_green",
-            bake_s=2,
-            params={"analysis": {"max_prediction_psi": 1000, "max_p99_ratio": 20}},
-            reason="rollout test: blue-green",
-        )
-        wait_until(lambda: rollout_of(controller).get("status") != "running", 90, "the rollout to end")
-    spec = controller.admin("GET", f"/deployments/{MODEL}").json()
-    assert spec["rollout"]["status"] == "promoted", spec["rollout"]
-    assert [v["name"] for v in spec["variants"]] == ["triton-v2"]
-    actions = [e["action"] for e in spec["history"] if e["actor"] == "rollout-controller"][-3:]
-    assert actions == [
+    assert run.spec["rollout"]["status"] == "promoted", run.spec["rollout"]
+    assert [v["name"] for v in run.spec["variants"]] == ["triton-v2"]
+    assert run.actions == [
         "blue-green: warming triton-v2 beside torchserve-v1",
         "blue-green: switch all traffic to triton-v2",
         "blue-green: retire torchserve-v1",
     ]
-    assert load.failures() == 0, "a blue-green switch under load fails no request"
-    colours = [variant for _, variant in load.seen]
+    assert run.load.failures() == 0, "a blue-green switch under load fails no request"
+    colours = [variant for _, variant in run.load.seen]
     switch = colours.index("triton-v2")
     # Two clients: the other one's request already routed to blue may finish after green's
     # first answer; beyond that single in-flight request, no request goes back to blue.
@@ -307,19 +283,16 @@ def test_a_blue_green_rollout_switches_under_load_without_failures_and_retires_b
 def test_a_bad_green_is_switched_back_during_the_bake(
     controller: GatewayStack, canary: GatewayStack, tmp_path: Path
 ) -> None:
-    store = ModelStore.open(controller.settings.resolve_store_uri())
-    slow = publish_patched_copy(store, tmp_path, *BAD_CANDIDATES["slow"])
-    single_on_triton_v2(controller)
-    with SteadyLoad(controller.url) as load:
-        wait_until(lambda: len(load.seen) > 20, 30, "load")
-        controller.deploy(slow, "triton", "blue_green", bake_s=10, reason="rollout test: slow green")
-        wait_until(lambda: rollout_of(controller).get("status") != "running", 90, "the rollout to end")
-    spec = controller.admin("GET", f"/deployments/{MODEL}").json()
-    assert spec["rollout"]["status"] == "rolled_back", spec["rollout"]
-    assert spec["params"]["active"] == "triton-v2"
-    decision = spec["history"][-1]
-    assert decision["action"] == "blue-green: switch back to triton-v2" and "p99" in decision["reason"]
-    assert load.failures() == 0
+    slow = publish_patched_copy(
+        ModelStore.open(controller.settings.resolve_store_uri()), tmp_path, *BAD_CANDIDATES["slow"]
+    )
+    serve_only(controller, "triton-v2", 2, "triton")
+    run = roll_out(controller, slow, "triton", "blue_green", bake_s=10, reason="rollout test: slow green")
+    assert run.spec["rollout"]["status"] == "rolled_back", run.spec["rollout"]
+    assert run.spec["params"]["active"] == "triton-v2"
+    assert run.actions[-1] == "blue-green: switch back to triton-v2"
+    assert "p99" in run.spec["history"][-1]["reason"]
+    assert run.load.failures() == 0
 
 
 def test_prometheus_and_the_gateway_give_the_analysis_the_same_counters(
