@@ -124,3 +124,24 @@ def test_locust_runs_headless_against_the_gateway_with_csv(canary: GatewayStack,
             assert {"infer -> torchserve-v1", "infer -> tfserving-v2"} <= set(by_name), (
                 "the split is in the CSV"
             )
+
+
+def test_cli_starts_a_rollout_shows_it_and_aborts_it(canary: GatewayStack) -> None:
+    """No controller runs in this module: the rollout waits at its first step until aborted."""
+    ok(flywheel(canary, "rollback", MODEL, "--json"))
+    started = ok(
+        flywheel(canary, "deploy", MODEL, "--version", "2", "--backend", "triton", "--strategy", "canary",
+                 "--steps", "10,50,100", "--interval", "1m", "--reason", "cli rollout", "--json")
+    )  # fmt: skip
+    assert started["rollout"]["status"] == "running" and started["rollout"]["interval_s"] == 60
+    assert {v["name"]: v["weight"] for v in started["variants"]} == {"torchserve-v1": 90.0, "triton-v2": 10.0}
+    status = ok(flywheel(canary, "rollout", "status", MODEL, "--json"))
+    assert status["rollout"]["steps"] == [10.0, 50.0, 100.0] and status["rollout"]["step"] == 0
+    refused = flywheel(canary, "deploy", MODEL, "--version", "2", "--backend", "tfserving", "--json")
+    assert refused.returncode == 1 and "409" in json.loads(refused.stdout)["error"]
+    aborted = ok(flywheel(canary, "abort", MODEL, "--reason", "changed my mind", "--json"))
+    assert aborted["rollout"]["status"] == "aborted"
+    assert [v["name"] for v in aborted["variants"]] == ["torchserve-v1"]
+    assert aborted["history"][-1]["reason"] == "changed my mind"
+    bad_steps = flywheel(canary, "deploy", MODEL, "--version", "2", "--steps", "50,10", "--json")
+    assert bad_steps.returncode == 1 and "increase and end at 100" in json.loads(bad_steps.stdout)["error"]
