@@ -323,3 +323,26 @@ def loadtest(
     completed = subprocess.run(command, env=environment, check=False)
     console.print(f"CSV: {prefix}_stats.csv, {prefix}_stats_history.csv, {prefix}_failures.csv")
     raise typer.Exit(completed.returncode)
+
+
+@bench_app.command()
+def drift(
+    ctx: typer.Context,
+    samples: int = typer.Option(
+        1_000_000, "--samples", min=10_000, help="No-drift samples for the false-alarm run."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Drift detectors: PSI/KS cost (100 features x 1M), false alarms, detection delay, hook cost."""
+    from loadtests.drift_bench import cost, detection_delay, false_alarms, sampling_cost
+
+    with console.status("PSI and KS over 100 features x 1M samples"):
+        cost_result = cost(100, 1_000_000)
+    with console.status(f"false alarms in {samples:,} no-drift samples"):
+        quiet = false_alarms(samples=samples)
+    with console.status("detection delay of a 0.5 sigma mean shift"):
+        delay = detection_delay(0.5)
+    with console.status("the gateway's sampling hook"):
+        hook = sampling_cost(10)
+    data = {"cost": cost_result, "false_alarms": quiet, "detection": delay, "sampling_hook": hook}
+    emit(data, as_json, lambda value: console.print_json(data=value))

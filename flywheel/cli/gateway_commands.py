@@ -381,7 +381,65 @@ def _predict_once(
     }
 
 
+def drift(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    version: int = typer.Option(None, "--version", min=1, help="Version (default: every deployed one)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Per-feature drift of live traffic (the gateway's sampled bins) against the training profile."""
+    import numpy as np
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from flywheel.cli.models_commands import open_store
+    from monitoring.drift import assess
+
+    settings: FlywheelSettings = ctx.obj
+    spec = _admin(settings, "GET", f"/deployments/{name}", as_json)
+    versions = [version] if version else sorted({v["version"] for v in spec["variants"]})
+    try:
+        text = httpx.get(f"{settings.gateway_url}/metrics", timeout=10).text
+    except httpx.HTTPError as error:
+        fail(f"the gateway at {settings.gateway_url} is not reachable ({error})", as_json)
+    counts: dict[str, dict[str, dict[int, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "flywheel_gateway_profile_bin_total" and labels.get("model") == name:
+                per_feature = counts.setdefault(labels["version"], {}).setdefault(labels["feature"], {})
+                per_feature[int(labels["bin"])] = sample.value
+    store = open_store(settings)
+    reports = {}
+    for number in versions:
+        profile = json.loads(store.read_artifact(name, number, "profile.json"))
+        live = {}
+        for feature, bins in counts.get(str(number), {}).items():
+            reference = (profile["features"].get(feature) or profile.get("prediction") or {}).get(
+                "frequencies", []
+            )
+            live[feature] = np.asarray([bins.get(index, 0.0) for index in range(len(reference))])
+        reports[str(number)] = assess(profile, live).to_json()
+    data = {"model": name, "window": "since the gateway started", "versions": reports}
+
+    def render(data: dict[str, Any]) -> None:
+        for number, report in data["versions"].items():
+            table = Table(
+                title=f"{name} v{number}: drift {'DETECTED' if report['detected'] else 'not detected'}"
+            )
+            for column in ("feature", "samples", "PSI", "KS", "p-value", "level"):
+                table.add_column(column, justify="left" if column in ("feature", "level") else "right")
+            rows = report["features"] + ([report["prediction"]] if report["prediction"] else [])
+            for row in rows:
+                table.add_row(
+                    row["feature"], f"{row['samples']:.0f}", f"{row['psi']:.4f}",
+                    "" if row["ks"] is None else f"{row['ks']:.4f}", f"{row['p_value']:.3g}", row["level"],
+                )  # fmt: skip
+            console.print(table)
+
+    emit(data, as_json, render)
+
+
 def register(app: typer.Typer) -> None:
-    for command in (deploy, promote, rollback, abort, weights, routing, predict):
+    for command in (deploy, promote, rollback, abort, weights, routing, predict, drift):
         app.command()(command)
     app.add_typer(rollout_app, name="rollout")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.pipeline_fixtures import MODEL
-from tests.serving.gateway_fixtures import ADMIN_TOKEN, GatewayStack
+from tests.serving.gateway_fixtures import ADMIN_TOKEN, GatewayStack, windows
 from tests.support import REPO_ROOT
 
 
@@ -145,3 +145,19 @@ def test_cli_starts_a_rollout_shows_it_and_aborts_it(canary: GatewayStack) -> No
     assert aborted["history"][-1]["reason"] == "changed my mind"
     bad_steps = flywheel(canary, "deploy", MODEL, "--version", "2", "--steps", "50,10", "--json")
     assert bad_steps.returncode == 1 and "increase and end at 100" in json.loads(bad_steps.stdout)["error"]
+
+
+def test_cli_drift_table_from_the_gateways_sampled_bins(canary: GatewayStack) -> None:
+    for seed in range(5):
+        assert canary.infer(windows(8, seed), version=1).status_code == 200
+    report = ok(flywheel(canary, "drift", MODEL, "--version", "1", "--json"))["versions"]["1"]
+    features = {row["feature"]: row for row in report["features"]}
+    assert len(features) == 8 and report["prediction"] is not None
+    samples = {row["samples"] for row in [*features.values(), report["prediction"]]}
+    assert len(samples) == 1 and samples.pop() >= 40, (
+        "every sampled row lands once per feature and prediction"
+    )
+    assert all(
+        row["psi"] >= 0 and row["level"] in {"ok", "warn", "alert", "insufficient"}
+        for row in features.values()
+    )
