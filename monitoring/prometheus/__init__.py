@@ -1,0 +1,1 @@
+"""Prometheus configuration for the local stack: scrape targets and Flywheel's rules."""
