@@ -1,0 +1,146 @@
+"""The drift exporter: live windows of the gateway's sampled bins, judged against each profile.
+
+Every ``interval_s`` it reads the cumulative bin counters (``flywheel_gateway_profile_bin_total``)
+from the gateway, keeps a sliding window per (model, version), runs :func:`monitoring.drift.assess`
+against the version's ``profile.json`` and publishes gauges that Prometheus scrapes and the
+``FeatureDrift`` / ``PredictionDrift`` rules alert on:
+
+- ``flywheel_feature_psi{model,version,feature}`` and ``flywheel_feature_ks{...}``
+- ``flywheel_prediction_psi{model,version}``
+- ``flywheel_drift_share{model,version}`` and ``flywheel_drift_detected{model,version}``
+- ``flywheel_drift_window_samples{model,version}``
+
+Gauges are only set once a window holds ``min_samples`` rows, so a quiet model never alerts on
+noise. The first reading of a (model, version) is the window's start: history from before the
+exporter started is not judged. The raw counters stay in the gateway (mergeable across
+replicas); this process only reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.parser import text_string_to_metric_families
+
+from model_store import ModelStore
+from model_store.errors import ModelStoreError
+from monitoring.drift import DriftReport, SlidingWindow, Thresholds, assess
+
+log = logging.getLogger(__name__)
+BinCounts = dict[tuple[str, str], dict[str, dict[int, float]]]  # (model, version) -> feature -> bin -> count
+
+
+def gateway_bins(metrics_url: str) -> Callable[[], BinCounts]:
+    """A reader of one gateway's cumulative profile-bin counters."""
+
+    def read() -> BinCounts:
+        counts: BinCounts = {}
+        text = httpx.get(metrics_url, timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name != "flywheel_gateway_profile_bin_total":
+                    continue
+                labels = sample.labels
+                key = (labels["model"], labels["version"])
+                counts.setdefault(key, {}).setdefault(labels["feature"], {})[int(labels["bin"])] = (
+                    sample.value
+                )
+        return counts
+
+    return read
+
+
+class DriftExporter:
+    def __init__(
+        self,
+        store: ModelStore,
+        read_bins: Callable[[], BinCounts],
+        registry: CollectorRegistry,
+        window_s: float = 300.0,
+        thresholds: Thresholds | None = None,
+    ) -> None:
+        self.store = store
+        self.read_bins = read_bins
+        self.window_s = window_s
+        self.thresholds = thresholds or Thresholds()
+        self._windows: dict[tuple[str, str], SlidingWindow] = {}
+        self._profiles: dict[tuple[str, str], dict[str, Any] | None] = {}
+        labels = ["model", "version"]
+        self.feature_psi = Gauge(
+            "flywheel_feature_psi", "PSI of a feature's live window.", [*labels, "feature"], registry=registry
+        )
+        self.feature_ks = Gauge(
+            "flywheel_feature_ks",
+            "KS statistic of a feature's live window.",
+            [*labels, "feature"],
+            registry=registry,
+        )
+        self.prediction_psi = Gauge(
+            "flywheel_prediction_psi", "PSI of the live prediction window.", labels, registry=registry
+        )
+        self.drift_share = Gauge(
+            "flywheel_drift_share", "Share of features alerting.", labels, registry=registry
+        )
+        self.drift_detected = Gauge(
+            "flywheel_drift_detected", "1 when the dataset-level verdict is drift.", labels, registry=registry
+        )
+        self.window_samples = Gauge(
+            "flywheel_drift_window_samples", "Rows in the live window.", labels, registry=registry
+        )
+
+    def _profile(self, model: str, version: str) -> dict[str, Any] | None:
+        key = (model, version)
+        if key not in self._profiles:
+            try:
+                self._profiles[key] = orjson.loads(
+                    self.store.read_artifact(model, int(version), "profile.json")
+                )
+            except (ModelStoreError, ValueError) as error:
+                log.warning("no profile for %s v%s: %s", model, version, error)
+                self._profiles[key] = None
+        return self._profiles[key]
+
+    def collect_once(self, now: float | None = None) -> dict[tuple[str, str], DriftReport]:
+        """Read, window, judge and publish; returns the reports (for the CLI and tests)."""
+        now = time.monotonic() if now is None else now
+        reports = {}
+        for (model, version), features in self.read_bins().items():
+            profile = self._profile(model, version)
+            if profile is None:
+                continue
+            cumulative = {}
+            for feature, bins in features.items():
+                reference = (profile.get("features", {}).get(feature) or profile.get(feature) or {}).get(
+                    "frequencies"
+                )
+                if reference is not None:
+                    cumulative[feature] = np.asarray(
+                        [bins.get(index, 0.0) for index in range(len(reference))]
+                    )
+            window = self._windows.setdefault((model, version), SlidingWindow(seconds=self.window_s))
+            window.add(now, cumulative)
+            report = assess(profile, window.counts(), self.thresholds)
+            reports[(model, version)] = report
+            self._publish(model, version, report)
+        return reports
+
+    def _publish(self, model: str, version: str, report: DriftReport) -> None:
+        samples = max((f.samples for f in report.features), default=0.0)
+        self.window_samples.labels(model, version).set(samples)
+        if samples < self.thresholds.min_samples:
+            return
+        for feature in report.features:
+            self.feature_psi.labels(model, version, feature.feature).set(feature.psi)
+            if feature.ks is not None:
+                self.feature_ks.labels(model, version, feature.feature).set(feature.ks)
+        if report.prediction is not None:
+            self.prediction_psi.labels(model, version).set(report.prediction.psi)
+        self.drift_share.labels(model, version).set(report.drifted_share)
+        self.drift_detected.labels(model, version).set(1.0 if report.detected else 0.0)
