@@ -57,6 +57,18 @@ def gateway_bins(metrics_url: str) -> Callable[[], BinCounts]:
     return read
 
 
+def aligned_counts(profile: dict[str, Any], features: dict[str, dict[int, float]]) -> dict[str, np.ndarray]:
+    """Bin counts as arrays the length of each feature's (or the prediction's) reference."""
+    counts = {}
+    for feature, bins in features.items():
+        reference = (profile.get("features", {}).get(feature) or profile.get(feature) or {}).get(
+            "frequencies"
+        )
+        if reference is not None:
+            counts[feature] = np.asarray([bins.get(index, 0.0) for index in range(len(reference))])
+    return counts
+
+
 class DriftExporter:
     def __init__(
         self,
@@ -115,15 +127,7 @@ class DriftExporter:
             profile = self._profile(model, version)
             if profile is None:
                 continue
-            cumulative = {}
-            for feature, bins in features.items():
-                reference = (profile.get("features", {}).get(feature) or profile.get(feature) or {}).get(
-                    "frequencies"
-                )
-                if reference is not None:
-                    cumulative[feature] = np.asarray(
-                        [bins.get(index, 0.0) for index in range(len(reference))]
-                    )
+            cumulative = aligned_counts(profile, features)
             window = self._windows.setdefault((model, version), SlidingWindow(seconds=self.window_s))
             window.add(now, cumulative)
             report = assess(profile, window.counts(), self.thresholds)

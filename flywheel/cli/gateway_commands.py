@@ -388,36 +388,22 @@ def drift(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Per-feature drift of live traffic (the gateway's sampled bins) against the training profile."""
-    import numpy as np
-    from prometheus_client.parser import text_string_to_metric_families
-
     from flywheel.cli.models_commands import open_store
     from monitoring.drift import assess
+    from monitoring.exporter import aligned_counts, gateway_bins
 
     settings: FlywheelSettings = ctx.obj
     spec = _admin(settings, "GET", f"/deployments/{name}", as_json)
     versions = [version] if version else sorted({v["version"] for v in spec["variants"]})
     try:
-        text = httpx.get(f"{settings.gateway_url}/metrics", timeout=10).text
+        counts = gateway_bins(f"{settings.gateway_url}/metrics")()
     except httpx.HTTPError as error:
         fail(f"the gateway at {settings.gateway_url} is not reachable ({error})", as_json)
-    counts: dict[str, dict[str, dict[int, float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = sample.labels
-            if sample.name == "flywheel_gateway_profile_bin_total" and labels.get("model") == name:
-                per_feature = counts.setdefault(labels["version"], {}).setdefault(labels["feature"], {})
-                per_feature[int(labels["bin"])] = sample.value
     store = open_store(settings)
     reports = {}
     for number in versions:
         profile = json.loads(store.read_artifact(name, number, "profile.json"))
-        live = {}
-        for feature, bins in counts.get(str(number), {}).items():
-            reference = (profile["features"].get(feature) or profile.get("prediction") or {}).get(
-                "frequencies", []
-            )
-            live[feature] = np.asarray([bins.get(index, 0.0) for index in range(len(reference))])
+        live = aligned_counts(profile, counts.get((name, str(number)), {}))
         reports[str(number)] = assess(profile, live).to_json()
     data = {"model": name, "window": "since the gateway started", "versions": reports}
 

@@ -18,8 +18,7 @@ from serving.gateway.routing_table import RoutingTable
 from serving.routing import operations
 from serving.routing.spec import RoutingSpec, SpecError
 from serving.routing.spec_store import SpecNotFoundError, SpecStore
-
-STRATEGY_NAMES = ("single", "blue_green", "canary", "shadow", "ab", "bandit")
+from serving.routing.strategies import STRATEGIES
 
 
 class AdminService:
@@ -64,8 +63,8 @@ class AdminService:
         actor: str = "admin-api",
         reason: str = "",
     ) -> RoutingSpec:
-        if strategy not in STRATEGY_NAMES:
-            raise SpecError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGY_NAMES)}")
+        if strategy not in STRATEGIES:
+            raise SpecError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
         server = self.backends.get(backend)
         if server is None:
             raise SpecError(f"unknown backend {backend!r}; choose from {', '.join(self.backends)}")

@@ -130,22 +130,6 @@ class GatewayMetrics:
 
     def exported_names(self) -> set[str]:
         """Metric family names as they appear in the exposition (counters gain ``_total``)."""
-        names = set()
-        for collector in (
-            self.requests,
-            self.errors,
-            self.latency,
-            self.in_flight,
-            self.retries,
-            self.shadow_requests,
-            self.shadow_disagreement,
-            self.shadow_latency_delta,
-            self.feedback,
-            self.reward,
-            self.spec_revision,
-            self.profile_bins,
-            self.profile_samples,
-        ):
-            for family in collector.describe():
-                names.add(family.name + ("_total" if family.type == "counter" else ""))
-        return names
+        return {
+            family.name + ("_total" if family.type == "counter" else "") for family in self.registry.collect()
+        }

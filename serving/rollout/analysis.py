@@ -79,6 +79,11 @@ class VariantCounters:
         return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
 
 
+def counters_json(counters: dict[str, VariantCounters]) -> dict[str, Any]:
+    """Counters per variant as stored in the rollout state's baseline."""
+    return {name: value.to_json() for name, value in counters.items()}
+
+
 class MetricsSource(Protocol):
     def snapshot(self, model: str, variants: dict[str, int]) -> dict[str, VariantCounters]:
         """Cumulative counters per variant name (``variants`` maps name -> version)."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import numpy as np
 
-from serving.rollout.analysis import VariantCounters, Verdict, analyse
+from serving.rollout.analysis import VariantCounters, Verdict, analyse, counters_json
 from serving.routing import operations
 from serving.routing.spec import RoutingSpec, Variant
 
@@ -80,7 +80,9 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
         if not rollout.baseline:
             return controller.write(
                 spec,
-                lambda current: _with(current, baseline=_as_json(now)),
+                lambda current: operations.update_rollout(
+                    current, baseline=counters_json(now), step_started_at=datetime.now(UTC)
+                ),
                 f"blue-green: warming {green.name} beside {blue.name}",
                 "baseline taken",
                 {},
@@ -92,7 +94,11 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
             verdict = Verdict(False, problems, {})
             return controller.write(
                 spec,
-                lambda current: _ended(operations.keep_only(current, blue.name), "rolled_back", verdict),
+                lambda current: operations.update_rollout(
+                    operations.keep_only(current, blue.name),
+                    status="rolled_back",
+                    last_verdict=verdict.to_json(),
+                ),
                 f"blue-green: discard {green.name} before the switch",
                 "; ".join(problems),
                 verdict.to_json(),
@@ -101,8 +107,13 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
         switched = {"blue_window": blue_window.to_json(), green.name: now[green.name].to_json()}
         return controller.write(
             spec,
-            lambda current: _with(
-                operations.promote(current, green.name), baseline=switched, phase="baking", running=True
+            # promote() ended the rollout; the bake keeps it running.
+            lambda current: operations.update_rollout(
+                operations.promote(current, green.name),
+                baseline=switched,
+                step_started_at=datetime.now(UTC),
+                phase="baking",
+                status="running",
             ),
             f"blue-green: switch all traffic to {green.name}",
             "warm-up passed: ready, answers close to blue's",
@@ -117,7 +128,9 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
     if verdict.passed is False:
         return controller.write(
             spec,
-            lambda current: _ended(operations.promote(current, blue.name), "rolled_back", verdict),
+            lambda current: operations.update_rollout(
+                operations.promote(current, blue.name), status="rolled_back", last_verdict=verdict.to_json()
+            ),
             f"blue-green: switch back to {blue.name}",
             "; ".join(verdict.reasons),
             verdict.to_json(),
@@ -126,7 +139,9 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
         return None
     decision = controller.write(
         spec,
-        lambda current: _ended(operations.keep_only(current, green.name), "promoted", verdict),
+        lambda current: operations.update_rollout(
+            operations.keep_only(current, green.name), status="promoted", last_verdict=verdict.to_json()
+        ),
         f"blue-green: retire {blue.name}",
         "; ".join(verdict.reasons),
         verdict.to_json(),
@@ -136,29 +151,3 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
     )
     controller.lease.release(spec.model)
     return decision
-
-
-def _as_json(counters: dict[str, VariantCounters]) -> dict[str, Any]:
-    return {name: value.to_json() for name, value in counters.items()}
-
-
-def _with(
-    current: RoutingSpec | None,
-    *,
-    baseline: dict[str, Any],
-    phase: str | None = None,
-    running: bool = False,
-) -> RoutingSpec:
-    assert current is not None and current.rollout is not None
-    update: dict[str, Any] = {"baseline": baseline, "step_started_at": datetime.now(UTC)}
-    if phase is not None:
-        update["phase"] = phase
-    if running:
-        update["status"] = "running"  # promote() ended it; the bake keeps it going
-    return current.model_copy(update={"rollout": current.rollout.model_copy(update=update)})
-
-
-def _ended(spec: RoutingSpec, status: str, verdict: Verdict) -> RoutingSpec:
-    assert spec.rollout is not None
-    ended = spec.rollout.model_copy(update={"status": status, "last_verdict": verdict.to_json()})
-    return spec.model_copy(update={"rollout": ended})

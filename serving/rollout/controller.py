@@ -18,7 +18,7 @@ import httpx
 
 from model_store import ModelStore
 from serving.rollout import blue_green
-from serving.rollout.analysis import MetricsSource, VariantCounters, Verdict, analyse
+from serving.rollout.analysis import MetricsSource, VariantCounters, Verdict, analyse, counters_json
 from serving.rollout.lease import Lease
 from serving.routing import operations
 from serving.routing.spec import RoutingSpec
@@ -85,7 +85,9 @@ class RolloutController:
         if not rollout.baseline:
             return self.write(
                 spec,
-                lambda current: _with_rollout(current, baseline=_counters_json(now), started=True),
+                lambda current: operations.update_rollout(
+                    current, baseline=counters_json(now), step_started_at=datetime.now(UTC)
+                ),
                 f"step 1 of {len(rollout.steps)}: {rollout.weight:g}% to {candidate.name}",
                 "baseline taken; baking",
                 {},
@@ -102,7 +104,9 @@ class RolloutController:
         if verdict.passed is False:
             return self.write(
                 spec,
-                lambda current: _ended(operations.rollback(current), verdict),
+                lambda current: operations.update_rollout(
+                    operations.rollback(current), last_verdict=verdict.to_json()
+                ),
                 f"rollback at {step}",
                 "; ".join(verdict.reasons),
                 verdict.to_json(),
@@ -112,7 +116,9 @@ class RolloutController:
         if rollout.step + 1 == len(rollout.steps):
             decision = self.write(
                 spec,
-                lambda current: _ended(operations.promote(current, candidate.name), verdict),
+                lambda current: operations.update_rollout(
+                    operations.promote(current, candidate.name), last_verdict=verdict.to_json()
+                ),
                 f"promote {candidate.name} after {step}",
                 "; ".join(verdict.reasons),
                 verdict.to_json(),
@@ -125,12 +131,12 @@ class RolloutController:
         weight = rollout.steps[rollout.step + 1]
         return self.write(
             spec,
-            lambda current: _with_rollout(
+            lambda current: operations.update_rollout(
                 operations.set_weights(current, {stable.name: 100.0 - weight, candidate.name: weight}),
-                baseline=_counters_json(now),
-                started=True,
+                baseline=counters_json(now),
+                step_started_at=datetime.now(UTC),
                 step=rollout.step + 1,
-                verdict=verdict,
+                last_verdict=verdict.to_json(),
             ),
             f"step {rollout.step + 2} of {len(rollout.steps)}: {weight:g}% to {candidate.name}",
             f"{step} passed: " + "; ".join(verdict.reasons),
@@ -160,33 +166,3 @@ class RolloutController:
             if heartbeat is not None:
                 heartbeat()
             time.sleep(tick_s)
-
-
-def _counters_json(counters: dict[str, VariantCounters]) -> dict[str, Any]:
-    return {name: value.to_json() for name, value in counters.items()}
-
-
-def _with_rollout(
-    current: RoutingSpec | None,
-    *,
-    baseline: dict[str, Any],
-    started: bool,
-    step: int | None = None,
-    verdict: Verdict | None = None,
-) -> RoutingSpec:
-    assert current is not None and current.rollout is not None
-    update: dict[str, Any] = {"baseline": baseline}
-    if started:
-        update["step_started_at"] = datetime.now(UTC)
-    if step is not None:
-        update["step"] = step
-    if verdict is not None:
-        update["last_verdict"] = verdict.to_json()
-    return current.model_copy(update={"rollout": current.rollout.model_copy(update=update)})
-
-
-def _ended(spec: RoutingSpec, verdict: Verdict) -> RoutingSpec:
-    assert spec.rollout is not None
-    return spec.model_copy(
-        update={"rollout": spec.rollout.model_copy(update={"last_verdict": verdict.to_json()})}
-    )

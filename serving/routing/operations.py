@@ -89,22 +89,23 @@ def keep_only(current: RoutingSpec, name: str) -> RoutingSpec:
     )
 
 
-def _end_rollout(spec: RoutingSpec, status: str, verdict: dict[str, Any] | None = None) -> RoutingSpec:
+def update_rollout(spec: RoutingSpec | None, **fields: Any) -> RoutingSpec:
+    """A copy of ``spec`` with these rollout-state fields changed."""
+    assert spec is not None and spec.rollout is not None
+    return spec.model_copy(update={"rollout": spec.rollout.model_copy(update=fields)})
+
+
+def _end_rollout(spec: RoutingSpec, status: str) -> RoutingSpec:
     if spec.rollout is None or not spec.rollout.running:
         return spec
-    ended = spec.rollout.model_copy(
-        update={"status": status, "last_verdict": verdict or spec.rollout.last_verdict}
-    )
-    return spec.model_copy(update={"rollout": ended})
+    return update_rollout(spec, status=status)
 
 
 def abort(current: RoutingSpec) -> RoutingSpec:
     """Stop a running rollout and send every request back to the stable variant."""
     if current.rollout is None or not current.rollout.running:
         raise SpecError(f"{current.model} has no rollout running")
-    rolled = rollback(current)
-    assert rolled.rollout is not None
-    return rolled.model_copy(update={"rollout": rolled.rollout.model_copy(update={"status": "aborted"})})
+    return update_rollout(rollback(current), status="aborted")
 
 
 #: Default traffic share of a new variant, per strategy that splits by weight.
