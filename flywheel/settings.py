@@ -145,6 +145,49 @@ class FlywheelSettings(BaseSettings):
             "unset: the gateway's /metrics."
         ),
     )
+    drift_exporter_port: int = Field(default=9095, description="Port of the drift exporter's /metrics.")
+    drift_window_s: float = Field(
+        default=300.0, gt=0, description="Length of the drift exporter's sliding window over live traffic."
+    )
+    drift_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the drift exporter reads the gateway's bins and judges them.",
+    )
+    drift_alert_for: str = Field(
+        default="2m",
+        pattern=r"^[0-9]+(ms|s|m|h)$",
+        description="How long FeatureDrift/PredictionDrift must hold before they fire (Prometheus `for`).",
+    )
+    prometheus_port: int = Field(default=9090, description="Prometheus port.")
+    alertmanager_port: int = Field(default=9093, description="Alertmanager port.")
+    scrape_interval_s: float = Field(
+        default=5.0, gt=0, description="Prometheus scrape and rule-evaluation interval."
+    )
+    airflow_port: int = Field(default=8090, description="Airflow api-server port (REST API and UI).")
+    airflow_url: str | None = Field(
+        default=None, description="Airflow api-server the retrain bridge calls. Empty means the local one."
+    )
+    airflow_username: str = Field(default="flywheel", description="Airflow user (simple auth manager).")
+    airflow_password: SecretStr | None = Field(
+        default=None,
+        description="Airflow password. Generated into var/credentials on first `up` if unset.",
+    )
+    retrain_dag_id: str = Field(default="flywheel_retrain", description="DAG the retrain bridge triggers.")
+    retrain_schedule: str = Field(
+        default="*/10 * * * *",
+        description=(
+            "Cron schedule of the retraining DAG, which is also its new-data check (ingest skips the run "
+            "when nothing is new). Empty: only alerts and `flywheel retrain` start runs."
+        ),
+    )
+    retrain_alerts: str = Field(
+        default="FeatureDrift,PredictionDrift",
+        description="Comma-separated alert names that trigger retraining; other alerts are only recorded.",
+    )
+    retrain_retry_max_s: float = Field(
+        default=60.0, gt=0, description="Longest wait between the retrain outbox's delivery attempts."
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         description="Bearer token of the admin API. Generated into var/credentials on first `up` if unset.",
@@ -197,6 +240,14 @@ class FlywheelSettings(BaseSettings):
     @property
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_http_port}"
+
+    @property
+    def resolved_airflow_url(self) -> str:
+        return self.airflow_url or f"http://{self.host}:{self.airflow_port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.host}:{self.prometheus_port}"
 
     def as_env(self) -> dict[str, str]:
         """Every setting as ``FLYWHEEL_*`` variables, so a child process sees exactly these settings.

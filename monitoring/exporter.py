@@ -148,3 +148,40 @@ class DriftExporter:
             self.prediction_psi.labels(model, version).set(report.prediction.psi)
         self.drift_share.labels(model, version).set(report.drifted_share)
         self.drift_detected.labels(model, version).set(1.0 if report.detected else 0.0)
+
+
+def main() -> int:
+    """``python -m monitoring.exporter``: serve the gauges on ``drift_exporter_port`` and keep them fresh."""
+    from prometheus_client import start_http_server
+
+    from flywheel.settings import FlywheelSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = FlywheelSettings()
+    registry = CollectorRegistry()
+    exporter = DriftExporter(
+        ModelStore.open(settings.resolve_store_uri(), settings),
+        gateway_bins(f"{settings.gateway_url}/metrics"),
+        registry,
+        window_s=settings.drift_window_s,
+    )
+    server, thread = start_http_server(settings.drift_exporter_port, settings.host, registry)
+    log.info(
+        "drift exporter on %s:%s, window %ss", settings.host, settings.drift_exporter_port, exporter.window_s
+    )
+    try:
+        while True:
+            try:
+                exporter.collect_once()
+            except (httpx.HTTPError, ModelStoreError) as error:  # the gateway restarting is not fatal
+                log.warning("drift collection skipped: %s", error)
+            time.sleep(settings.drift_interval_s)  # a pacing loop, not a wait for a server
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from flywheel.settings import FlywheelSettings
 from flywheel.stack.process import ServiceSpec, http_probe
 
 
@@ -51,3 +54,60 @@ def alertmanager_service(
         urls={"http": f"http://{host}:{port}"},
         prepare=lambda: data_dir.mkdir(parents=True, exist_ok=True),
     )
+
+
+def drift_exporter_service(settings: FlywheelSettings, name: str = "drift-exporter") -> ServiceSpec:
+    url = f"http://{settings.host}:{settings.drift_exporter_port}"
+    return ServiceSpec(
+        name=name,
+        argv=[sys.executable, "-m", "monitoring.exporter"],
+        probe=http_probe(f"{url}/metrics"),
+        urls={"metrics": f"{url}/metrics"},
+        env=settings.as_env(),
+        cwd=settings.home,
+    )
+
+
+def monitoring_services(settings: FlywheelSettings) -> list[ServiceSpec]:
+    """The drift exporter, Prometheus and Alertmanager; configuration rendered into ``var/monitoring``."""
+    from flywheel.stack.credentials import admin_token_file
+    from monitoring.prometheus.config import render_alertmanager_config, render_config, render_rules
+
+    folder = settings.var_path / "monitoring"
+    prometheus_config, rules = folder / "prometheus.yml", folder / "rules.yml"
+    alertmanager_config = folder / "alertmanager.yml"
+    alertmanager_address = f"{settings.host}:{settings.alertmanager_port}"
+
+    def write_prometheus() -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        rules.write_text(render_rules(settings.drift_alert_for))
+        prometheus_config.write_text(
+            render_config(settings, settings.scrape_interval_s, alertmanager_address, [rules])
+        )
+
+    def write_alertmanager() -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        alertmanager_config.write_text(render_alertmanager_config(settings, admin_token_file(settings)))
+
+    prometheus = prometheus_service(
+        "prometheus", prometheus_config, folder / "prometheus-data", settings.prometheus_port, settings.host
+    )
+    alertmanager = alertmanager_service(
+        "alertmanager",
+        alertmanager_config,
+        folder / "alertmanager-data",
+        settings.alertmanager_port,
+        settings.host,
+    )
+    prometheus.prepare = _then(prometheus.prepare, write_prometheus)
+    alertmanager.prepare = _then(alertmanager.prepare, write_alertmanager)
+    return [drift_exporter_service(settings), alertmanager, prometheus]
+
+
+def _then(first: Callable[[], None] | None, second: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        if first is not None:
+            first()
+        second()
+
+    return both

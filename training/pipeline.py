@@ -232,7 +232,7 @@ def step_package(context: PipelineContext, force: bool = False) -> dict[str, Any
         return run.upload("package", output, {"files": files})
 
 
-def _published_version_of_run(store: ModelStore, model: str, run_id: str) -> int | None:
+def published_version_of_run(store: ModelStore, model: str, run_id: str) -> int | None:
     for version in reversed(store.list_versions(model)):
         if store.get_manifest(model, version).lineage.run_id == run_id:
             return version
@@ -242,7 +242,7 @@ def _published_version_of_run(store: ModelStore, model: str, run_id: str) -> int
 def step_publish(context: PipelineContext, allow_failed_gate: bool = False) -> dict[str, Any]:
     """Publish the packaged artifacts once per run; bootstrap the champion alias for a first model."""
     run = context.resolve_run()
-    existing = _published_version_of_run(context.store, context.model, run.run_id)
+    existing = published_version_of_run(context.store, context.model, run.run_id)
     if existing is not None:
         return {"version": existing, "already_published": True}
     evaluation = run.result("evaluate")

@@ -186,14 +186,14 @@ def gateway(
     """
     import asyncio
 
-    from flywheel.cli.gateway_commands import _admin
+    from flywheel.cli.gateway_commands import admin_call
     from flywheel.cli.models_commands import open_store
     from flywheel.stack.process import ProcessRecord, stop_process
     from loadtests.gateway_bench import Target, infer_body, measure, nginx_config, start_nginx
     from serving.backends.factory import build_backend
 
     settings: FlywheelSettings = ctx.obj
-    spec = _admin(settings, "GET", f"/deployments/{name}", as_json)
+    spec = admin_call(settings, "GET", f"/deployments/{name}", as_json)
     on_triton = [variant for variant in spec["variants"] if variant["backend"] == "triton"]
     if not on_triton:
         from flywheel.cli.output import fail

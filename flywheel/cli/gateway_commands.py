@@ -31,7 +31,7 @@ REASON = typer.Option("", "--reason", help="Why: recorded in the spec's history.
 ACTOR = typer.Option("cli", "--actor", help="Who: recorded in the spec's history.")
 
 
-def _admin(
+def admin_call(
     settings: FlywheelSettings, method: str, path: str, as_json: bool, **kwargs: Any
 ) -> dict[str, Any]:
     try:
@@ -143,7 +143,7 @@ def deploy(
         "actor": actor,
     }
     with console.status(f"loading {name} v{version} on {backend} and updating the routing spec"):
-        spec = _admin(settings, "POST", f"/deployments/{name}/deploy", as_json, json=body)
+        spec = admin_call(settings, "POST", f"/deployments/{name}/deploy", as_json, json=body)
     emit(spec, as_json, _render_spec)
 
 
@@ -167,7 +167,9 @@ def promote(
 ) -> None:
     """Give the candidate all traffic and make it the champion (blue-green: switch colours)."""
     body = {"variant": variant, "expected_revision": expected_revision, "reason": reason, "actor": actor}
-    emit(_admin(ctx.obj, "POST", f"/deployments/{name}/promote", as_json, json=body), as_json, _render_spec)
+    emit(
+        admin_call(ctx.obj, "POST", f"/deployments/{name}/promote", as_json, json=body), as_json, _render_spec
+    )
 
 
 def rollback(
@@ -180,7 +182,11 @@ def rollback(
 ) -> None:
     """Send all traffic back to the stable variant and drop the candidate."""
     body = {"expected_revision": expected_revision, "reason": reason, "actor": actor}
-    emit(_admin(ctx.obj, "POST", f"/deployments/{name}/rollback", as_json, json=body), as_json, _render_spec)
+    emit(
+        admin_call(ctx.obj, "POST", f"/deployments/{name}/rollback", as_json, json=body),
+        as_json,
+        _render_spec,
+    )
 
 
 def abort(
@@ -192,7 +198,7 @@ def abort(
 ) -> None:
     """Stop a running rollout: all traffic back to the stable variant, recorded in history."""
     body = {"reason": reason, "actor": actor}
-    emit(_admin(ctx.obj, "POST", f"/deployments/{name}/abort", as_json, json=body), as_json, _render_spec)
+    emit(admin_call(ctx.obj, "POST", f"/deployments/{name}/abort", as_json, json=body), as_json, _render_spec)
 
 
 rollout_app = typer.Typer(help="Automatic rollouts: their live progress.", no_args_is_help=True)
@@ -205,7 +211,7 @@ def rollout_status(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Where the model's rollout stands: step, weight, time baked, the last analysis."""
-    spec = _admin(ctx.obj, "GET", f"/deployments/{name}", as_json)
+    spec = admin_call(ctx.obj, "GET", f"/deployments/{name}", as_json)
     rollout = spec.get("rollout")
     if rollout is None:
         fail(
@@ -251,7 +257,9 @@ def weights(
         except ValueError:
             fail(f"expected VARIANT=PERCENT, got {assignment!r}", as_json, exit_code=2)
     body = {"weights": parsed, "expected_revision": expected_revision, "reason": reason, "actor": actor}
-    emit(_admin(ctx.obj, "POST", f"/deployments/{name}/weights", as_json, json=body), as_json, _render_spec)
+    emit(
+        admin_call(ctx.obj, "POST", f"/deployments/{name}/weights", as_json, json=body), as_json, _render_spec
+    )
 
 
 def routing(
@@ -261,9 +269,13 @@ def routing(
 ) -> None:
     """Show a routing spec with its recent history, or every deployment's live split."""
     if name:
-        emit(_admin(ctx.obj, "GET", f"/deployments/{name}", as_json), as_json, _render_spec)
+        emit(admin_call(ctx.obj, "GET", f"/deployments/{name}", as_json), as_json, _render_spec)
     else:
-        emit(_admin(ctx.obj, "GET", "/routing", as_json), as_json, lambda data: console.print_json(data=data))
+        emit(
+            admin_call(ctx.obj, "GET", "/routing", as_json),
+            as_json,
+            lambda data: console.print_json(data=data),
+        )
 
 
 def _load_inputs(input_file: Path | None, rows: int) -> np.ndarray:
@@ -393,7 +405,7 @@ def drift(
     from monitoring.exporter import aligned_counts, gateway_bins
 
     settings: FlywheelSettings = ctx.obj
-    spec = _admin(settings, "GET", f"/deployments/{name}", as_json)
+    spec = admin_call(settings, "GET", f"/deployments/{name}", as_json)
     versions = [version] if version else sorted({v["version"] for v in spec["variants"]})
     try:
         counts = gateway_bins(f"{settings.gateway_url}/metrics")()

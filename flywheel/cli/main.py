@@ -12,6 +12,7 @@ from flywheel.cli import (
     gateway_commands,
     models_commands,
     pipeline_commands,
+    retrain_commands,
     stack_commands,
 )
 from flywheel.cli.output import fail
@@ -35,6 +36,7 @@ app.add_typer(pipeline_commands.pipeline_app, name="pipeline")
 app.add_typer(backends_commands.backends_app, name="backends")
 app.add_typer(bench_commands.bench_app, name="bench")
 app.command()(bench_commands.loadtest)
+app.command()(retrain_commands.retrain)
 
 
 @app.callback()

@@ -182,6 +182,86 @@ def publish(
     _show(result, as_json, "publish")
 
 
+@pipeline_app.command("deploy")
+def deploy_run(
+    ctx: typer.Context,
+    model: str = MODEL_OPTION,
+    run_id: str = RUN_OPTION,
+    backend: str = typer.Option("triton", "--backend", help="triton, torchserve or tfserving."),
+    steps: str = typer.Option("10,50,100", "--steps", help="Canary steps in percent."),
+    interval: str = typer.Option("30s", "--interval", help="Bake time per step: 30s, 2m."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Roll the run's published version out: a canary beside what serves now, or a first deploy.
+
+    The rollout controller then promotes or rolls it back by itself. Deploying a version that
+    already serves is a no-op, so a retried task changes nothing.
+    """
+    from flywheel.cli.gateway_commands import admin_call, parse_duration
+    from training.pipeline import published_version_of_run
+
+    settings: FlywheelSettings = ctx.obj
+    with _pipeline(ctx, model, run_id, as_json, "deploy") as context:
+        run_area = context.resolve_run()
+        version = published_version_of_run(context.store, context.model, run_area.run_id)
+    if version is None:
+        fail(
+            f"run {run_area.run_id} of {context.model} published no version (gate failed or not run)", as_json
+        )
+    specs = {
+        spec["model"]: spec for spec in admin_call(settings, "GET", "/deployments", as_json)["deployments"]
+    }
+    current = specs.get(context.model)
+    if current and any(variant["version"] == version for variant in current["variants"]):
+        _show({"model": context.model, "version": version, "already_deployed": True}, as_json, "deploy")
+        return
+    body: dict[str, Any] = {
+        "version": version,
+        "backend": backend,
+        "actor": "retrain-pipeline",
+        "reason": f"run {run_area.run_id}",
+    }
+    if current:
+        try:
+            body |= {
+                "strategy": "canary",
+                "steps": [float(step) for step in steps.split(",")],
+                "interval_s": parse_duration(interval),
+            }
+        except ValueError as error:
+            fail(f"--steps/--interval: {error}", as_json, exit_code=2)
+    else:
+        body["strategy"] = "single"
+    spec = admin_call(settings, "POST", f"/deployments/{context.model}/deploy", as_json, json=body)
+    _show(
+        {
+            "model": context.model,
+            "version": version,
+            "strategy": body["strategy"],
+            "revision": spec["revision"],
+        },
+        as_json,
+        "deploy",
+    )
+
+
+@pipeline_app.command()
+def report(
+    ctx: typer.Context,
+    dag_run_id: str = typer.Option(..., "--dag-run-id", help="The Airflow run being reported."),
+    state: str = typer.Option(..., "--state", help="published, rejected, skipped or failed."),
+    reason: str = typer.Option("", "--reason", help="Why it ended this way."),
+    model: str = MODEL_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Tell the admin API how a retraining run ended (counted in flywheel_retrain_runs_total)."""
+    from flywheel.cli.gateway_commands import admin_call
+
+    settings: FlywheelSettings = ctx.obj
+    body = {"model": model or settings.model_name, "run_id": dag_run_id, "state": state, "reason": reason}
+    _show(admin_call(settings, "POST", "/retrain/runs", as_json, json=body), as_json, "report")
+
+
 @pipeline_app.command()
 def run(
     ctx: typer.Context,

@@ -1,8 +1,8 @@
-"""The admin API's bearer token: from settings, or generated once into ``var/credentials``.
+"""Generated secrets: the admin API's bearer token and Airflow's credentials, under ``var/credentials``.
 
-The file is written beside its place with mode 0600 and hard-linked into place, which fails if
+Each file is written beside its place with mode 0600 and hard-linked into place, which fails if
 it already exists: two concurrent first runs cannot end up with different or half-written
-tokens. The token is never printed or logged.
+secrets. Secrets are never printed or logged.
 """
 
 from __future__ import annotations
@@ -13,25 +13,48 @@ import secrets
 from flywheel.settings import FlywheelSettings
 
 
-def admin_token(settings: FlywheelSettings, create: bool = True) -> str:
-    """The configured token, else the generated one (created on first use when ``create``)."""
-    if settings.admin_token is not None and settings.admin_token.get_secret_value():
-        return settings.admin_token.get_secret_value()
-    path = settings.var_path / "credentials" / "admin-token"
+def generated_secret(settings: FlywheelSettings, name: str, create: bool = True) -> str:
+    """The secret in ``var/credentials/<name>``, created on first use when ``create``."""
+    path = settings.var_path / "credentials" / name
     if not path.exists():
         if not create:
-            raise FileNotFoundError(
-                f"no admin token yet at {path}: run `flywheel up` or set FLYWHEEL_ADMIN_TOKEN"
-            )
+            raise FileNotFoundError(f"no {name} yet at {path}: run `flywheel up` or set it in settings")
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        draft = path.with_name(f".admin-token.{os.getpid()}.{secrets.token_hex(4)}")
+        draft = path.with_name(f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
         descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(secrets.token_urlsafe(32))
         try:
             os.link(draft, path)
         except FileExistsError:
-            pass  # another first run won; use its token
+            pass  # another first run won; use its secret
         finally:
             draft.unlink()
     return path.read_text().strip()
+
+
+def admin_token(settings: FlywheelSettings, create: bool = True) -> str:
+    """The configured token, else the generated one (created on first use when ``create``)."""
+    if settings.admin_token is not None and settings.admin_token.get_secret_value():
+        return settings.admin_token.get_secret_value()
+    return generated_secret(settings, "admin-token", create)
+
+
+def admin_token_file(settings: FlywheelSettings) -> str:
+    """A file holding the admin token, for clients that read credentials from files (Alertmanager)."""
+    token = admin_token(settings)
+    generated = settings.var_path / "credentials" / "admin-token"
+    if generated.exists() and generated.read_text().strip() == token:
+        return str(generated)
+    configured = settings.var_path / "credentials" / "admin-token.configured"
+    configured.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(configured, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token)
+    return str(configured)
+
+
+def airflow_password(settings: FlywheelSettings, create: bool = True) -> str:
+    if settings.airflow_password is not None and settings.airflow_password.get_secret_value():
+        return settings.airflow_password.get_secret_value()
+    return generated_secret(settings, "airflow-password", create)

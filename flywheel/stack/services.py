@@ -87,13 +87,17 @@ def model_server_services(settings: FlywheelSettings) -> list[ServiceSpec]:
 
 def build_services(settings: FlywheelSettings) -> list[ServiceSpec]:
     """Every service ``flywheel up`` manages, in the order they start."""
-    from flywheel.stack.credentials import admin_token
+    from flywheel.stack.airflow import airflow_services
+    from flywheel.stack.credentials import admin_token, airflow_password
+    from monitoring.services import monitoring_services
     from serving.gateway.service import gateway_service
     from serving.rollout.service import rollout_service
 
     return [
         s3_service(settings),
         *model_server_services(settings),
-        gateway_service(settings, admin_token(settings)),
+        gateway_service(settings, admin_token(settings), airflow_password=airflow_password(settings)),
         rollout_service(settings),
+        *monitoring_services(settings),
+        *airflow_services(settings),
     ]

@@ -1,4 +1,6 @@
-"""Render ``prometheus.yml`` for the stack's ports: the gateway, Triton and TorchServe.
+"""Render the monitoring configuration for the stack's ports: prometheus.yml, the rules, alertmanager.yml.
+
+Prometheus scrapes the gateway, the drift exporter, Triton and TorchServe.
 
 The TF-Serving-protocol runtime has no monitoring endpoint (the real TF Serving's is opt-in via
 ``--monitoring_config_file``); its traffic is covered by the gateway's per-variant metrics.
@@ -20,6 +22,7 @@ def scrape_targets(settings: FlywheelSettings) -> dict[str, tuple[str, str]]:
     host = settings.host
     return {
         "gateway": (f"{host}:{settings.gateway_http_port}", "/metrics"),
+        "drift-exporter": (f"{host}:{settings.drift_exporter_port}", "/metrics"),
         "triton": (f"{host}:{settings.triton_metrics_port}", "/metrics"),
         "torchserve": (f"{host}:{settings.torchserve_metrics_port}", "/metrics"),
     }
@@ -44,4 +47,61 @@ def render_config(
     }
     if alertmanager:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+#: Alerts whose ``for`` follows the ``drift_alert_for`` setting (the demo shortens it).
+DRIFT_ALERTS = ("FeatureDrift", "PredictionDrift")
+
+
+def render_rules(drift_alert_for: str) -> str:
+    """``rules.yml`` with the drift alerts' ``for`` set; everything else exactly as tested by promtool."""
+    rules = yaml.safe_load(RULES_FILE.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule.get("alert") in DRIFT_ALERTS:
+                rule["for"] = drift_alert_for
+    return yaml.safe_dump(rules, sort_keys=False)
+
+
+def render_alertmanager_config(
+    settings: FlywheelSettings, token_file: str, webhook_url: str | None = None
+) -> str:
+    """Retraining alerts go to the gateway's retrain bridge, grouped per model; the rest are kept only.
+
+    The bridge sits behind the admin API's bearer token, read from ``token_file`` (never inlined).
+    """
+    retrain_alerts = [name.strip() for name in settings.retrain_alerts.split(",") if name.strip()]
+    config = {
+        "route": {
+            "receiver": "record-only",
+            "group_by": ["alertname", "model"],
+            "group_wait": "1s",
+            "group_interval": "10s",
+            "repeat_interval": "1h",
+            "routes": [
+                {
+                    "receiver": "retrain-bridge",
+                    "matchers": [f'alertname=~"{"|".join(retrain_alerts)}"'],
+                    "group_by": ["model"],
+                    "group_wait": "1s",
+                    "group_interval": "10s",
+                    "repeat_interval": "30m",
+                }
+            ],
+        },
+        "receivers": [
+            {"name": "record-only"},
+            {
+                "name": "retrain-bridge",
+                "webhook_configs": [
+                    {
+                        "url": webhook_url or f"{settings.gateway_url}/admin/alerts",
+                        "send_resolved": True,
+                        "http_config": {"authorization": {"type": "Bearer", "credentials_file": token_file}},
+                    }
+                ],
+            },
+        ],
+    }
     return yaml.safe_dump(config, sort_keys=False)

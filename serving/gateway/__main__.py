@@ -25,7 +25,9 @@ def main() -> int:
         )
         return 2
     # uvloop: the gateway's CPU per request is mostly event-loop and socket work (profiled).
-    uvloop.run(serve(settings, settings.admin_token.get_secret_value()))
+    # With an Airflow password the retrain bridge (/admin/alerts) is on; without one it is absent.
+    password = settings.airflow_password.get_secret_value() if settings.airflow_password else None
+    uvloop.run(serve(settings, settings.admin_token.get_secret_value(), password or None))
     return 0
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serving.gateway.admin import AdminService
 from serving.gateway.rest import Handler, json_response, read_json
+from serving.gateway.retrain import RetrainService
 from serving.routing.spec import RoutingSpec
 
 
@@ -74,7 +75,9 @@ def _spec(spec: RoutingSpec) -> web.Response:
     return json_response(spec.model_dump(mode="json"))
 
 
-def create_admin_app(admin: AdminService, token: str) -> web.Application:
+def create_admin_app(
+    admin: AdminService, token: str, retrain: RetrainService | None = None
+) -> web.Application:
     if not token:
         raise ValueError("the admin API needs a non-empty token")
 
@@ -182,4 +185,6 @@ def create_admin_app(admin: AdminService, token: str) -> web.Application:
             web.post("/deployments/{model}/weights", weights),
         ]
     )
+    if retrain is not None:
+        retrain.add_routes(app)
     return app

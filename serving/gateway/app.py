@@ -21,6 +21,7 @@ from serving.gateway.core import GatewayCore
 from serving.gateway.grpc_server import create_grpc_server
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.rest import create_app
+from serving.gateway.retrain import RetrainService
 from serving.gateway.routing_table import RoutingTable
 from serving.gateway.sampling import ProfileSampler
 from serving.routing.spec_store import SpecStore
@@ -35,6 +36,7 @@ class Gateway:
     table: RoutingTable
     backends: dict[str, ModelBackend]
     app: web.Application
+    retrain: RetrainService | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -50,7 +52,9 @@ def build_gateway(
     admin_token: str,
     backends: dict[str, ModelBackend] | None = None,
     store: ModelStore | None = None,
+    airflow_password: str | None = None,
 ) -> Gateway:
+    """``airflow_password`` enables the retrain bridge (``/admin/alerts``); without it there is none."""
     store = store or ModelStore.open(settings.resolve_store_uri(), settings)
     if backends is None:
         backends = {kind: build_backend(kind, settings, store) for kind in BACKEND_KINDS}
@@ -65,14 +69,21 @@ def build_gateway(
         settings.feedback_memory,
     )
     admin = AdminService(table.spec_store, store, backends, table)
-    app = create_app(core, settings.gateway_max_body_bytes, create_admin_app(admin, admin_token))
-    return Gateway(core, admin, table, backends, app)
+    retrain = (
+        None
+        if airflow_password is None
+        else RetrainService.from_settings(settings, metrics.registry, airflow_password)
+    )
+    app = create_app(core, settings.gateway_max_body_bytes, create_admin_app(admin, admin_token, retrain))
+    return Gateway(core, admin, table, backends, app, retrain)
 
 
-async def serve(settings: FlywheelSettings, admin_token: str) -> None:
+async def serve(settings: FlywheelSettings, admin_token: str, airflow_password: str | None = None) -> None:
     """Run until SIGTERM or SIGINT, then stop taking requests and finish those in flight."""
-    gateway = build_gateway(settings, admin_token)
+    gateway = build_gateway(settings, admin_token, airflow_password=airflow_password)
     gateway.tasks.append(asyncio.create_task(gateway.table.run(settings.routing_reload_interval_s)))
+    if gateway.retrain is not None:
+        gateway.tasks.append(asyncio.create_task(gateway.retrain.run()))
     runner = web.AppRunner(gateway.app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.gateway_http_port).start()

@@ -8,8 +8,16 @@ from flywheel.settings import FlywheelSettings
 from flywheel.stack.process import ServiceSpec, http_probe
 
 
-def gateway_service(settings: FlywheelSettings, admin_token: str, name: str = "gateway") -> ServiceSpec:
-    """Settings and the token travel in the environment: never in argv, where ``ps`` shows them."""
+def gateway_service(
+    settings: FlywheelSettings, admin_token: str, name: str = "gateway", airflow_password: str | None = None
+) -> ServiceSpec:
+    """Settings and secrets travel in the environment: never in argv, where ``ps`` shows them.
+
+    ``airflow_password`` turns on the retrain bridge, which triggers the retraining DAG.
+    """
+    secrets = {"FLYWHEEL_ADMIN_TOKEN": admin_token}
+    if airflow_password:
+        secrets["FLYWHEEL_AIRFLOW_PASSWORD"] = airflow_password
     url = settings.gateway_url
     return ServiceSpec(
         name=name,
@@ -20,6 +28,6 @@ def gateway_service(settings: FlywheelSettings, admin_token: str, name: str = "g
             "grpc": f"{settings.host}:{settings.gateway_grpc_port}",
             "metrics": f"{url}/metrics",
         },
-        env={**settings.as_env(), "FLYWHEEL_ADMIN_TOKEN": admin_token},
+        env={**settings.as_env(), **secrets},
         cwd=settings.home,
     )

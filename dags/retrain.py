@@ -1,0 +1,164 @@
+"""The retraining DAG: ingest -> Spark preprocess -> PyTorch || TensorFlow -> evaluate -> publish -> canary.
+
+Thin wiring: every task runs one ``flywheel pipeline ...`` step from the platform's ``.venv``, which
+does the work and is idempotent (keyed by the dataset snapshot), so Airflow's retries are safe.
+
+- **Triggers**: the schedule (``FLYWHEEL_RETRAIN_SCHEDULE``, a cron expression; empty turns it
+  off) is also the new-data check: ingest finds the raw objects no snapshot took and skips the
+  run when there are none. Drift alerts arrive through the retrain bridge with conf
+  ``{model, reason, alert_labels}``; ``flywheel retrain NAME`` triggers by hand.
+- **Branch**: ``evaluate`` compares the candidate with the champion on the same holdout. A
+  passing gate continues to package -> publish -> deploy (a canary the rollout controller
+  promotes or rolls back); a failing one goes to ``gate_failed`` and the reasons are recorded.
+- **Report**: the last task tells the admin API how the run ended (published, rejected or
+  skipped); a failed run is reported by the DAG's failure callback. Both count into
+  ``flywheel_retrain_runs_total``, which the ``RetrainFailed`` alert watches.
+
+Production mapping: each BashOperator becomes a KubernetesPodOperator running the same
+``flywheel pipeline`` command in the platform image (``train_*`` on GPU nodes), and ``preprocess``
+becomes a SparkSubmitOperator (``training/preprocess.py`` as the application) against the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import Param, dag, task
+
+HOME = Path(os.environ.get("FLYWHEEL_HOME") or Path(__file__).resolve().parents[1])
+FLYWHEEL = str(HOME / ".venv" / "bin" / "flywheel")
+MODEL = os.environ.get("FLYWHEEL_MODEL_NAME", "stock-forecaster")
+SCHEDULE = os.environ.get("FLYWHEEL_RETRAIN_SCHEDULE", "*/10 * * * *") or None
+#: Exit codes of `flywheel pipeline ...` that are outcomes, not failures.
+NOTHING_NEW, GATE_FAILED = 3, 4
+
+STEP = '"$FLYWHEEL" pipeline {step} --model "$MODEL" --json'
+STEP_ENV = {"FLYWHEEL": FLYWHEEL, "MODEL": "{{ params.model }}"}
+
+
+def flywheel(*args: str, ok: tuple[int, ...] = (0,)) -> tuple[int, Any]:
+    """Run a flywheel command with --json; returns (exit code, parsed output)."""
+    result = subprocess.run([FLYWHEEL, *args, "--json"], capture_output=True, text=True, cwd=HOME)
+    print(result.stdout[-4000:], result.stderr[-4000:], sep="\n")
+    if result.returncode not in ok:
+        raise RuntimeError(f"flywheel {' '.join(args)} exited {result.returncode}")
+    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def report_failure(context: dict[str, Any]) -> None:
+    """DAG failure callback: count the failed run where monitoring sees it (RetrainFailed)."""
+    run = context["dag_run"]
+    model = (run.conf or {}).get("model", MODEL)
+    flywheel(
+        "pipeline",
+        "report",
+        "--model",
+        model,
+        "--dag-run-id",
+        run.run_id,
+        "--state",
+        "failed",
+        "--reason",
+        str(context.get("reason") or "a task failed"),
+    )
+
+
+@dag(
+    dag_id="flywheel_retrain",
+    description="Retrain on new data or drift, gate against the champion, publish and canary.",
+    schedule=SCHEDULE,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # steps default to the latest snapshot: runs go one after another
+    dagrun_timeout=timedelta(hours=1),
+    default_args={
+        "retries": 1,
+        "retry_delay": timedelta(seconds=10),
+        "execution_timeout": timedelta(minutes=20),
+    },
+    params={
+        "model": Param(MODEL, type="string", description="Model to retrain."),
+        "reason": Param("schedule", type="string", description="Why this run: schedule, drift, manual."),
+        "alert_labels": Param([], type="array", description="Labels of the alerts that triggered it."),
+    },
+    on_failure_callback=report_failure,
+    tags=["flywheel"],
+)
+def flywheel_retrain() -> None:
+    ingest = BashOperator(
+        task_id="ingest",
+        bash_command=STEP.format(step="ingest"),
+        env=STEP_ENV,
+        append_env=True,
+        skip_on_exit_code=NOTHING_NEW,  # nothing new under the raw prefix: skip the whole run
+    )
+    preprocess = BashOperator(
+        task_id="preprocess", bash_command=STEP.format(step="preprocess"), env=STEP_ENV, append_env=True
+    )
+    trainers = [
+        BashOperator(
+            task_id=f"train_{framework}",
+            bash_command=STEP.format(step="train") + f" --framework {framework}",
+            env=STEP_ENV,
+            append_env=True,
+        )
+        for framework in ("pytorch", "tensorflow")
+    ]
+
+    @task.branch(task_id="evaluate")
+    def evaluate(params: dict[str, Any] | None = None) -> str:
+        code, result = flywheel("pipeline", "evaluate", "--model", params["model"], ok=(0, GATE_FAILED))
+        gate = result["gate"]
+        if code == 0 and gate["passed"]:
+            return "package"
+        print("evaluation gate failed:", "; ".join(gate.get("reasons", [])))
+        return "gate_failed"
+
+    gate_failed = EmptyOperator(task_id="gate_failed")
+    package, publish, deploy = (
+        BashOperator(task_id=step, bash_command=STEP.format(step=step), env=STEP_ENV, append_env=True)
+        for step in ("package", "publish", "deploy")
+    )
+
+    @task(task_id="report", trigger_rule="none_failed")
+    def report(params: dict[str, Any] | None = None, ti: Any = None, dag_run: Any = None) -> str:
+        branch = ti.xcom_pull(task_ids="evaluate")
+        state = {None: "skipped", "gate_failed": "rejected", "package": "published"}[branch]
+        reason = (
+            f"{params['reason']}: "
+            + {
+                "skipped": "no new data under the raw prefix",
+                "rejected": "the evaluation gate failed",
+                "published": "published and deployed as a canary",
+            }[state]
+        )
+        flywheel(
+            "pipeline",
+            "report",
+            "--model",
+            params["model"],
+            "--dag-run-id",
+            dag_run.run_id,
+            "--state",
+            state,
+            "--reason",
+            reason,
+        )
+        return state
+
+    branch = evaluate()
+    ingest >> preprocess >> trainers >> branch
+    branch >> package >> publish >> deploy
+    branch >> gate_failed
+    [deploy, gate_failed] >> report()
+
+
+retrain = flywheel_retrain()

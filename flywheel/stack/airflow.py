@@ -1,0 +1,145 @@
+"""Airflow 3 in ``flywheel up``: api-server, scheduler and dag-processor from ``.venv-airflow``.
+
+- Everything binds ``settings.host``; the scheduler runs with ``--skip-serve-logs`` (no log server
+  on 0.0.0.0) and task logs are read from files.
+- The simple auth manager knows one admin user, ``airflow_username``, whose password is generated
+  into ``var/credentials`` and handed to Airflow as a passwords file: Airflow never generates or
+  prints one. The JWT and API secrets are generated the same way and shared by the three
+  components (tasks authenticate to the execution API with them).
+- DAG tasks inherit the ``FLYWHEEL_*`` settings, so each ``flywheel pipeline ...`` step they run
+  sees the same store, S3 endpoint and gateway as the stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from flywheel.settings import FlywheelSettings
+from flywheel.stack.airflow_env import airflow_environment
+from flywheel.stack.credentials import admin_token, airflow_password, generated_secret
+from flywheel.stack.process import HealthProbe, ServiceSpec
+
+
+def airflow_bin(settings: FlywheelSettings) -> Path:
+    return settings.home / ".venv-airflow" / "bin" / "airflow"
+
+
+def dags_folder(settings: FlywheelSettings) -> Path:
+    return settings.home / "dags"
+
+
+def airflow_stack_environment(settings: FlywheelSettings) -> dict[str, str]:
+    """Airflow's variables for the local stack, plus the settings its tasks pass on to ``flywheel``."""
+    home = settings.var_path / "airflow"
+    base_url = settings.resolved_airflow_url
+    passwords = settings.var_path / "credentials" / "airflow-passwords.json"
+    return {
+        **settings.as_env(),
+        "FLYWHEEL_HOME": str(settings.home),
+        "FLYWHEEL_ADMIN_TOKEN": admin_token(settings),
+        **airflow_environment(home, dags_folder(settings)),
+        "AIRFLOW__API__HOST": settings.host,
+        "AIRFLOW__API__PORT": str(settings.airflow_port),
+        "AIRFLOW__API__BASE_URL": base_url,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+        "AIRFLOW__API__SECRET_KEY": generated_secret(settings, "airflow-api-secret"),
+        "AIRFLOW__API_AUTH__JWT_SECRET": generated_secret(settings, "airflow-jwt-secret"),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow_username}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        # Two cores: parse with one process, notice new DAG files within seconds.
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
+        "PYTHONPATH": "",  # .venv-airflow stands on its own
+    }
+
+
+def write_passwords_file(settings: FlywheelSettings) -> Path:
+    """Airflow's simple-auth passwords file, mode 0600, rewritten to match the configured password."""
+    path = settings.var_path / "credentials" / "airflow-passwords.json"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump({settings.airflow_username: airflow_password(settings)}, handle)
+    return path
+
+
+def migrate_database(settings: FlywheelSettings, timeout_s: float = 600) -> None:
+    """``airflow db migrate``: creates the SQLite DB on first run, a quick check afterwards."""
+    environment = {**os.environ, **airflow_stack_environment(settings)}
+    (settings.var_path / "airflow").mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [str(airflow_bin(settings)), "db", "migrate"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{(result.stdout + result.stderr)[-2000:]}")
+
+
+def _component_probe(base_url: str, component: str) -> HealthProbe:
+    """Healthy when the api-server's monitor endpoint reports ``component`` healthy."""
+
+    def probe() -> str | None:
+        try:
+            health = httpx.get(f"{base_url}/api/v2/monitor/health", timeout=5).json()
+        except (httpx.HTTPError, ValueError) as error:
+            return f"api-server: {type(error).__name__}"
+        status = (health.get(component) or {}).get("status")
+        return None if status == "healthy" else f"{component}: {status}"
+
+    return probe
+
+
+def airflow_services(settings: FlywheelSettings) -> list[ServiceSpec]:
+    base_url = settings.resolved_airflow_url
+    environment = airflow_stack_environment(settings)
+    airflow = str(airflow_bin(settings))
+
+    def prepare_api_server() -> None:
+        write_passwords_file(settings)
+        migrate_database(settings)
+
+    return [
+        ServiceSpec(
+            name="airflow-api-server",
+            argv=[
+                airflow,
+                "api-server",
+                "--host",
+                settings.host,
+                "--port",
+                str(settings.airflow_port),
+                "--workers",
+                "1",
+            ],
+            probe=_component_probe(base_url, "metadatabase"),
+            urls={"http": base_url},
+            env=environment,
+            cwd=settings.home,
+            prepare=prepare_api_server,
+        ),
+        ServiceSpec(
+            name="airflow-scheduler",
+            argv=[airflow, "scheduler", "--skip-serve-logs"],
+            probe=_component_probe(base_url, "scheduler"),
+            env=environment,
+            cwd=settings.home,
+        ),
+        ServiceSpec(
+            name="airflow-dag-processor",
+            argv=[airflow, "dag-processor"],
+            probe=_component_probe(base_url, "dag_processor"),
+            env=environment,
+            cwd=settings.home,
+        ),
+    ]
