@@ -7,8 +7,8 @@ Routes (under ``/admin``, behind the bearer token like the rest of the admin API
   Airflow starts at once in the background.
 - ``GET /retrain``: the outbox, pending and recently delivered.
 - ``POST /retrain/runs``: the retraining DAG reports a finished run (``published``,
-  ``rejected`` by the gate, ``skipped`` for want of new data, ``failed``); counted in ``flywheel_retrain_runs_total``, which the ``RetrainFailed`` rule
-  watches.
+  ``rejected`` by the gate, ``skipped`` for want of new data, ``failed``); counted in
+  ``flywheel_retrain_runs_total``, which the ``RetrainFailed`` rule watches.
 """
 
 from __future__ import annotations
