@@ -393,51 +393,7 @@ def _predict_once(
     }
 
 
-def drift(
-    ctx: typer.Context,
-    name: str = typer.Argument(..., help="Model name."),
-    version: int = typer.Option(None, "--version", min=1, help="Version (default: every deployed one)."),
-    as_json: bool = JSON_OPTION,
-) -> None:
-    """Per-feature drift of live traffic (the gateway's sampled bins) against the training profile."""
-    from flywheel.cli.models_commands import open_store
-    from monitoring.drift import assess
-    from monitoring.exporter import aligned_counts, gateway_bins
-
-    settings: FlywheelSettings = ctx.obj
-    spec = admin_call(settings, "GET", f"/deployments/{name}", as_json)
-    versions = [version] if version else sorted({v["version"] for v in spec["variants"]})
-    try:
-        counts = gateway_bins(f"{settings.gateway_url}/metrics")()
-    except httpx.HTTPError as error:
-        fail(f"the gateway at {settings.gateway_url} is not reachable ({error})", as_json)
-    store = open_store(settings)
-    reports = {}
-    for number in versions:
-        profile = json.loads(store.read_artifact(name, number, "profile.json"))
-        live = aligned_counts(profile, counts.get((name, str(number)), {}))
-        reports[str(number)] = assess(profile, live).to_json()
-    data = {"model": name, "window": "since the gateway started", "versions": reports}
-
-    def render(data: dict[str, Any]) -> None:
-        for number, report in data["versions"].items():
-            table = Table(
-                title=f"{name} v{number}: drift {'DETECTED' if report['detected'] else 'not detected'}"
-            )
-            for column in ("feature", "samples", "PSI", "KS", "p-value", "level"):
-                table.add_column(column, justify="left" if column in ("feature", "level") else "right")
-            rows = report["features"] + ([report["prediction"]] if report["prediction"] else [])
-            for row in rows:
-                table.add_row(
-                    row["feature"], f"{row['samples']:.0f}", f"{row['psi']:.4f}",
-                    "" if row["ks"] is None else f"{row['ks']:.4f}", f"{row['p_value']:.3g}", row["level"],
-                )  # fmt: skip
-            console.print(table)
-
-    emit(data, as_json, render)
-
-
 def register(app: typer.Typer) -> None:
-    for command in (deploy, promote, rollback, abort, weights, routing, predict, drift):
+    for command in (deploy, promote, rollback, abort, weights, routing, predict):
         app.command()(command)
     app.add_typer(rollout_app, name="rollout")

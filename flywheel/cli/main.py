@@ -11,6 +11,7 @@ from flywheel.cli import (
     data_commands,
     gateway_commands,
     models_commands,
+    monitoring_commands,
     pipeline_commands,
     retrain_commands,
     stack_commands,
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 stack_commands.register(app)
 gateway_commands.register(app)
+monitoring_commands.register(app)
 app.add_typer(models_commands.models_app, name="models")
 app.add_typer(data_commands.data_app, name="data")
 app.add_typer(pipeline_commands.pipeline_app, name="pipeline")
