@@ -181,6 +181,14 @@ class FlywheelSettings(BaseSettings):
             "when nothing is new). Empty: only alerts and `flywheel retrain` start runs."
         ),
     )
+    retrain_canary_steps: str = Field(
+        default="10,50,100",
+        pattern=r"^[0-9.]+(,[0-9.]+)*$",
+        description="Traffic steps (percent) of the canary a retrained version rolls out through.",
+    )
+    retrain_canary_interval_s: float = Field(
+        default=30.0, gt=0, description="Bake time of each step of a retrained version's canary."
+    )
     retrain_alerts: str = Field(
         default="FeatureDrift,PredictionDrift",
         description="Comma-separated alert names that trigger retraining; other alerts are only recorded.",

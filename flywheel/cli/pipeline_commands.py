@@ -188,8 +188,12 @@ def deploy_run(
     model: str = MODEL_OPTION,
     run_id: str = RUN_OPTION,
     backend: str = typer.Option("triton", "--backend", help="triton, torchserve or tfserving."),
-    steps: str = typer.Option("10,50,100", "--steps", help="Canary steps in percent."),
-    interval: str = typer.Option("30s", "--interval", help="Bake time per step: 30s, 2m."),
+    steps: str = typer.Option(
+        None, "--steps", help="Canary steps in percent (default: retrain_canary_steps)."
+    ),
+    interval: str = typer.Option(
+        None, "--interval", help="Bake time per step: 30s, 2m (default: retrain_canary_interval_s)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Roll the run's published version out: a canary beside what serves now, or a first deploy.
@@ -225,8 +229,8 @@ def deploy_run(
         try:
             body |= {
                 "strategy": "canary",
-                "steps": [float(step) for step in steps.split(",")],
-                "interval_s": parse_duration(interval),
+                "steps": [float(step) for step in (steps or settings.retrain_canary_steps).split(",")],
+                "interval_s": parse_duration(interval) if interval else settings.retrain_canary_interval_s,
             }
         except ValueError as error:
             fail(f"--steps/--interval: {error}", as_json, exit_code=2)

@@ -50,8 +50,11 @@ class RenderedPanel:
 
 
 def fetch(
-    prometheus_url: str, dashboard: Dashboard = FLYWHEEL, minutes: float = 30, step: float | None = None
-, end: float | None = None
+    prometheus_url: str,
+    dashboard: Dashboard = FLYWHEEL,
+    minutes: float = 30,
+    step: float | None = None,
+    end: float | None = None,
 ) -> tuple[list[RenderedPanel], list[tuple[float, str]]]:
     end = end or time.time()
     start = end - minutes * 60
