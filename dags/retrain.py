@@ -33,15 +33,26 @@ from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, dag, task
 
-HOME = Path(os.environ.get("FLYWHEEL_HOME") or Path(__file__).resolve().parents[1])
-FLYWHEEL = str(HOME / ".venv" / "bin" / "flywheel")
+REPO = Path(__file__).resolve().parents[1]  # dags/ sits in the checkout beside .venv
+HOME = Path(os.environ.get("FLYWHEEL_HOME") or REPO)  # where the stack's var/ is
+FLYWHEEL = str(REPO / ".venv" / "bin" / "flywheel")
 MODEL = os.environ.get("FLYWHEEL_MODEL_NAME", "stock-forecaster")
 SCHEDULE = os.environ.get("FLYWHEEL_RETRAIN_SCHEDULE", "*/10 * * * *") or None
 #: Exit codes of `flywheel pipeline ...` that are outcomes, not failures.
 NOTHING_NEW, GATE_FAILED = 3, 4
 
-STEP = '"$FLYWHEEL" pipeline {step} --model "$MODEL" --json'
-STEP_ENV = {"FLYWHEEL": FLYWHEEL, "MODEL": "{{ params.model }}"}
+
+
+def step(task_id: str, command: str, **kwargs: Any) -> BashOperator:
+    """A BashOperator running ``flywheel pipeline COMMAND`` for the run's model, from the stack's home."""
+    return BashOperator(
+        task_id=task_id,
+        bash_command=f'"$FLYWHEEL" pipeline {command} --model "$MODEL" --json',
+        env={"FLYWHEEL": FLYWHEEL, "MODEL": "{{ params.model }}"},
+        append_env=True,  # the FLYWHEEL_* settings the stack gave Airflow
+        cwd=str(HOME),
+        **kwargs,
+    )
 
 
 def flywheel(*args: str, ok: tuple[int, ...] = (0,)) -> tuple[int, Any]:
@@ -93,25 +104,10 @@ def report_failure(context: dict[str, Any]) -> None:
     tags=["flywheel"],
 )
 def flywheel_retrain() -> None:
-    ingest = BashOperator(
-        task_id="ingest",
-        bash_command=STEP.format(step="ingest"),
-        env=STEP_ENV,
-        append_env=True,
-        skip_on_exit_code=NOTHING_NEW,  # nothing new under the raw prefix: skip the whole run
-    )
-    preprocess = BashOperator(
-        task_id="preprocess", bash_command=STEP.format(step="preprocess"), env=STEP_ENV, append_env=True
-    )
-    trainers = [
-        BashOperator(
-            task_id=f"train_{framework}",
-            bash_command=STEP.format(step="train") + f" --framework {framework}",
-            env=STEP_ENV,
-            append_env=True,
-        )
-        for framework in ("pytorch", "tensorflow")
-    ]
+    # Exit code 3: nothing new under the raw prefix, so the whole run is skipped.
+    ingest = step("ingest", "ingest", skip_on_exit_code=NOTHING_NEW)
+    preprocess = step("preprocess", "preprocess")
+    trainers = [step(f"train_{name}", f"train --framework {name}") for name in ("pytorch", "tensorflow")]
 
     @task.branch(task_id="evaluate")
     def evaluate(params: dict[str, Any] | None = None) -> str:
@@ -123,10 +119,7 @@ def flywheel_retrain() -> None:
         return "gate_failed"
 
     gate_failed = EmptyOperator(task_id="gate_failed")
-    package, publish, deploy = (
-        BashOperator(task_id=step, bash_command=STEP.format(step=step), env=STEP_ENV, append_env=True)
-        for step in ("package", "publish", "deploy")
-    )
+    package, publish, deploy = (step(name, name) for name in ("package", "publish", "deploy"))
 
     @task(task_id="report", trigger_rule="none_failed")
     def report(params: dict[str, Any] | None = None, ti: Any = None, dag_run: Any = None) -> str:

@@ -122,3 +122,9 @@ class AirflowClient:
             return None
         result: dict[str, Any] = self._json(response, f"DAG {dag_id}")
         return result
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self._json(
+            self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": paused}),
+            f"{'pause' if paused else 'unpause'} {dag_id}",
+        )

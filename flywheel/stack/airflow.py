@@ -25,12 +25,16 @@ from flywheel.stack.credentials import admin_token, airflow_password, generated_
 from flywheel.stack.process import HealthProbe, ServiceSpec
 
 
-def airflow_bin(settings: FlywheelSettings) -> Path:
-    return settings.home / ".venv-airflow" / "bin" / "airflow"
+#: The checkout holding ``.venv-airflow`` and ``dags/`` (settings.home may be elsewhere, e.g. in tests).
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def dags_folder(settings: FlywheelSettings) -> Path:
-    return settings.home / "dags"
+def airflow_bin() -> Path:
+    return REPO_ROOT / ".venv-airflow" / "bin" / "airflow"
+
+
+def dags_folder() -> Path:
+    return REPO_ROOT / "dags"
 
 
 def airflow_stack_environment(settings: FlywheelSettings) -> dict[str, str]:
@@ -40,9 +44,8 @@ def airflow_stack_environment(settings: FlywheelSettings) -> dict[str, str]:
     passwords = settings.var_path / "credentials" / "airflow-passwords.json"
     return {
         **settings.as_env(),
-        "FLYWHEEL_HOME": str(settings.home),
         "FLYWHEEL_ADMIN_TOKEN": admin_token(settings),
-        **airflow_environment(home, dags_folder(settings)),
+        **airflow_environment(home, dags_folder()),
         "AIRFLOW__API__HOST": settings.host,
         "AIRFLOW__API__PORT": str(settings.airflow_port),
         "AIRFLOW__API__BASE_URL": base_url,
@@ -76,7 +79,7 @@ def migrate_database(settings: FlywheelSettings, timeout_s: float = 600) -> None
     environment = {**os.environ, **airflow_stack_environment(settings)}
     (settings.var_path / "airflow").mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
-        [str(airflow_bin(settings)), "db", "migrate"],
+        [str(airflow_bin()), "db", "migrate"],
         env=environment,
         capture_output=True,
         text=True,
@@ -103,7 +106,7 @@ def _component_probe(base_url: str, component: str) -> HealthProbe:
 def airflow_services(settings: FlywheelSettings) -> list[ServiceSpec]:
     base_url = settings.resolved_airflow_url
     environment = airflow_stack_environment(settings)
-    airflow = str(airflow_bin(settings))
+    airflow = str(airflow_bin())
 
     def prepare_api_server() -> None:
         write_passwords_file(settings)

@@ -12,9 +12,13 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from model_store import ModelStore
+from model_store.manifest import Signature
 from serving.backends.base import BackendUnavailableError, ModelBackend
 from serving.gateway.routing_table import RoutingTable
+from serving.protocols.v2 import V2_TO_NUMPY
 from serving.routing import operations
 from serving.routing.spec import RoutingSpec, SpecError
 from serving.routing.spec_store import SpecNotFoundError, SpecStore
@@ -80,6 +84,7 @@ class AdminService:
         await server.load(model, version)
         if not await server.ready(model, version):
             raise BackendUnavailableError(f"{backend} loaded {model} v{version} but it is not ready")
+        await warm_up(server, model, version, manifest.signature)
         if bake_s is not None:
             if strategy != "blue_green":
                 raise SpecError("a bake time drives a blue-green rollout; use --strategy blue_green")
@@ -214,3 +219,21 @@ class AdminService:
         if current is None:
             raise SpecNotFoundError(model)
         return current
+
+
+#: Inferences a freshly loaded version answers before it gets traffic: first calls are slow
+#: (lazy initialisation in the servers), and a canary's latency check must not judge them.
+WARMUP_REQUESTS = 5
+
+
+async def warm_up(server: ModelBackend, model: str, version: int, signature: Signature) -> None:
+    """Send zero-valued inputs shaped by the signature (batch 1); failures surface as the deploy's error."""
+    inputs = {
+        spec.name: np.zeros([1 if dim < 0 else dim for dim in spec.shape], dtype=V2_TO_NUMPY[spec.datatype])
+        for spec in signature.inputs
+        if spec.datatype in V2_TO_NUMPY
+    }
+    if len(inputs) != len(signature.inputs):
+        return  # an input numpy cannot build (BYTES): no synthetic warm-up
+    for _ in range(WARMUP_REQUESTS):
+        await server.infer(model, version, inputs)

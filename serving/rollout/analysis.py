@@ -12,7 +12,9 @@ Checks, each with a reason in the verdict:
   candidate, over the candidate's requests; must stay under ``max_error_rate`` and within
   ``max_error_rate`` of the stable variant's;
 - **latency**: the candidate's p99 (from the histogram buckets of the window) at most
-  ``max_p99_ratio`` times the stable p99 (with ``min_p99_slack_s`` of slack for tiny numbers);
+  ``max_p99_ratio`` times the stable p99 (with ``min_p99_slack_s`` of slack for tiny numbers),
+  judged once the candidate has ``min_latency_requests`` requests: a p99 of fewer samples is
+  their maximum, and one scheduler hiccup on a busy node would roll back a good version;
 - **prediction drift**: PSI between the two versions' prediction histograms (the gateway's drift
   sampling bins) at most ``max_prediction_psi``;
 - **quality**, where feedback arrives (``/v2/models/{m}/feedback``): the posterior probability
@@ -23,7 +25,8 @@ Checks, each with a reason in the verdict:
 
 A failing check fails the step at once, even before the bake interval ends (that is what keeps
 a bad candidate's share of traffic small). Passing needs the interval to be over and at least
-``min_requests`` candidate requests, so a quiet step waits for evidence instead of passing.
+``min_requests`` candidate requests (and ``min_latency_requests``, so that latency was judged):
+a quiet step waits for evidence instead of passing.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ DEFAULT_THRESHOLDS = {
     "max_error_rate": 0.02,
     "max_p99_ratio": 3.0,
     "min_p99_slack_s": 0.005,
+    "min_latency_requests": 200,
     # Loose on purpose: a retrain after drift should predict differently; this catches gross
     # disagreement (everything in one extreme bin scores about 6).
     "max_prediction_psi": 3.0,
@@ -214,7 +218,8 @@ def analyse(
             )
     candidate_p99, stable_p99 = p99(candidate.latency_buckets), p99(stable.latency_buckets)
     metrics |= {"candidate_p99_s": candidate_p99, "stable_p99_s": stable_p99}
-    if candidate_p99 is not None and stable_p99 is not None and candidate.requests >= 10:
+    enough = candidate.requests >= limits["min_latency_requests"]
+    if candidate_p99 is not None and stable_p99 is not None and enough:
         allowed = max(stable_p99 * limits["max_p99_ratio"], stable_p99 + limits["min_p99_slack_s"])
         if candidate_p99 > allowed:
             failures.append(f"p99 {candidate_p99 * 1000:.1f} ms over {allowed * 1000:.1f} ms allowed")
@@ -238,8 +243,9 @@ def analyse(
         return Verdict(False, failures, metrics)
     if not interval_over:
         return Verdict(None, ["baking"], metrics)
-    if candidate.requests < limits["min_requests"]:
-        return Verdict(None, [f"waiting for {limits['min_requests']:.0f} candidate requests"], metrics)
+    needed = max(limits["min_requests"], limits["min_latency_requests"])  # a pass needs a latency verdict
+    if candidate.requests < needed:
+        return Verdict(None, [f"waiting for {needed:.0f} candidate requests"], metrics)
     return Verdict(True, ["errors, latency and predictions within bounds"], metrics)
 
 

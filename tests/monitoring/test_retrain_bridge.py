@@ -54,7 +54,7 @@ class RecordingAirflow:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if self.path == "/auth/token":
                     ok = body == {"username": "flywheel", "password": "secret"}
@@ -128,7 +128,9 @@ def test_one_trigger_per_model_episode_and_resolved_or_foreign_alerts_trigger_no
     later = alert("FeatureDrift", "bb02", "2026-11-23T10:02:00Z", model="m", version="1", feature="f2")
     prediction = alert("PredictionDrift", "cc03", "2026-11-23T10:05:00Z", model="m", version="1")
     other_model = alert("FeatureDrift", "dd04", "2026-11-23T10:01:00Z", model="n", version="3", feature="f1")
-    resolved = alert("FeatureDrift", "ee05", "2026-11-23T09:00:00Z", status="resolved", model="o", version="1")
+    resolved = alert(
+        "FeatureDrift", "ee05", "2026-11-23T09:00:00Z", status="resolved", model="o", version="1"
+    )
     foreign = alert("HighLatencyP99", "ff06", "2026-11-23T10:00:00Z", model="m", variant="v1")
     unlabelled = alert("FeatureDrift", "0a07", "2026-11-23T10:00:00Z", feature="f1")
 
@@ -161,7 +163,10 @@ def test_malformed_payloads_are_rejected() -> None:
         {"status": "firing"},
         {"status": "firing", "alerts": [{"status": "firing", "labels": {}}]},
         {"status": "weird", "alerts": []},
-        {"status": "firing", "alerts": [alert("FeatureDrift", "not-hex!", "2026-11-23T10:00:00Z", model="m")]},
+        {
+            "status": "firing",
+            "alerts": [alert("FeatureDrift", "not-hex!", "2026-11-23T10:00:00Z", model="m")],
+        },
         {"status": "firing", "alerts": [alert("FeatureDrift", "aa", "yesterday", model="m")]},
     ]
     for body in bad:
@@ -174,7 +179,9 @@ def test_a_trigger_survives_an_airflow_outage_and_is_delivered_exactly_once(
 ) -> None:
     clock = Clock()
     bridge = bridge_for(airflow, tmp_path / "outbox", clock)
-    drift = payload(alert("FeatureDrift", "ab12", "2026-11-23T10:00:00Z", model="m", version="1", feature="f"))
+    drift = payload(
+        alert("FeatureDrift", "ab12", "2026-11-23T10:00:00Z", model="m", version="1", feature="f")
+    )
 
     result = bridge.accept(drift)
     assert [t.model for t in result.queued] == ["m"] and result.duplicates == []
@@ -209,7 +216,9 @@ def test_a_trigger_survives_an_airflow_outage_and_is_delivered_exactly_once(
     assert bridge.deliver() == [] and len(airflow.calls) == 1
 
 
-def test_a_repeated_delivery_gets_409_and_never_a_second_run(airflow: RecordingAirflow, tmp_path: Path) -> None:
+def test_a_repeated_delivery_gets_409_and_never_a_second_run(
+    airflow: RecordingAirflow, tmp_path: Path
+) -> None:
     """A crash between Airflow's answer and the outbox update means one more attempt: it must not double."""
     airflow.start()
     clock = Clock()
@@ -224,7 +233,9 @@ def test_a_repeated_delivery_gets_409_and_never_a_second_run(airflow: RecordingA
     assert len(airflow.runs) == 1 and len(airflow.calls) == 2
 
 
-def test_wrong_airflow_credentials_keep_the_trigger_pending(airflow: RecordingAirflow, tmp_path: Path) -> None:
+def test_wrong_airflow_credentials_keep_the_trigger_pending(
+    airflow: RecordingAirflow, tmp_path: Path
+) -> None:
     airflow.start()
     clock = Clock()
     client = AirflowClient(airflow.url, "flywheel", "wrong", timeout_s=2)

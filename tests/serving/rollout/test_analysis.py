@@ -25,9 +25,11 @@ def test_p99_and_psi() -> None:
 
 
 def test_a_healthy_candidate_passes_only_after_the_bake_with_enough_requests() -> None:
-    stable, candidate = counters(300), counters(100)
+    stable, candidate = counters(300), counters(300)
     assert analyse(stable, candidate, {}, interval_over=False).passed is None
     assert analyse(stable, counters(5), {}, interval_over=True).passed is None
+    # Enough for min_requests but not for a p99: passing waits for the latency verdict.
+    assert analyse(stable, counters(100), {}, interval_over=True).passed is None
     verdict = analyse(stable, candidate, {}, interval_over=True)
     assert verdict.passed is True and verdict.metrics["candidate_error_rate"] == 0
 
@@ -36,7 +38,7 @@ def test_a_healthy_candidate_passes_only_after_the_bake_with_enough_requests() -
     ("candidate", "reason"),
     [
         (counters(100, errors=20), "error rate 20.0%"),
-        (counters(100, buckets=SLOW), "p99 100.0 ms"),
+        (counters(300, buckets=SLOW), "p99 100.0 ms"),
         (counters(100, bins={"3": 100.0}), "prediction PSI"),
     ],
 )
@@ -47,10 +49,20 @@ def test_a_bad_candidate_fails_at_once_without_waiting_for_the_bake(
     assert verdict.passed is False and reason in verdict.reasons[0]
 
 
+def test_a_p99_of_too_few_requests_is_not_judged() -> None:
+    """Two slow requests in a hundred (a cold model, a busy node) are that sample's p99: not evidence."""
+    few_slow = analyse(counters(300), counters(100, buckets=SLOW), {}, interval_over=False)
+    assert few_slow.passed is None and few_slow.metrics["candidate_p99_s"] == 0.1
+    judged = analyse(
+        counters(300), counters(100, buckets=SLOW), {"min_latency_requests": 50}, interval_over=False
+    )
+    assert judged.passed is False and "p99" in judged.reasons[0]
+
+
 def test_thresholds_come_from_the_spec_and_one_error_is_not_enough() -> None:
-    assert analyse(counters(300), counters(100, errors=2), {}, interval_over=True).passed is True
+    assert analyse(counters(300), counters(200, errors=4), {}, interval_over=True).passed is True
     assert (
-        analyse(counters(300), counters(100, errors=5), {"max_error_rate": 0.10}, interval_over=True).passed
+        analyse(counters(300), counters(200, errors=10), {"max_error_rate": 0.10}, interval_over=True).passed
         is True
     )
     window = counters(150, errors=3).minus(counters(50, errors=3))

@@ -1,0 +1,168 @@
+"""One whole `flywheel up` stack on free ports for the loop tests: S3, model servers, gateway, rollout
+controller, drift exporter, Prometheus, Alertmanager and Airflow, all real processes.
+
+Tuned for test time, not realism: every sampled request counted, 1 s scrapes, a 20 s drift window,
+drift alerts after holding 2 s, a per-minute retraining schedule (the new-data check) and a
+two-step canary of 5 s per step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from flywheel.airflow_client import AirflowClient
+from flywheel.settings import FlywheelSettings
+from flywheel.stack.credentials import admin_token, airflow_password
+from model_store import ModelStore
+from monitoring.traffic import reference_windows, replay, send_traffic
+from tests.support import REPO_ROOT, free_port
+
+MODEL = "stock-forecaster"
+DAG_ID = "flywheel_retrain"
+LOOP_SETTINGS = {
+    "FLYWHEEL_DRIFT_SAMPLE_RATE": "1.0",
+    "FLYWHEEL_SCRAPE_INTERVAL_S": "1",
+    "FLYWHEEL_DRIFT_INTERVAL_S": "1",
+    "FLYWHEEL_DRIFT_WINDOW_S": "20",
+    "FLYWHEEL_DRIFT_ALERT_FOR": "2s",
+    "FLYWHEEL_RETRAIN_SCHEDULE": "* * * * *",
+    "FLYWHEEL_RETRAIN_CANARY_STEPS": "50,100",
+    "FLYWHEEL_RETRAIN_CANARY_INTERVAL_S": "5",
+    "FLYWHEEL_ROLLOUT_TICK_S": "1",
+    "FLYWHEEL_MODEL_NAME": MODEL,
+}
+
+
+class LoopStack:
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home = home
+        self.env = env
+        self.settings = FlywheelSettings(
+            **{key.removeprefix("FLYWHEEL_").lower(): value for key, value in env.items()
+               if key.startswith("FLYWHEEL_") and key != "FLYWHEEL_CONFIG"}
+        )  # fmt: skip
+        self.http = httpx.Client(timeout=30)
+        self._airflow: AirflowClient | None = None
+
+    def flywheel(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "flywheel", *args],
+            env=self.env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def flywheel_json(self, *args: str, timeout: float = 600) -> Any:
+        result = self.flywheel(*args, "--json", timeout=timeout)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        return json.loads(result.stdout)
+
+    @property
+    def airflow(self) -> AirflowClient:
+        if self._airflow is None:
+            self._airflow = AirflowClient(
+                self.settings.resolved_airflow_url,
+                self.settings.airflow_username,
+                airflow_password(self.settings),
+            )
+        return self._airflow
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {admin_token(self.settings)}"}
+
+    @property
+    def store(self) -> ModelStore:
+        return ModelStore.open(self.settings.resolve_store_uri(), self.settings)
+
+    def prometheus(self, expr: str) -> list[dict[str, Any]]:
+        body = self.http.get(f"{self.settings.prometheus_url}/api/v1/query", params={"query": expr}).json()
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def exporter_gauge(self, name: str) -> dict[str, float]:
+        text = self.http.get(f"http://127.0.0.1:{self.settings.drift_exporter_port}/metrics").text
+        return {
+            line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name + "{")
+        }
+
+    def runs(self, prefix: str = "") -> list[dict[str, Any]]:
+        return [run for run in self.airflow.dag_runs(DAG_ID) if run["dag_run_id"].startswith(prefix)]
+
+    def wait_run_finished(self, run_id: str, timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            run = self.airflow.dag_run(DAG_ID, run_id)
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(1)  # polling Airflow's run state with a deadline
+        raise TimeoutError(f"run {run_id} did not finish in {timeout_s:.0f} s")
+
+
+class Traffic:
+    """Steady background requests replayed from v1's training windows, optionally shifted."""
+
+    def __init__(self, stack: LoopStack, shift: dict[str, float] | None = None, seed: int = 0) -> None:
+        profile = json.loads(stack.store.read_artifact(MODEL, 1, "profile.json"))
+        self.features = replay(
+            reference_windows(stack.store, MODEL, 1), profile, 4096, np.random.default_rng(seed), shift
+        )
+        self.url = stack.settings.gateway_url
+        self.statuses: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for status, count in send_traffic(self.url, MODEL, self.features[:256], batch_rows=16).items():
+                self.statuses[status] = self.statuses.get(status, 0) + count
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopStack]:
+    home = tmp_path_factory.mktemp("loop")
+    ports = {
+        f"FLYWHEEL_{name.upper()}": str(free_port())
+        for name in FlywheelSettings.model_fields
+        if name.endswith("_port")
+    }
+    env = {
+        **os.environ,
+        **ports,
+        **LOOP_SETTINGS,
+        "FLYWHEEL_HOME": str(home),
+        "FLYWHEEL_CONFIG": str(home / "absent.toml"),
+    }
+    stack = LoopStack(home, env)
+    up = stack.flywheel("up", "--json")
+    try:
+        assert up.returncode == 0, (up.stdout + up.stderr)[-4000:]
+        yield stack
+    finally:
+        down = stack.flywheel("down", "--json", timeout=300)
+        assert down.returncode == 0, down.stdout + down.stderr
