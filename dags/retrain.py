@@ -42,7 +42,6 @@ SCHEDULE = os.environ.get("FLYWHEEL_RETRAIN_SCHEDULE", "*/10 * * * *") or None
 NOTHING_NEW, GATE_FAILED = 3, 4
 
 
-
 def step(task_id: str, command: str, **kwargs: Any) -> BashOperator:
     """A BashOperator running ``flywheel pipeline COMMAND`` for the run's model, from the stack's home."""
     return BashOperator(

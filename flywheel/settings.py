@@ -181,6 +181,10 @@ class FlywheelSettings(BaseSettings):
             "when nothing is new). Empty: only alerts and `flywheel retrain` start runs."
         ),
     )
+    batch_score_schedule: str = Field(
+        default="0 * * * *",
+        description="Cron schedule of the batch-scoring DAG, which scores new raw data. Empty: off.",
+    )
     retrain_canary_steps: str = Field(
         default="10,50,100",
         pattern=r"^[0-9.]+(,[0-9.]+)*$",

@@ -147,8 +147,11 @@ def parse_and_clean(spark: Any, input_dir: Path) -> tuple[Any, Any]:
     return clean, quarantined
 
 
-def engineer_features(clean: Any) -> Any:
-    """Per-symbol features in date order, plus the next-day target; rows lacking history are dropped."""
+def engineer_features(clean: Any, require_target: bool = True) -> Any:
+    """Per-symbol features in date order, plus the next-day target; rows lacking history are dropped.
+
+    ``require_target=False`` keeps the newest day (no next day yet), which scoring wants.
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -172,7 +175,9 @@ def engineer_features(clean: Any) -> Any:
         .withColumn(TARGET_COLUMN, F.lead("return_1d").over(by_symbol))
     )
     # The 20-day windows need 21 closes; earlier rows have partial statistics and are dropped.
-    complete = frame.where(F.col("row_number") > 21).where(F.col(TARGET_COLUMN).isNotNull())
+    complete = frame.where(F.col("row_number") > 21)
+    if require_target:
+        complete = complete.where(F.col(TARGET_COLUMN).isNotNull())
     return complete.dropna(subset=list(FEATURE_COLUMNS))
 
 

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from flywheel.cli import (
     backends_commands,
+    batch_commands,
     bench_commands,
     data_commands,
     gateway_commands,
@@ -37,6 +38,7 @@ app.add_typer(data_commands.data_app, name="data")
 app.add_typer(pipeline_commands.pipeline_app, name="pipeline")
 app.add_typer(backends_commands.backends_app, name="backends")
 app.add_typer(bench_commands.bench_app, name="bench")
+app.add_typer(batch_commands.batch_app, name="batch")
 app.command()(bench_commands.loadtest)
 app.command()(retrain_commands.retrain)
 

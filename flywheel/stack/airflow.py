@@ -24,7 +24,6 @@ from flywheel.stack.airflow_env import airflow_environment
 from flywheel.stack.credentials import admin_token, airflow_password, generated_secret
 from flywheel.stack.process import HealthProbe, ServiceSpec
 
-
 #: The checkout holding ``.venv-airflow`` and ``dags/`` (settings.home may be elsewhere, e.g. in tests).
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,6 +20,7 @@ AIRFLOW_PYTHON = REPO_ROOT / ".venv-airflow" / "bin" / "python"
 def dags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     home = tmp_path_factory.mktemp("airflow-home")
     env = {**os.environ, **airflow_environment(home, REPO_ROOT / "dags"), "FLYWHEEL_RETRAIN_SCHEDULE": ""}
+    env["FLYWHEEL_BATCH_SCORE_SCHEDULE"] = "0 * * * *"
     env.pop("PYTHONPATH", None)
     result = subprocess.run(
         [str(AIRFLOW_PYTHON), str(Path(__file__).with_name("dag_report.py")), str(REPO_ROOT / "dags")],
@@ -59,3 +60,10 @@ def test_retrain_dag_wires_ingest_to_canary_with_a_gate_branch(dags: dict[str, A
     assert all(retries >= 1 for retries in dag["retries"].values())
     assert all(dag["timeouts"].values())
     assert dag["schedule"] == "NullTimetable", "FLYWHEEL_RETRAIN_SCHEDULE='' turns the schedule off"
+
+
+def test_batch_score_dag_runs_one_scoring_task_with_retries(dags: dict[str, Any]) -> None:
+    dag = dags["flywheel_batch_score"]
+    assert dag["tasks"] == ["score"] and dag["edges"] == []
+    assert {"model", "label_share"} <= set(dag["params"])
+    assert dag["retries"]["score"] >= 1 and dag["timeouts"]["score"]

@@ -56,18 +56,20 @@ class LoopStack:
         self.http = httpx.Client(timeout=30)
         self._airflow: AirflowClient | None = None
 
-    def flywheel(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def flywheel(
+        self, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "flywheel", *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
             timeout=timeout,
         )
 
-    def flywheel_json(self, *args: str, timeout: float = 600) -> Any:
-        result = self.flywheel(*args, "--json", timeout=timeout)
+    def flywheel_json(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> Any:
+        result = self.flywheel(*args, "--json", timeout=timeout, env=env)
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
         return json.loads(result.stdout)
 
@@ -102,6 +104,46 @@ class LoopStack:
             for line in text.splitlines()
             if line.startswith(name + "{")
         }
+
+    def dag_test(self, dag_id: str, airflow_home: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """dag.test() in .venv-airflow with its own metadata DB; the tasks act on this stack (FLYWHEEL_*)."""
+        from flywheel.stack.airflow import airflow_stack_environment, dags_folder
+        from flywheel.stack.airflow_env import airflow_environment
+
+        environment = {
+            **os.environ,
+            **airflow_stack_environment(self.settings),
+            **airflow_environment(airflow_home, dags_folder()),
+            **(env or {}),
+        }
+        environment.pop("PYTHONPATH", None)
+        airflow = REPO_ROOT / ".venv-airflow" / "bin"
+        if not (airflow_home / "airflow.db").exists():
+            migrate = subprocess.run(
+                [str(airflow / "airflow"), "db", "migrate"], env=environment, capture_output=True, text=True
+            )
+            assert migrate.returncode == 0, migrate.stderr[-3000:]
+        result = subprocess.run(
+            [
+                str(airflow / "python"),
+                str(Path(__file__).with_name("dag_test_runner.py")),
+                str(dags_folder()),
+                dag_id,
+            ],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        outcome: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+        return outcome
+
+    def deployment(self, model: str = MODEL) -> dict[str, Any]:
+        response = self.http.get(
+            f"{self.settings.gateway_url}/admin/deployments/{model}", headers=self.admin_headers
+        )
+        return dict(response.json()) if response.status_code == 200 else {"variants": []}
 
     def runs(self, prefix: str = "") -> list[dict[str, Any]]:
         return [run for run in self.airflow.dag_runs(DAG_ID) if run["dag_run_id"].startswith(prefix)]

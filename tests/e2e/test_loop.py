@@ -6,71 +6,78 @@ itself and the canary promotes the new version; every dashboard query has data f
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from flywheel.stack.airflow import airflow_stack_environment, dags_folder
-from flywheel.stack.airflow_env import airflow_environment
 from model_store.datasets import DatasetStore
 from monitoring.grafana.panels import all_queries
 from monitoring.grafana.render import query_range, render
 from tests.e2e.loop_stack import DAG_ID, MODEL, LoopStack, Traffic
-from tests.support import REPO_ROOT, wait_until
+from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(900)
 DRIFT_ALERTS = 'ALERTS{alertname=~"FeatureDrift|PredictionDrift"}'
 
 
-def generate(stack: LoopStack, *args: str) -> None:
-    stack.flywheel_json("data", "generate", "--symbols", "4", "--days", "500", *args)
+def generate(stack: LoopStack, *args: str, env: dict[str, str] | None = None) -> None:
+    stack.flywheel_json("data", "generate", "--symbols", "4", "--days", "500", *args, env=env)
 
 
-def test_dag_test_publishes_v1_with_lineage_and_deploys_it(loop_stack: LoopStack, tmp_path: Path) -> None:
+def test_dag_test_runs_the_whole_dag_and_publishes_a_version_whose_lineage_names_the_snapshot(
+    loop_stack: LoopStack, tmp_path: Path
+) -> None:
+    """dag.test() in .venv-airflow with its own metadata DB; the tasks act on the stack (FLYWHEEL_*).
+
+    It trains a second model from its own raw prefix, so the stack's scheduled runs of the main
+    model never see its data.
+    """
     stack = loop_stack
-    wait_until(lambda: stack.airflow.dag(DAG_ID) is not None, 120, "the dag-processor to parse the DAG")
-    # Paused while dag.test() runs, so the per-minute schedule does not ingest the same data beside it.
-    stack.airflow.set_paused(DAG_ID, True)
-    generate(stack, "--start", "2021-01-04")
-
-    # dag.test() in .venv-airflow with its own metadata DB; its tasks act on the stack (FLYWHEEL_*).
-    env = {
-        **os.environ,
-        **airflow_stack_environment(stack.settings),
-        **airflow_environment(tmp_path / "airflow", dags_folder()),
-    }
-    env.pop("PYTHONPATH", None)
-    airflow = str(REPO_ROOT / ".venv-airflow" / "bin")
-    migrate = subprocess.run([f"{airflow}/airflow", "db", "migrate"], env=env, capture_output=True, text=True)
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
-    result = subprocess.run(
-        [f"{airflow}/python", str(Path(__file__).with_name("dag_test_runner.py")), str(dags_folder())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    other = {"FLYWHEEL_MODEL_NAME": "dagtest-forecaster", "FLYWHEEL_RAW_PREFIX": "dagtest/"}
+    generate(stack, "--start", "2021-01-04", env=other)
+    outcome = stack.dag_test(DAG_ID, tmp_path / "airflow", other)
     assert outcome["run_state"] == "success", outcome
-    assert outcome["tasks"]["gate_failed"] == "skipped" and outcome["tasks"]["deploy"] == "success", outcome
+    assert outcome["tasks"] == {
+        **{task: "success" for task in ("ingest", "preprocess", "train_pytorch", "train_tensorflow",
+                                         "evaluate", "package", "publish", "deploy", "report")},
+        "gate_failed": "skipped",
+    }  # fmt: skip
 
-    manifest = stack.store.get_manifest(MODEL, 1)
-    snapshot = DatasetStore(stack.store.storage).latest(MODEL)
+    manifest = stack.store.get_manifest("dagtest-forecaster", 1)
+    snapshot = DatasetStore(stack.store.storage).latest("dagtest-forecaster")
     assert manifest.lineage.dataset_snapshot == snapshot.snapshot_id
     assert manifest.lineage.dataset_hash == snapshot.content_hash
+    assert all("/dagtest/" in source for source in manifest.lineage.source_objects)
     spec = stack.http.get(
-        f"{stack.settings.gateway_url}/admin/deployments/{MODEL}", headers=stack.admin_headers
+        f"{stack.settings.gateway_url}/admin/deployments/dagtest-forecaster", headers=stack.admin_headers
     )
     assert [(v["version"], v["weight"]) for v in spec.json()["variants"]] == [(1, 100.0)]
 
 
+def test_new_data_starts_a_run_by_itself_which_publishes_and_deploys_v1(loop_stack: LoopStack) -> None:
+    stack = loop_stack
+    generate(stack, "--start", "2021-01-04")
+    wait_until(lambda: 1 in stack.store.list_versions(MODEL), 240, "a scheduled run to publish v1", 1)
+    published = [
+        run
+        for run in stack.runs()
+        if any(
+            t.task_id == "publish" and t.state == "success"
+            for t in stack.airflow.task_states(DAG_ID, run["dag_run_id"])
+        )
+    ]
+    assert [run["run_type"] for run in published] == ["scheduled"], "nobody triggered it"
+    wait_until(
+        lambda: [(v["version"], v["weight"]) for v in stack.deployment()["variants"]] == [(1, 100.0)],
+        120,
+        "the run's deploy task to serve v1",
+        interval_s=1,
+    )
+
+
 def test_a_rest_triggered_run_with_nothing_new_skips_cleanly(loop_stack: LoopStack) -> None:
     stack = loop_stack
-    stack.airflow.set_paused(DAG_ID, False)
     result = stack.flywheel_json("retrain", MODEL, "--reason", "manual", "--wait", "--timeout", "300")
     assert result["state"] == "success"
     assert result["tasks"]["ingest"] == "skipped" and result["tasks"]["report"] == "success"
@@ -170,6 +177,43 @@ def test_new_data_retrains_by_itself_and_the_canary_promotes_the_new_version(loo
     manifest = stack.store.get_manifest(MODEL, 2)
     assert manifest.gate is not None and manifest.gate.passed
     print(f"new data -> v2 serving 100 %: {loop_s:.0f} s")
+
+
+def test_the_batch_scoring_dag_writes_predictions_and_a_labeling_set(
+    loop_stack: LoopStack, tmp_path: Path
+) -> None:
+    import io
+
+    import pandas as pd
+
+    from model_store.backends.s3 import s3_client
+
+    stack = loop_stack
+    champion = stack.store.aliases(MODEL)["champion"]
+    outcome = stack.dag_test("flywheel_batch_score", tmp_path / "airflow")
+    assert outcome == {"run_state": "success", "tasks": {"score": "success"}}, outcome
+    client = s3_client(stack.settings)
+    bucket = stack.settings.raw_bucket
+
+    def frames(prefix: str) -> list[pd.DataFrame]:
+        keys = [
+            item["Key"] for item in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        ]
+        return [
+            pd.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+            for key in keys
+        ]
+
+    [predictions] = frames(f"scored/{MODEL}/")
+    [labeling] = frames(f"labeling/{MODEL}/")
+    assert len(predictions) > 1000 and set(predictions["model_version"]) == {champion}
+    assert predictions["prediction"].notna().all() and (predictions["disagreement"] >= 0).all()
+    assert 0 < len(labeling) <= 0.06 * len(predictions)
+    assert labeling["disagreement"].min() >= predictions["disagreement"].quantile(0.9)
+    assert len(json.loads(labeling["features"].iloc[0])) == 10, "the inputs a person labels"
+    # Everything under the raw prefix is scored now: the next run skips.
+    again = stack.dag_test("flywheel_batch_score", tmp_path / "airflow")
+    assert again == {"run_state": "success", "tasks": {"score": "skipped"}}, again
 
 
 def test_every_dashboard_query_returns_data_and_the_panels_render(

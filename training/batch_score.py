@@ -1,0 +1,203 @@
+"""Batch scoring: new raw data -> the training features -> the champion's predictions, in S3.
+
+1. **New data**: the raw CSVs under ``raw_prefix`` that no earlier scoring took, by key and ETag
+   (the ledger ``scoring/<model>/ledger.json`` in the model store, updated by compare-and-swap
+   after the outputs are written, so a crash re-scores and never skips).
+2. **Features**: the same Spark cleaning and feature code as training, keeping the newest day
+   (which has no next-day target yet: it is the day worth predicting).
+3. **Scores**: the pinned champion version on TorchServe (the PyTorch model) and on the
+   TF-Serving runtime (the TensorFlow model), through the same backend adapters the gateway uses.
+4. **Confidence** for a regression with two independently trained models: their disagreement,
+   ``|pytorch - tensorflow|``. The prediction is the PyTorch answer; rows whose disagreement is in
+   the top ``label_share`` of the batch go to the labeling prefix for people to label.
+5. **Outputs**: ``s3://<raw_bucket>/scored/<model>/<batch>.parquet`` with the model version in each
+   row, and ``s3://<raw_bucket>/labeling/<model>/<batch>.parquet`` with the inputs of the rows
+   to label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flywheel.settings import FlywheelSettings
+from model_store import ModelStore
+from model_store.errors import ObjectNotFoundError, PreconditionFailedError
+from training.contract import FEATURE_COLUMNS, INPUT_NAME, OUTPUT_NAME, WINDOW
+from training.ingest import list_raw_objects
+
+SCORING_BACKENDS = ("torchserve", "tfserving")  # PyTorch's answer first: it is the prediction
+
+
+class NothingNewError(LookupError):
+    """No raw object is new to the scoring ledger."""
+
+
+@dataclass
+class BatchScoreResult:
+    model: str
+    version: int
+    batch: str
+    objects: int
+    rows: int
+    to_label: int
+    predictions_uri: str
+    labeling_uri: str
+    disagreement_threshold: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _ledger_key(model: str) -> str:
+    return f"scoring/{model}/ledger.json"
+
+
+def _read_ledger(store: ModelStore, model: str) -> tuple[dict[str, str], str | None]:
+    try:
+        stored = store.storage.get(_ledger_key(model))
+    except ObjectNotFoundError:
+        return {}, None
+    return dict(json.loads(stored.data)["scored"]), stored.etag
+
+
+def windows_to_score(features: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """(one row per window: symbol and date of its newest day, windows [n, WINDOW, features])."""
+    keys, windows = [], []
+    for symbol, rows in features.sort_values(["symbol", "date"]).groupby("symbol", sort=True):
+        if len(rows) < WINDOW:
+            continue
+        values = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32)
+        windows.append(np.lib.stride_tricks.sliding_window_view(values, WINDOW, axis=0).transpose(0, 2, 1))
+        keys.append(pd.DataFrame({"symbol": symbol, "date": rows["date"].to_numpy()[WINDOW - 1 :]}))
+    if not windows:
+        raise ValueError(f"no symbol in the new data has {WINDOW} days of complete features")
+    return pd.concat(keys, ignore_index=True), np.concatenate(windows)
+
+
+async def _predict(settings: FlywheelSettings, store: ModelStore, model: str, version: int,
+                   windows: np.ndarray, batch_rows: int = 512) -> dict[str, np.ndarray]:  # fmt: skip
+    from serving.backends.factory import build_backend
+
+    answers = {}
+    for kind in SCORING_BACKENDS:
+        backend = build_backend(kind, settings, store)
+        try:
+            await backend.load(model, version)  # a no-op when the server already has it
+            parts = [
+                (await backend.infer(model, version, {INPUT_NAME: windows[start : start + batch_rows]}))[
+                    OUTPUT_NAME
+                ].reshape(-1)
+                for start in range(0, len(windows), batch_rows)
+            ]
+            answers[kind] = np.concatenate(parts).astype(np.float64)
+        finally:
+            await backend.aclose()
+    return answers
+
+
+def score_new_data(
+    settings: FlywheelSettings,
+    store: ModelStore,
+    model: str,
+    version: int | None = None,
+    label_share: float = 0.05,
+    progress: Callable[[str], None] = lambda message: None,
+) -> BatchScoreResult:
+    from model_store.backends.s3 import s3_client
+    from training.preprocess import engineer_features, parse_and_clean
+    from training.spark import build_spark_session
+
+    version = version or store.aliases(model).get("champion")
+    if version is None:
+        raise LookupError(f"{model} has no champion to score with; pass --version")
+    client = s3_client(settings)
+    scored, ledger_etag = _read_ledger(store, model)
+    listed = list_raw_objects(client, settings.raw_bucket, settings.raw_prefix)
+    new = [item for item in listed if scored.get(item["key"]) != item["etag"]]
+    if not new:
+        raise NothingNewError(f"nothing new under s3://{settings.raw_bucket}/{settings.raw_prefix}")
+    batch = (
+        "batch-"
+        + hashlib.sha256(
+            "\n".join(
+                f"{item['key']}\t{item['etag']}" for item in sorted(new, key=lambda i: i["key"])
+            ).encode()
+        ).hexdigest()[:16]
+    )
+
+    with tempfile.TemporaryDirectory(prefix="flywheel-score-") as scratch:
+        raw_dir = Path(scratch) / "raw"
+        for item in new:
+            local = raw_dir / item["key"]  # the file name is the symbol, as in training
+            local.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(settings.raw_bucket, item["key"], str(local))
+        progress(f"Spark features for {len(new)} objects")
+        spark = build_spark_session(
+            settings.spark_master, f"flywheel-score-{model}", settings.spark_driver_memory
+        )
+        clean, _ = parse_and_clean(spark, raw_dir)
+        features = (
+            engineer_features(clean, require_target=False)
+            .select("symbol", "date", *FEATURE_COLUMNS)
+            .toPandas()
+        )
+    keys, windows = windows_to_score(features)
+    progress(f"scoring {len(windows)} windows with {model} v{version}")
+    answers = asyncio.run(_predict(settings, store, model, version, windows))
+    disagreement = np.abs(answers["torchserve"] - answers["tfserving"])
+    threshold = float(np.quantile(disagreement, 1.0 - label_share)) if label_share > 0 else float("inf")
+    scored_at = datetime.now(UTC).isoformat()
+    predictions = keys.assign(
+        prediction=answers["torchserve"],
+        prediction_tensorflow=answers["tfserving"],
+        disagreement=disagreement,
+        model=model,
+        model_version=version,
+        batch=batch,
+        scored_at=scored_at,
+    )
+    to_label_mask = disagreement >= threshold if label_share > 0 else np.zeros(len(keys), dtype=bool)
+    to_label = predictions[to_label_mask].assign(
+        features=[json.dumps(window.tolist()) for window in windows[to_label_mask]]
+    )
+    predictions_key = f"scored/{model}/{batch}.parquet"
+    labeling_key = f"labeling/{model}/{batch}.parquet"
+    for key, frame in ((predictions_key, predictions), (labeling_key, to_label)):
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        client.put_object(Bucket=settings.raw_bucket, Key=key, Body=buffer.getvalue())
+
+    # The ledger moves last, by compare-and-swap: outputs exist before the data counts as scored.
+    ledger = json.dumps({"scored": {**scored, **{i["key"]: i["etag"] for i in new}}}, sort_keys=True).encode()
+    try:
+        if ledger_etag is None:
+            store.storage.put_if_absent(_ledger_key(model), ledger)
+        else:
+            store.storage.put_if_match(_ledger_key(model), ledger, ledger_etag)
+    except PreconditionFailedError as error:
+        raise PreconditionFailedError(
+            f"another scorer updated the ledger of {model} meanwhile; its outputs stand, run again: {error}"
+        ) from error
+    return BatchScoreResult(
+        model=model,
+        version=version,
+        batch=batch,
+        objects=len(new),
+        rows=len(predictions),
+        to_label=int(to_label_mask.sum()),
+        predictions_uri=f"s3://{settings.raw_bucket}/{predictions_key}",
+        labeling_uri=f"s3://{settings.raw_bucket}/{labeling_key}",
+        disagreement_threshold=threshold,
+    )
