@@ -1,24 +1,42 @@
 #!/usr/bin/env bash
-# `make demo`: the platform's main job on the embedded default, as far as it exists today.
-#   1. bring the local stack up (durable S3 endpoint; more servers join as they are built)
-#   2. land seeded synthetic OHLCV data in S3 and run the training pipeline:
-#      ingest -> Spark preprocess -> PyTorch + TensorFlow -> gate -> package -> publish (v1, champion)
-#   3. land drifted data and run it again: the gate scores the champion on the new holdout,
-#      the retrained model beats it, and a new version is published with its lineage
-#   4. list the versions, show the new manifest's lineage and gate
-#   5. deploy the champion through the gateway (TorchServe), canary the retrained version on
-#      TF Serving at 20 %, send traffic over REST, gRPC and TF Serving's REST path, show the
-#      split; then roll the retrained version out on Triton automatically (10 -> 50 -> 100 %)
-#      under live traffic, watch the controller promote it; show the routing history and metrics
-#   6. bring the stack down (KEEP_UP=1 leaves it running)
+# `make demo`: the whole loop on the embedded default, on a fresh demo state under var/demo.
+#   1. bring the local stack up: S3, Triton, TorchServe, the TF-Serving runtime, the gateway, the
+#      rollout controller, the drift exporter, Prometheus, Alertmanager and Airflow
+#   2. land seeded synthetic OHLCV data in S3 and trigger the retraining DAG over Airflow's REST
+#      API: ingest -> Spark -> PyTorch || TensorFlow -> gate -> package -> publish -> deploy (v1)
+#   3. show the version's lineage; predict over REST, gRPC and TF Serving's REST path; replay
+#      in-distribution traffic and show the drift table (nothing drifts)
+#   4. the loop (deploy/local/demo_loop.py): drifted data lands and live inputs shift; PSI rises,
+#      FeatureDrift fires, Alertmanager calls the retrain bridge, Airflow retrains on the new data,
+#      the new version rolls out by canary and promotes itself; a timeline is printed
+#   5. routing history, batch scoring of the new data with the new champion (labeling set),
+#      the dashboard panels rendered to PNG/HTML
+#   6. bring the stack down (KEEP_UP=1 leaves it running; the state stays in var/demo)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"
+export FLYWHEEL_VAR_DIR=${FLYWHEEL_VAR_DIR:-var/demo}
 export FLYWHEEL_MODEL_NAME=${FLYWHEEL_MODEL_NAME:-stock-forecaster}
+# Demo pacing: alerts after 10 s of drift over a 60 s window, a 10 s-per-step canary. The schedule
+# is off so that the new data waits for the drift alert (the story told here); by default the
+# DAG's schedule also picks new data up on its own.
+export FLYWHEEL_RETRAIN_SCHEDULE=${FLYWHEEL_RETRAIN_SCHEDULE-}
+export FLYWHEEL_BATCH_SCORE_SCHEDULE=${FLYWHEEL_BATCH_SCORE_SCHEDULE-}
+export FLYWHEEL_DRIFT_ALERT_FOR=${FLYWHEEL_DRIFT_ALERT_FOR:-10s}
+export FLYWHEEL_DRIFT_WINDOW_S=${FLYWHEEL_DRIFT_WINDOW_S:-60}
+export FLYWHEEL_DRIFT_INTERVAL_S=${FLYWHEEL_DRIFT_INTERVAL_S:-2}
+export FLYWHEEL_SCRAPE_INTERVAL_S=${FLYWHEEL_SCRAPE_INTERVAL_S:-2}
+export FLYWHEEL_DRIFT_SAMPLE_RATE=${FLYWHEEL_DRIFT_SAMPLE_RATE:-0.2}
+export FLYWHEEL_RETRAIN_CANARY_STEPS=${FLYWHEEL_RETRAIN_CANARY_STEPS:-10,50,100}
+export FLYWHEEL_RETRAIN_CANARY_INTERVAL_S=${FLYWHEEL_RETRAIN_CANARY_INTERVAL_S:-10}
 step() { printf '\n\033[1;36m== %s\033[0m\n' "$*"; }
 
 cleanup() { [ "${KEEP_UP:-0}" = 1 ] || flywheel down; }
 trap cleanup EXIT
+
+step "a fresh demo state in $FLYWHEEL_VAR_DIR (your own var/ is not touched)"
+flywheel down > /dev/null
+rm -rf "$FLYWHEEL_VAR_DIR"
 
 step "flywheel up"
 flywheel up
@@ -26,22 +44,10 @@ flywheel up
 step "flywheel data generate (base regime: momentum)"
 flywheel data generate --symbols 5 --days 750 --start 2021-01-04
 
-step "flywheel pipeline run"
-flywheel pipeline run
+step "flywheel retrain --wait: the retraining DAG, triggered over Airflow's REST API"
+flywheel retrain "$FLYWHEEL_MODEL_NAME" --reason "first model" --wait
 
-step "flywheel data generate --drift (the regime changes: mean reversion, more volatility)"
-flywheel data generate --symbols 5 --days 750 --start 2024-01-01 --drift
-
-step "flywheel pipeline run (retrain; the gate compares with the champion on the new holdout)"
-flywheel pipeline run
-
-step "flywheel pipeline run (nothing new: the run is skipped)"
-flywheel pipeline run
-
-step "flywheel models list $FLYWHEEL_MODEL_NAME"
-flywheel models list "$FLYWHEEL_MODEL_NAME"
-
-step "lineage and gate of the latest version"
+step "lineage and gate of v1"
 flywheel models show "$FLYWHEEL_MODEL_NAME" --json | python -c "$(cat <<'PY'
 import json, sys
 m = json.load(sys.stdin)
@@ -49,56 +55,34 @@ lineage, gate = m["lineage"], m["gate"]
 print(f"version {m['version']}: snapshot {lineage['dataset_snapshot']}, git {str(lineage['git_sha'])[:10]}")
 print("sources:", *lineage["source_objects"][:2], "...")
 print("artifacts:", ", ".join(a["path"] for a in m["artifacts"] if "variables" not in a["path"]))
-print("gate:", "passed" if gate["passed"] else "failed", f"against champion v{gate['champion_version']}")
+print("gate:", "passed" if gate["passed"] else "failed", "- holdout metrics:",
+      ", ".join(f"{k} {v:.4g}" for k, v in sorted(m["metrics"].items()) if k.startswith("pytorch_")))
 PY
 )"
 
-version_of() { flywheel models show "$FLYWHEEL_MODEL_NAME:$1" --json | python -c 'import json,sys; print(json.load(sys.stdin)["version"])'; }
-champion=$(version_of champion)
-latest=$(version_of latest)
+step "flywheel predict through the gateway: REST, gRPC, and TF Serving's REST path with curl"
+flywheel predict "$FLYWHEEL_MODEL_NAME" --rows 2 --repeat 50
+flywheel predict "$FLYWHEEL_MODEL_NAME" --version 1 --protocol grpc
+curl -sS -X POST "http://127.0.0.1:${FLYWHEEL_GATEWAY_HTTP_PORT:-9080}/v1/models/$FLYWHEEL_MODEL_NAME/versions/1:predict" \
+  -H 'Content-Type: application/json' \
+  -d "{\"instances\": [$(python -c 'print([[0.001] * 8] * 10)')]}"
+echo
 
-step "flywheel deploy: the champion (v$champion) takes all traffic, served by TorchServe"
-flywheel deploy "$FLYWHEEL_MODEL_NAME" --version "$champion" --backend torchserve --strategy single \
-  --reason "champion from the first training run"
+step "flywheel traffic: replay v1's training windows (in distribution), then the drift table"
+flywheel traffic "$FLYWHEEL_MODEL_NAME" --rows 20000
+flywheel drift "$FLYWHEEL_MODEL_NAME"
 
-if [ "$latest" != "$champion" ]; then
-  step "flywheel deploy: canary of the retrained v$latest on TF Serving, 20 % of traffic"
-  flywheel deploy "$FLYWHEEL_MODEL_NAME" --version "$latest" --backend tfserving --strategy canary --weight 20 \
-    --reason "retrained after drift; gate passed"
-
-  step "flywheel predict x300 through the gateway (REST): the split"
-  flywheel predict "$FLYWHEEL_MODEL_NAME" --rows 2 --repeat 300
-
-  step "the same gateway over gRPC (KServe v2), pinned to v$latest; and TF Serving's REST path with curl"
-  flywheel predict "$FLYWHEEL_MODEL_NAME" --version "$latest" --protocol grpc
-  curl -sS -X POST "http://127.0.0.1:${FLYWHEEL_GATEWAY_HTTP_PORT:-9080}/v1/models/$FLYWHEEL_MODEL_NAME/versions/$latest:predict" \
-    -H 'Content-Type: application/json' \
-    -d "{\"instances\": [$(python -c 'print([[0.001] * 8] * 10)')]}"
-  echo
-
-  step "automatic rollout: v$latest on Triton, 10 -> 50 -> 100 %, 5 s per step, under live traffic"
-  flywheel predict "$FLYWHEEL_MODEL_NAME" --repeat 100000 --json > /dev/null 2>&1 &
-  traffic=$!
-  flywheel deploy "$FLYWHEEL_MODEL_NAME" --version "$latest" --backend triton --strategy canary \
-    --steps 10,50,100 --interval 5s --reason "retrained after drift; gate passed"
-  for _ in $(seq 1 60); do
-    state=$(flywheel rollout status "$FLYWHEEL_MODEL_NAME" --json | python -c 'import json,sys; print(json.load(sys.stdin)["rollout"]["status"])')
-    [ "$state" != running ] && break
-    sleep 2
-  done
-  kill "$traffic" 2>/dev/null || true
-  wait "$traffic" 2>/dev/null || true
-  flywheel rollout status "$FLYWHEEL_MODEL_NAME"
-  flywheel predict "$FLYWHEEL_MODEL_NAME" --repeat 50
-else
-  step "no new version to canary (the last run did not publish one)"
-fi
+step "the loop: drift -> alert -> retrain -> canary -> promote (watching, not acting)"
+python deploy/local/demo_loop.py
 
 step "flywheel routing: the spec and its history (who, when, why)"
 flywheel routing "$FLYWHEEL_MODEL_NAME"
 
-step "gateway metrics (Prometheus text, excerpt)"
-curl -sS "http://127.0.0.1:${FLYWHEEL_GATEWAY_HTTP_PORT:-9080}/metrics" | grep -E '^flywheel_gateway_requests_total' | head -5
+step "flywheel batch score: the new data scored by the new champion; low-confidence rows to labeling"
+flywheel batch score "$FLYWHEEL_MODEL_NAME"
+
+step "flywheel dashboards: Grafana JSON regenerated; the core panels rendered without Grafana"
+flywheel dashboards --minutes 15
 
 step "flywheel status"
 flywheel status

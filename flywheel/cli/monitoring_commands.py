@@ -140,10 +140,12 @@ def dashboards(
     out: Path = typer.Option(None, "--out", help="Folder for the PNG/HTML (default: var/dashboards)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Regenerate the Grafana dashboard JSON and provisioning files; render the panels without Grafana.
+    """Write the Grafana dashboard and provisioning files for this stack; render the panels without Grafana.
 
-    The JSON goes to monitoring/grafana/ (import it into Grafana, or mount the provisioning
-    files). The render queries the stack's Prometheus with the same PromQL as the panels.
+    Files go to OUT/grafana (import the JSON into Grafana, or mount the provisioning folder); the
+    datasource points at this stack's Prometheus. The committed copy under monitoring/grafana/ is
+    regenerated with `python -m monitoring.grafana.build`. The render queries Prometheus with the
+    same PromQL as the panels and writes OUT/flywheel-panels.png and .html.
     """
     from monitoring.grafana.build import write
     from monitoring.grafana.render import render as render_panels

@@ -47,6 +47,11 @@ def retrain(
     reason: str = typer.Option("manual", "--reason", help="Recorded in the run's conf and report."),
     wait: bool = typer.Option(False, "--wait", help="Follow the run task by task until it ends."),
     timeout: float = typer.Option(3600, "--timeout", help="Seconds to wait with --wait."),
+    follow: str = typer.Option(
+        None,
+        "--follow",
+        help="Follow this existing run (e.g. one a drift alert started) instead of triggering.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Start the retraining DAG for NAME now (ingest skips it when no new data landed).
@@ -58,7 +63,7 @@ def retrain(
     model = name or settings.model_name
     dag_id = settings.retrain_dag_id
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    run_id = f"cli__{model}__{stamp}__{secrets.token_hex(2)}"
+    run_id = follow or f"cli__{model}__{stamp}__{secrets.token_hex(2)}"
     try:
         password = airflow_password(settings, create=False)
     except FileNotFoundError as error:
@@ -68,14 +73,17 @@ def retrain(
         with AirflowClient(settings.resolved_airflow_url, settings.airflow_username, password) as client:
             if client.dag(dag_id) is None:
                 fail(f"Airflow has no DAG {dag_id!r} (yet): is the stack up and dags/ parsed?", as_json)
-            client.trigger(dag_id, run_id, conf)
+            if follow:
+                conf = client.dag_run(dag_id, run_id).get("conf") or {}
+            else:
+                client.trigger(dag_id, run_id, conf)
             result: dict[str, Any] = {"dag_id": dag_id, "dag_run_id": run_id, "conf": conf, "state": "queued"}
-            if wait:
+            if wait or follow:
                 result |= _follow(client, dag_id, run_id, timeout, as_json)
     except AirflowError as error:
         fail(f"{error} (Airflow at {settings.resolved_airflow_url})", as_json)
     emit(result, as_json, lambda data: console.print(f"{data['dag_run_id']}: {data['state']}"))
-    if result["state"] != "success" and wait:
+    if result["state"] != "success" and (wait or follow):
         raise typer.Exit(1)
 
 

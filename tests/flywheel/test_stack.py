@@ -20,7 +20,7 @@ from model_store import ModelStore
 from model_store.backends.s3 import s3_client
 from serving.routing.spec import RoutingSpec
 from serving.routing.spec_store import SpecStore
-from tests.support import REPO_ROOT, free_port, http_ok
+from tests.support import REPO_ROOT, free_port, http_ok, wildcard_listeners
 
 
 def flywheel(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -58,13 +58,25 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     up = json_of(flywheel(stack_env, "up", "--json"))
-    names = ["s3", "triton", "torchserve", "tfserving", "gateway", "rollout-controller"]
+    names = [
+        "s3", "triton", "torchserve", "tfserving", "gateway", "rollout-controller", "drift-exporter",
+        "alertmanager", "prometheus", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+    ]  # fmt: skip
     assert [(s["name"], s["state"]) for s in up["services"]] == [(name, "running") for name in names]
     pids = [s["pid"] for s in up["services"]]
     pid = pids[0]
     records = [ProcessRecord.from_file(tmp_path / "var" / "run" / f"{name}.json") for name in names]
     record = ProcessRecord.from_file(tmp_path / "var" / "run" / "s3.json")
     assert record.pid == pid and is_running(record)
+
+    # Loopback only: no service (nor a child: Java, Airflow workers) listens on all interfaces.
+    assert wildcard_listeners({r.pid for r in records}) == []
+    # Generated secrets never reach a log.
+    secrets = [(tmp_path / "var" / "credentials" / name).read_text().strip()
+               for name in ("admin-token", "airflow-password", "airflow-jwt-secret")]  # fmt: skip
+    for log in (tmp_path / "var" / "log").glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert not any(secret in text for secret in secrets), f"a secret in {log.name}"
 
     # `up` again is a no-op for a healthy service.
     again = json_of(flywheel(stack_env, "up", "--json"))
