@@ -10,14 +10,15 @@ against the version's ``profile.json`` and publishes gauges that Prometheus scra
 - ``flywheel_drift_share{model,version}`` and ``flywheel_drift_detected{model,version}``
 - ``flywheel_drift_window_samples{model,version}``
 
-Gauges are only set once a window holds ``min_samples`` rows, so a quiet model never alerts on
-noise. The first reading of a (model, version) is the window's start: history from before the
+Gauges are only set while a window holds ``min_samples`` rows, so a quiet model never alerts on
+noise, and they are withdrawn when traffic stops, so an alert resolves instead of freezing. The first reading of a (model, version) is the window's start: history from before the
 exporter started is not judged. The raw counters stay in the gateway (mergeable across
 replicas); this process only reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -84,6 +85,7 @@ class DriftExporter:
         self.thresholds = thresholds or Thresholds()
         self._windows: dict[tuple[str, str], SlidingWindow] = {}
         self._profiles: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._published: dict[tuple[str, str], set[str]] = {}
         labels = ["model", "version"]
         self.feature_psi = Gauge(
             "flywheel_feature_psi", "PSI of a feature's live window.", [*labels, "feature"], registry=registry
@@ -139,16 +141,29 @@ class DriftExporter:
         samples = max((f.samples for f in report.features), default=0.0)
         self.window_samples.labels(model, version).set(samples)
         if samples < self.thresholds.min_samples:
+            # Too little traffic to judge (a version retired, a quiet hour): no verdict at all,
+            # rather than the last one frozen in place, so alerts resolve instead of firing forever.
+            self._withdraw(model, version)
             return
+        features = {feature.feature for feature in report.features}
         for feature in report.features:
             self.feature_psi.labels(model, version, feature.feature).set(feature.psi)
             if feature.ks is not None:
                 self.feature_ks.labels(model, version, feature.feature).set(feature.ks)
+        self._published[(model, version)] = features
         if report.prediction is not None:
             self.prediction_psi.labels(model, version).set(report.prediction.psi)
         self.drift_share.labels(model, version).set(report.drifted_share)
         self.drift_detected.labels(model, version).set(1.0 if report.detected else 0.0)
 
+    def _withdraw(self, model: str, version: str) -> None:
+        for feature in self._published.pop((model, version), set()):
+            for gauge in (self.feature_psi, self.feature_ks):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(model, version, feature)
+        for gauge in (self.prediction_psi, self.drift_share, self.drift_detected):
+            with contextlib.suppress(KeyError):
+                gauge.remove(model, version)
 
 def main() -> int:
     """``python -m monitoring.exporter``: serve the gauges on ``drift_exporter_port`` and keep them fresh."""

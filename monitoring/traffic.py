@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import httpx
 import numpy as np
 
 from model_store import ModelStore
-from training.contract import FEATURE_COLUMNS, INPUT_NAME
+from training.contract import FEATURE_COLUMNS, INPUT_NAME, WINDOW
 
 
 def reference_windows(store: ModelStore, model: str, version: int, split: str = "train") -> np.ndarray:
@@ -33,6 +34,26 @@ def reference_windows(store: ModelStore, model: str, version: int, split: str = 
     with tempfile.TemporaryDirectory(prefix="flywheel-traffic-") as scratch:
         preprocess = RunArea(store.storage, model, run_id).download("preprocess", Path(scratch) / "p")
         return make_windows(load_features(preprocess / "features"))[split].features
+
+
+def regime_windows(symbols: int, start: date, days: int, drift: bool, seed: int = 7) -> np.ndarray:
+    """Model inputs from freshly generated synthetic data of one regime (base or drifted).
+
+    With the arguments of a ``flywheel data generate`` call, these are the windows of the data it
+    landed: traffic that looks like the new regime, the way live traffic would after a real shift.
+    """
+    from training.pandas_features import features_of_frames
+    from training.synthetic import generate
+
+    frames = generate(symbols, start, days, drift, seed)
+    features = features_of_frames(frames).rename(columns={"Date": "date"})
+    windows = []
+    for _, rows in features.sort_values(["symbol", "date"]).groupby("symbol", sort=True):
+        values = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32)
+        if len(values) >= WINDOW:
+            view = np.lib.stride_tricks.sliding_window_view(values, WINDOW, axis=0)
+            windows.append(view.transpose(0, 2, 1))
+    return np.concatenate(windows)
 
 
 def replay(

@@ -81,7 +81,7 @@ flywheel routing "$FLYWHEEL_MODEL_NAME"
 step "flywheel batch score: the new data scored by the new champion; low-confidence rows to labeling"
 flywheel batch score "$FLYWHEEL_MODEL_NAME"
 
-step "flywheel dashboards: Grafana JSON regenerated; the core panels rendered without Grafana"
+step "flywheel dashboards: Grafana files for this stack; the core panels rendered without Grafana"
 flywheel dashboards --minutes 15
 
 step "flywheel status"

@@ -1,10 +1,11 @@
 """The closing half of `make demo`: drift -> alert -> retrain -> canary -> promote, timed.
 
 Run by deploy/local/demo.sh once v1 serves. Drifted data lands in S3 (a new regime), and live
-traffic shifts the same way. The script then watches, without acting, as the drift exporter
-raises PSI, Prometheus fires FeatureDrift, Alertmanager calls the retrain bridge, the bridge
-triggers the Airflow DAG, the DAG retrains on the new data and starts a canary, and the rollout
-controller promotes the new version. It ends with a timeline a person can read.
+traffic shifts the same way: it is the new data's own windows. The script then watches, without
+acting, as the drift exporter raises PSI, Prometheus fires FeatureDrift, Alertmanager calls the
+retrain bridge, the bridge triggers the Airflow DAG, the DAG retrains on the new data and starts
+a canary, and the rollout controller promotes the new version. It ends with a timeline a person
+can read.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -26,10 +27,11 @@ from flywheel.airflow_client import AirflowClient
 from flywheel.settings import FlywheelSettings
 from flywheel.stack.credentials import admin_token, airflow_password
 from model_store import ModelStore
-from monitoring.traffic import reference_windows, replay, send_traffic
+from monitoring.traffic import regime_windows, replay, send_traffic
 
 console = Console()
-DRIFT = {"volatility_5d": 2.0, "volatility_20d": 1.5}
+#: The drifted batch this script lands (and whose windows it sends as live traffic).
+DRIFT_BATCH = {"symbols": 5, "start": date(2024, 1, 1), "days": 750, "seed": 7}
 
 
 class Timeline:
@@ -63,8 +65,8 @@ def main() -> int:
     )
     champion = store.aliases(model)["champion"]
     profile = json.loads(store.read_artifact(model, champion, "profile.json"))
-    windows = reference_windows(store, model, champion)
-    drifted = replay(windows, profile, 4096, np.random.default_rng(7), DRIFT)
+    # Live traffic from the new regime itself: what callers send once the world has shifted.
+    drifted = replay(regime_windows(drift=True, **DRIFT_BATCH), profile, 4096, np.random.default_rng(7))
     stop = threading.Event()
 
     def traffic() -> None:
@@ -73,9 +75,11 @@ def main() -> int:
 
     timeline = Timeline()
     console.rule("drift: a new regime lands in S3 and reaches live traffic")
+    batch = DRIFT_BATCH
     subprocess.run(
-        [sys.executable, "-m", "flywheel", "data", "generate", "--symbols", "5", "--days", "750",
-         "--start", "2024-01-01", "--drift", "--json"],
+        [sys.executable, "-m", "flywheel", "data", "generate", "--symbols", str(batch["symbols"]),
+         "--days", str(batch["days"]), "--start", str(batch["start"]), "--seed", str(batch["seed"]),
+         "--drift", "--json"],
         check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     sender = threading.Thread(target=traffic, daemon=True)

@@ -29,7 +29,7 @@ def preprocess(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Spark preprocessing (warm session) next to a pandas baseline, on the same generated rows."""
-    from loadtests.preprocess_baseline import pandas_features
+    from training.pandas_features import pandas_features
     from training.preprocess import run_preprocess
     from training.spark import build_spark_session
     from training.synthetic import generate

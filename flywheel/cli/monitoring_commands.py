@@ -137,10 +137,12 @@ def dashboards(
         True, "--render/--no-render", help="Also draw the core panels from Prometheus to PNG and HTML."
     ),
     minutes: float = typer.Option(30, "--minutes", min=1, help="Time range of the rendered panels."),
-    out: Path = typer.Option(None, "--out", help="Folder for the PNG/HTML (default: var/dashboards)."),
+    out: Path = typer.Option(
+        None, "--out", help="Folder for the Grafana files and the PNG/HTML (default: var/dashboards)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Write the Grafana dashboard and provisioning files for this stack; render the panels without Grafana.
+    """Write this stack's Grafana dashboard and provisioning; render the panels without Grafana.
 
     Files go to OUT/grafana (import the JSON into Grafana, or mount the provisioning folder); the
     datasource points at this stack's Prometheus. The committed copy under monitoring/grafana/ is
@@ -151,15 +153,13 @@ def dashboards(
     from monitoring.grafana.render import render as render_panels
 
     settings: FlywheelSettings = ctx.obj
-    result: dict[str, Any] = {
-        "grafana": [str(path) for path in write(prometheus_url=settings.prometheus_url)]
-    }
+    out = out or settings.var_path / "dashboards"
+    written = write(out / "grafana", prometheus_url=settings.prometheus_url)
+    result: dict[str, Any] = {"grafana": [str(path) for path in written]}
     if render:
         try:
             with console.status("querying Prometheus and drawing the panels"):
-                result |= render_panels(
-                    settings.prometheus_url, out or settings.var_path / "dashboards", minutes
-                )
+                result |= render_panels(settings.prometheus_url, out, minutes)
         except (httpx.HTTPError, ValueError) as error:
             fail(f"Prometheus at {settings.prometheus_url}: {error} (is the stack up?)", as_json)
 

@@ -30,6 +30,10 @@ from serving.gateway.rest import json_response, read_json
 log = logging.getLogger(__name__)
 
 
+RUN_STATES = ("published", "rejected", "skipped", "failed")
+TRIGGER_OUTCOMES = ("queued", "duplicate", "created", "exists", "retry")
+
+
 class RunReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -60,6 +64,14 @@ class RetrainMetrics:
         )
 
 
+    def zero(self, model: str) -> None:
+        """Create the model's series at 0, so the first run or trigger shows in ``increase()``."""
+        for state in RUN_STATES:
+            self.runs.labels(model, state)
+        for outcome in TRIGGER_OUTCOMES:
+            self.triggers.labels(model, outcome)
+
+
 class RetrainService:
     """The bridge plus its background delivery loop; one per gateway process."""
 
@@ -82,7 +94,9 @@ class RetrainService:
 
         outbox = Outbox(settings.var_path / "retrain-outbox", retry_max_s=settings.retrain_retry_max_s)
         names = {name.strip() for name in settings.retrain_alerts.split(",") if name.strip()}
-        return cls(RetrainBridge(outbox, send, names), RetrainMetrics(registry))
+        metrics = RetrainMetrics(registry)
+        metrics.zero(settings.model_name)
+        return cls(RetrainBridge(outbox, send, names), metrics)
 
     def _count(self, entry: OutboxEntry) -> None:
         model = entry.trigger.model

@@ -65,3 +65,9 @@ def test_calm_traffic_stays_quiet_and_a_shifted_feature_is_flagged(canary: Gatew
     gauge = f'flywheel_feature_psi{{feature="volatility_5d",model="{MODEL}",version="1"}}'
     value = float(next(line for line in exposition.splitlines() if line.startswith(gauge)).split()[-1])
     assert value >= 0.2, "what the FeatureDrift rule alerts on"
+
+    # Traffic stops: once the window holds too few rows the verdict is withdrawn, not frozen.
+    drifted.collect_once(now=1.0 + 601.0)
+    quiet = generate_latest(drifted_registry).decode()
+    assert f'flywheel_drift_window_samples{{model="{MODEL}",version="1"}} 0.0' in quiet
+    assert "flywheel_feature_psi{" not in quiet and "flywheel_drift_detected{" not in quiet

@@ -1,7 +1,8 @@
-"""The pandas baseline for the preprocessing benchmark: the same features on the same rows.
+"""The Spark job's features in single-process pandas: the same per-symbol features and target.
 
-Single-process pandas is the do-it-yourself alternative to the Spark job. It computes the same
-per-symbol features and target (no quarantine, split or profile), which is the bulk of the work.
+Two users: the preprocessing benchmark's baseline (the do-it-yourself alternative to Spark; no
+quarantine, split or profile, which is the bulk of the work) and synthetic traffic that should
+look like a given data regime (``monitoring.traffic.regime_windows``).
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from training.contract import TARGET_COLUMN
 
 
 def pandas_features(input_dir: Path) -> pd.DataFrame:
-    frames = []
-    for path in sorted(input_dir.rglob("*.csv")):
-        frame = pd.read_csv(path)
-        frame["symbol"] = path.stem
-        frames.append(frame)
-    data = pd.concat(frames, ignore_index=True).sort_values(["symbol", "Date"])
+    """Features of every CSV below ``input_dir`` (the file name is the symbol)."""
+    return features_of_frames({path.stem: pd.read_csv(path) for path in sorted(input_dir.rglob("*.csv"))})
+
+
+def features_of_frames(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Features of Yahoo-style frames (Date, Open, High, Low, Close, Volume), keyed by symbol."""
+    data = pd.concat(
+        [frame.assign(symbol=symbol) for symbol, frame in frames.items()], ignore_index=True
+    ).sort_values(["symbol", "Date"])
     grouped = data.groupby("symbol", sort=False)
     data["return_1d"] = grouped["Close"].pct_change()
     data["log_return_1d"] = np.log(data["Close"] / grouped["Close"].shift(1))
