@@ -11,8 +11,9 @@ against the version's ``profile.json`` and publishes gauges that Prometheus scra
 - ``flywheel_drift_window_samples{model,version}``
 
 Gauges are only set while a window holds ``min_samples`` rows, so a quiet model never alerts on
-noise, and they are withdrawn when traffic stops, so an alert resolves instead of freezing. The first reading of a (model, version) is the window's start: history from before the
-exporter started is not judged. The raw counters stay in the gateway (mergeable across
+noise, and they are withdrawn when traffic stops, so an alert resolves instead of freezing. The
+first reading of a (model, version) is the window's start: history from before the exporter
+started is not judged. The raw counters stay in the gateway (mergeable across
 replicas); this process only reads.
 """
 
