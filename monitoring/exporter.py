@@ -166,6 +166,7 @@ class DriftExporter:
             with contextlib.suppress(KeyError):
                 gauge.remove(model, version)
 
+
 def main() -> int:
     """``python -m monitoring.exporter``: serve the gauges on ``drift_exporter_port`` and keep them fresh."""
     from prometheus_client import start_http_server

@@ -63,7 +63,6 @@ class RetrainMetrics:
             registry=registry,
         )
 
-
     def zero(self, model: str) -> None:
         """Create the model's series at 0, so the first run or trigger shows in ``increase()``."""
         for state in RUN_STATES:
