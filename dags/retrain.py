@@ -6,7 +6,8 @@ does the work and is idempotent (keyed by the dataset snapshot), so Airflow's re
 - **Triggers**: the schedule (``FLYWHEEL_RETRAIN_SCHEDULE``, a cron expression; empty turns it
   off) is also the new-data check: ingest finds the raw objects no snapshot took and skips the
   run when there are none. Drift alerts arrive through the retrain bridge with conf
-  ``{model, reason, alert_labels}``; ``flywheel retrain NAME`` triggers by hand.
+  ``{model, reason, alert_labels}``; ``flywheel retrain NAME`` triggers by hand. ``data_prefix``
+  (default: the raw prefix) says where ingest looks.
 - **Branch**: ``evaluate`` compares the candidate with the champion on the same holdout. A
   passing gate continues to package -> publish -> deploy (a canary the rollout controller
   promotes or rolls back); a failing one goes to ``gate_failed`` and the reasons are recorded.
@@ -37,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]  # dags/ sits in the checkout beside 
 HOME = Path(os.environ.get("FLYWHEEL_HOME") or REPO)  # where the stack's var/ is
 FLYWHEEL = str(REPO / ".venv" / "bin" / "flywheel")
 MODEL = os.environ.get("FLYWHEEL_MODEL_NAME", "stock-forecaster")
+RAW_PREFIX = os.environ.get("FLYWHEEL_RAW_PREFIX", "raw/")
 SCHEDULE = os.environ.get("FLYWHEEL_RETRAIN_SCHEDULE", "*/10 * * * *") or None
 #: Exit codes of `flywheel pipeline ...` that are outcomes, not failures.
 NOTHING_NEW, GATE_FAILED = 3, 4
@@ -47,7 +49,11 @@ def step(task_id: str, command: str, **kwargs: Any) -> BashOperator:
     return BashOperator(
         task_id=task_id,
         bash_command=f'"$FLYWHEEL" pipeline {command} --model "$MODEL" --json',
-        env={"FLYWHEEL": FLYWHEEL, "MODEL": "{{ params.model }}"},
+        env={
+            "FLYWHEEL": FLYWHEEL,
+            "MODEL": "{{ params.model }}",
+            "FLYWHEEL_RAW_PREFIX": "{{ params.data_prefix }}",  # where ingest looks for new objects
+        },
         append_env=True,  # the FLYWHEEL_* settings the stack gave Airflow
         cwd=str(HOME),
         **kwargs,
@@ -96,6 +102,12 @@ def report_failure(context: dict[str, Any]) -> None:
     },
     params={
         "model": Param(MODEL, type="string", description="Model to retrain."),
+        "data_prefix": Param(
+            RAW_PREFIX,
+            type="string",
+            pattern=r"^[A-Za-z0-9_./-]*$",
+            description="Raw-data key prefix to ingest.",
+        ),
         "reason": Param("schedule", type="string", description="Why this run: schedule, drift, manual."),
         "alert_labels": Param([], type="array", description="Labels of the alerts that triggered it."),
     },

@@ -45,6 +45,9 @@ def retrain(
     ctx: typer.Context,
     name: str = typer.Argument(None, help="Model to retrain (default: the model_name setting)."),
     reason: str = typer.Option("manual", "--reason", help="Recorded in the run's conf and report."),
+    data_prefix: str = typer.Option(
+        None, "--data-prefix", help="Raw-data key prefix the run ingests (default: the raw_prefix setting)."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Follow the run task by task until it ends."),
     timeout: float = typer.Option(3600, "--timeout", help="Seconds to wait with --wait."),
     follow: str = typer.Option(
@@ -68,7 +71,12 @@ def retrain(
         password = airflow_password(settings, create=False)
     except FileNotFoundError as error:
         fail(str(error), as_json)
-    conf: dict[str, Any] = {"model": model, "reason": reason, "alert_labels": []}
+    conf: dict[str, Any] = {
+        "model": model,
+        "reason": reason,
+        "data_prefix": data_prefix or settings.raw_prefix,
+        "alert_labels": [],
+    }
     try:
         with AirflowClient(settings.resolved_airflow_url, settings.airflow_username, password) as client:
             if client.dag(dag_id) is None:

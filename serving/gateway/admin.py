@@ -9,6 +9,7 @@ once; other replicas pick the change up on their next poll.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,13 +17,15 @@ import numpy as np
 
 from model_store import ModelStore
 from model_store.manifest import Signature
-from serving.backends.base import BackendUnavailableError, ModelBackend
+from serving.backends.base import BackendError, BackendUnavailableError, ModelBackend
 from serving.gateway.routing_table import RoutingTable
 from serving.protocols.v2 import V2_TO_NUMPY
 from serving.routing import operations
 from serving.routing.spec import RoutingSpec, SpecError
 from serving.routing.spec_store import SpecNotFoundError, SpecStore
 from serving.routing.strategies import STRATEGIES
+
+log = logging.getLogger(__name__)
 
 
 class AdminService:
@@ -227,7 +230,11 @@ WARMUP_REQUESTS = 5
 
 
 async def warm_up(server: ModelBackend, model: str, version: int, signature: Signature) -> None:
-    """Send zero-valued inputs shaped by the signature (batch 1); failures surface as the deploy's error."""
+    """Send zero-valued inputs shaped by the signature (batch 1), best effort.
+
+    Warm-up is about latency, not judgement: a failing answer is logged and the deploy goes on,
+    because the canary's analysis (on real traffic) is what decides about errors.
+    """
     inputs = {
         spec.name: np.zeros([1 if dim < 0 else dim for dim in spec.shape], dtype=V2_TO_NUMPY[spec.datatype])
         for spec in signature.inputs
@@ -235,5 +242,8 @@ async def warm_up(server: ModelBackend, model: str, version: int, signature: Sig
     }
     if len(inputs) != len(signature.inputs):
         return  # an input numpy cannot build (BYTES): no synthetic warm-up
-    for _ in range(WARMUP_REQUESTS):
-        await server.infer(model, version, inputs)
+    for attempt in range(WARMUP_REQUESTS):
+        try:
+            await server.infer(model, version, inputs)
+        except BackendError as error:
+            log.warning("warm-up request %d to %s v%d failed: %s", attempt + 1, model, version, error)

@@ -8,7 +8,8 @@ Routes (under ``/admin``, behind the bearer token like the rest of the admin API
 - ``GET /retrain``: the outbox, pending and recently delivered.
 - ``POST /retrain/runs``: the retraining DAG reports a finished run (``published``,
   ``rejected`` by the gate, ``skipped`` for want of new data, ``failed``); counted in
-  ``flywheel_retrain_runs_total``, which the ``RetrainFailed`` rule watches.
+  ``flywheel_retrain_runs_total``; a failure also sets
+  ``flywheel_retrain_last_failure_timestamp_seconds``, which the ``RetrainFailed`` rule watches.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ class RetrainMetrics:
         self.pending = Gauge(
             "flywheel_retrain_outbox_pending",
             "Retraining triggers waiting in the outbox for Airflow.",
+            registry=registry,
+        )
+        self.last_failure = Gauge(
+            "flywheel_retrain_last_failure_timestamp_seconds",
+            "When a retraining run of the model last failed (Unix time); RetrainFailed watches it.",
+            ["model"],
             registry=registry,
         )
         self.runs = Counter(
@@ -142,6 +149,8 @@ class RetrainService:
         async def run_report(request: web.Request) -> web.Response:
             report = RunReport.model_validate(await read_json(request))
             self.metrics.runs.labels(report.model, report.state).inc()
+            if report.state == "failed":
+                self.metrics.last_failure.labels(report.model).set_to_current_time()
             log.info("retrain run %s of %s: %s %s", report.run_id, report.model, report.state, report.reason)
             return json_response({"recorded": True})
 

@@ -55,7 +55,7 @@ def test_retrain_dag_wires_ingest_to_canary_with_a_gate_branch(dags: dict[str, A
         ("deploy", "report"),
         ("gate_failed", "report"),
     }
-    assert {"model", "reason", "alert_labels"} <= set(dag["params"])
+    assert {"model", "data_prefix", "reason", "alert_labels"} <= set(dag["params"])
     assert dag["max_active_runs"] == 1 and dag["has_failure_callback"]
     assert all(retries >= 1 for retries in dag["retries"].values())
     assert all(dag["timeouts"].values())

@@ -86,6 +86,35 @@ def test_a_rest_triggered_run_with_nothing_new_skips_cleanly(loop_stack: LoopSta
     assert f'flywheel_retrain_runs_total{{model="{MODEL}",state="skipped"}}' in metrics
 
 
+def test_a_failed_run_is_reported_and_fires_retrain_failed(loop_stack: LoopStack) -> None:
+    """Ingest refuses a CSV without the OHLCV header on both tries; the DAG's failure callback
+    reports it and Prometheus fires RetrainFailed for that model."""
+    from model_store.backends.s3 import s3_client
+
+    stack = loop_stack
+    s3_client(stack.settings).put_object(
+        Bucket=stack.settings.raw_bucket, Key="broken/ZZZ.csv", Body=b"when,what\n2024-01-02,oops\n"
+    )
+    result = stack.flywheel(
+        "retrain", "ghost", "--data-prefix", "broken/", "--reason", "failure test", "--wait", "--json",
+        "--timeout", "300",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["state"] == "failed" and outcome["tasks"]["ingest"] == "failed", outcome
+    assert outcome["tasks"]["report"] in ("upstream_failed", "skipped"), outcome
+    wait_until(
+        lambda: any(
+            a["metric"].get("model") == "ghost" for a in stack.prometheus('ALERTS{alertname="RetrainFailed"}')
+        ),
+        120,
+        "RetrainFailed for ghost",
+        interval_s=1,
+    )
+    metrics = stack.http.get(f"{stack.settings.gateway_url}/metrics").text
+    assert 'flywheel_retrain_runs_total{model="ghost",state="failed"} 1.0' in metrics
+
+
 def test_calm_traffic_fires_no_drift_alert(loop_stack: LoopStack) -> None:
     stack = loop_stack
     with Traffic(stack) as traffic:
