@@ -118,7 +118,7 @@ FLYWHEEL = Dashboard(
         ),
         Panel(
             "Server health",
-            (Query('up{job=~"gateway|drift-exporter|triton|torchserve"}', "{{job}}"),),
+            (Query('up{job=~"gateway|drift-exporter|triton|torchserve|tfserving"}', "{{job}}"),),
             description="1 while Prometheus can scrape the service (BackendDown fires after 1 minute at 0).",
         ),
         Panel(

@@ -1,9 +1,8 @@
 """Render the monitoring configuration for the stack's ports: prometheus.yml, the rules, alertmanager.yml.
 
-Prometheus scrapes the gateway, the drift exporter, Triton and TorchServe.
-
-The TF-Serving-protocol runtime has no monitoring endpoint (the real TF Serving's is opt-in via
-``--monitoring_config_file``); its traffic is covered by the gateway's per-variant metrics.
+Prometheus scrapes the gateway, the drift exporter, Triton, TorchServe and the TF-Serving runtime
+(at TF Serving's ``/monitoring/prometheus/metrics``, which ``--monitoring_config_file`` turns on in
+the real server and in the runtime alike).
 """
 
 from __future__ import annotations
@@ -25,6 +24,8 @@ def scrape_targets(settings: FlywheelSettings) -> dict[str, tuple[str, str]]:
         "drift-exporter": (f"{host}:{settings.drift_exporter_port}", "/metrics"),
         "triton": (f"{host}:{settings.triton_metrics_port}", "/metrics"),
         "torchserve": (f"{host}:{settings.torchserve_metrics_port}", "/metrics"),
+        # TF Serving's own path, enabled by --monitoring_config_file (the runtime takes the same flag).
+        "tfserving": (f"{host}:{settings.tfserving_rest_port}", "/monitoring/prometheus/metrics"),
     }
 
 

@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 import tensorflow as tf
+from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -139,3 +140,34 @@ def test_new_version_folder_is_picked_up_without_restart(runtime: dict[str, Any]
         httpx.post(f"{rest}/versions/9:predict", json={"instances": batch.tolist()}, timeout=30).status_code
         == 404
     )
+
+
+def test_prometheus_metrics_at_tf_servings_path_count_rest_and_grpc(runtime: dict[str, Any]) -> None:
+    """`--monitoring_config_file` turns on /monitoring/prometheus/metrics with TF Serving's names."""
+    url = f"http://127.0.0.1:{runtime['ports'].rest}/monitoring/prometheus/metrics"
+
+    def count(status: str) -> float:
+        for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+            for sample in family.samples:
+                if sample.name == ":tensorflow:serving:request_count_total" and sample.labels == {
+                    "model_name": MODEL,
+                    "status": status,
+                }:
+                    return sample.value
+        return 0.0
+
+    before_ok, before_missing = count("OK"), count("NOT_FOUND")
+    batch = window_batch()
+    rest = f"http://127.0.0.1:{runtime['ports'].rest}/v1/models/{MODEL}"
+    assert httpx.post(f"{rest}:predict", json={"instances": batch.tolist()}, timeout=30).status_code == 200
+    prediction_service_pb2_grpc.PredictionServiceStub(runtime["channel"]).Predict(
+        predict_request(batch, version=1), timeout=30
+    )
+    assert (
+        httpx.post(f"{rest}/versions/9:predict", json={"instances": batch.tolist()}, timeout=30).status_code
+        == 404
+    )
+    assert count("OK") == before_ok + 2
+    assert count("NOT_FOUND") == before_missing + 1
+    text = httpx.get(url, timeout=10).text
+    assert ':tensorflow:serving:request_latency_bucket{API="predict",entrypoint="GRPC",le=' in text

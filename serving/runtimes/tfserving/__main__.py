@@ -20,6 +20,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving.runtimes.tfserving.grpc_service import ModelService, PredictionService
 from serving.runtimes.tfserving.manager import ServableManager
+from serving.runtimes.tfserving.monitoring import MonitoringConfig, RuntimeMetrics
 from serving.runtimes.tfserving.rest import create_rest_app
 
 logger = logging.getLogger("flywheel.tfserving")
@@ -50,16 +51,22 @@ async def serve(args: argparse.Namespace) -> None:
         if config_path is not None and config_path.exists():
             config_mtime = config_path.stat().st_mtime
 
+    monitoring = (
+        MonitoringConfig.read(args.monitoring_config_file)
+        if args.monitoring_config_file
+        else MonitoringConfig()
+    )
+    metrics = RuntimeMetrics() if monitoring.enabled else None
     grpc_server = grpc.aio.server()
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(manager), grpc_server
+        PredictionService(manager, metrics), grpc_server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelService(manager, remember_reload), grpc_server
     )
     grpc_server.add_insecure_port(f"{args.host}:{args.port}")
     await grpc_server.start()
-    runner = web.AppRunner(create_rest_app(manager), access_log=None)
+    runner = web.AppRunner(create_rest_app(manager, metrics, monitoring.path), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, args.host, args.rest_api_port).start()
     logger.info(
@@ -102,6 +109,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model_name", default=None)
     parser.add_argument("--model_base_path", type=Path, default=None)
     parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0)
+    parser.add_argument(
+        "--monitoring_config_file",
+        type=Path,
+        default=None,
+        help="prometheus_config { enable: true path: ... }",
+    )
     parser.add_argument(
         "--model_config_file_poll_wait_seconds", type=float, default=1.0, help="kept for parity"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.runtimes.tfserving.manager import ServableManager, ServingError
+from serving.runtimes.tfserving.monitoring import RuntimeMetrics
 
 GRPC_CODES = {
     "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
@@ -35,19 +37,26 @@ def _spec(model_spec: Any) -> tuple[str, int | None, str | None]:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ServableManager) -> None:
+    def __init__(self, manager: ServableManager, metrics: RuntimeMetrics | None = None) -> None:
         self.manager = manager
+        self.metrics = metrics
 
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         import tensorflow as tf
 
+        started = time.perf_counter()
         try:
             servable = self.manager.resolve(*_spec(request.model_spec))
             inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
             signature_name = request.model_spec.signature_name or "serving_default"
             outputs = await asyncio.to_thread(self.manager.predict, servable, signature_name, inputs)
         except ServingError as error:
+            if self.metrics is not None:
+                elapsed = time.perf_counter() - started
+                self.metrics.record(request.model_spec.name, error.code, "predict", "GRPC", elapsed)
             await context.abort(GRPC_CODES.get(error.code, grpc.StatusCode.INTERNAL), error.message)
+        if self.metrics is not None:
+            self.metrics.record(servable.name, "OK", "predict", "GRPC", time.perf_counter() - started)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import orjson
 from aiohttp import web
 from google.protobuf import json_format
+from prometheus_client import generate_latest
 
 from serving.backends.base import InvalidInputError
 from serving.protocols.tf_rest import decode_predict, encode_predictions
 from serving.runtimes.tfserving.manager import ServableManager, ServingError
+from serving.runtimes.tfserving.monitoring import DEFAULT_PATH, RuntimeMetrics
 
 HTTP_STATUS = {"NOT_FOUND": 404, "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "UNAVAILABLE": 503}
 _PATH = re.compile(
@@ -26,7 +29,9 @@ def _error(status: int, message: str) -> web.Response:
     )
 
 
-def create_rest_app(manager: ServableManager) -> web.Application:
+def create_rest_app(
+    manager: ServableManager, metrics: RuntimeMetrics | None = None, metrics_path: str = DEFAULT_PATH
+) -> web.Application:
     async def handle(request: web.Request) -> web.Response:
         match = _PATH.match(request.path)
         if match is None:
@@ -37,7 +42,17 @@ def create_rest_app(manager: ServableManager) -> web.Application:
             if suffix == ":predict":
                 if request.method != "POST":
                     return _error(405, "predict needs POST")
-                return await _predict(request, name, version, label)
+                started = time.perf_counter()
+                try:
+                    response = await _predict(request, name, version, label)
+                except ServingError as error:
+                    if metrics is not None:
+                        metrics.record(name, error.code, "predict", "REST", time.perf_counter() - started)
+                    raise
+                if metrics is not None:
+                    status = "OK" if response.status == 200 else "INVALID_ARGUMENT"
+                    metrics.record(name, status, "predict", "REST", time.perf_counter() - started)
+                return response
             if request.method != "GET":
                 return _error(405, f"{request.method} is not supported here")
             if suffix == "/metadata":
@@ -91,6 +106,14 @@ def create_rest_app(manager: ServableManager) -> web.Application:
         payload = encode_predictions(outputs, row_format)
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
+    async def prometheus(request: web.Request) -> web.Response:
+        assert metrics is not None
+        return web.Response(
+            body=generate_latest(metrics.registry), content_type="text/plain", charset="utf-8"
+        )
+
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/v1/models/{tail:.*}", handle)
+    if metrics is not None:
+        app.router.add_get(metrics_path, prometheus)
     return app
