@@ -2,7 +2,8 @@
 controller, drift exporter, Prometheus, Alertmanager and Airflow, all real processes.
 
 Tuned for test time, not realism: every sampled request counted, 1 s scrapes, a 20 s drift window,
-drift alerts after holding 2 s, a per-minute retraining schedule (the new-data check) and a
+drift alerts after holding 2 s, a per-minute retraining schedule (the new-data check), no
+batch-scoring schedule (an hourly run landing mid-test would score the data first) and a
 two-step canary of 5 s per step.
 """
 
@@ -38,6 +39,7 @@ LOOP_SETTINGS = {
     "FLYWHEEL_DRIFT_WINDOW_S": "20",
     "FLYWHEEL_DRIFT_ALERT_FOR": "2s",
     "FLYWHEEL_RETRAIN_SCHEDULE": "* * * * *",
+    "FLYWHEEL_BATCH_SCORE_SCHEDULE": "",  # the test runs it with dag.test(), at a time it chooses
     "FLYWHEEL_RETRAIN_CANARY_STEPS": "50,100",
     "FLYWHEEL_RETRAIN_CANARY_INTERVAL_S": "5",
     "FLYWHEEL_ROLLOUT_TICK_S": "1",
