@@ -57,7 +57,12 @@ class AirflowClient:
                 f"Airflow refused the login for {self._credentials['username']!r}: "
                 f"HTTP {response.status_code}"
             )
-        token: str = response.json()["access_token"]
+        try:
+            token: str = response.json()["access_token"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise AirflowError(
+                f"{self.base_url}/auth/token answered without a token: is this Airflow?"
+            ) from error
         return token
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -75,7 +80,10 @@ class AirflowClient:
             raise AirflowUnavailableError(f"{what}: Airflow answered HTTP {response.status_code}")
         if not response.is_success:
             raise AirflowError(f"{what}: HTTP {response.status_code} {response.text[:300]}")
-        return response.json()
+        try:
+            return response.json()
+        except ValueError as error:
+            raise AirflowError(f"{what}: the answer is not JSON: {response.text[:200]!r}") from error
 
     def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> Literal["created", "exists"]:
         """Create run ``run_id``; "exists" when Airflow already has it (409), so retries never double."""

@@ -186,6 +186,17 @@ class SlidingWindow:
             while len(self._snapshots) > 2 and self._snapshots[1][0] <= at - self.seconds:
                 self._snapshots.popleft()
 
+    def went_backwards(self, cumulative: Mapping[str, np.ndarray]) -> bool:
+        """True when a cumulative count is below the last one seen: the counters were reset."""
+        if not self._snapshots:
+            return False
+        last = self._snapshots[-1][1]
+        return any(
+            np.any(np.asarray(values, dtype=np.float64) < last[key])
+            for key, values in cumulative.items()
+            if key in last and len(last[key]) == len(values)
+        )
+
     def counts(self) -> dict[str, np.ndarray]:
         if not self._snapshots:
             return {}

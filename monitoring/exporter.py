@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
+from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -85,7 +86,8 @@ class DriftExporter:
         self.window_s = window_s
         self.thresholds = thresholds or Thresholds()
         self._windows: dict[tuple[str, str], SlidingWindow] = {}
-        self._profiles: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._profiles: dict[tuple[str, str], dict[str, Any]] = {}
+        self._profile_retry_at: dict[tuple[str, str], float] = {}
         self._published: dict[tuple[str, str], set[str]] = {}
         labels = ["model", "version"]
         self.feature_psi = Gauge(
@@ -111,27 +113,44 @@ class DriftExporter:
         )
 
     def _profile(self, model: str, version: str) -> dict[str, Any] | None:
+        """The version's reference profile; a failed read is retried a minute later, not cached."""
         key = (model, version)
-        if key not in self._profiles:
-            try:
-                self._profiles[key] = orjson.loads(
-                    self.store.read_artifact(model, int(version), "profile.json")
-                )
-            except (ModelStoreError, ValueError) as error:
-                log.warning("no profile for %s v%s: %s", model, version, error)
-                self._profiles[key] = None
-        return self._profiles[key]
+        if key in self._profiles:
+            return self._profiles[key]
+        if time.monotonic() < self._profile_retry_at.get(key, 0.0):
+            return None
+        try:
+            profile: dict[str, Any] = orjson.loads(
+                self.store.read_artifact(model, int(version), "profile.json")
+            )
+        except Exception as error:
+            log.warning("no profile for %s v%s yet: %s", model, version, error)
+            self._profile_retry_at[key] = time.monotonic() + 60.0
+            return None
+        self._profiles[key] = profile
+        return profile
 
     def collect_once(self, now: float | None = None) -> dict[tuple[str, str], DriftReport]:
         """Read, window, judge and publish; returns the reports (for the CLI and tests)."""
         now = time.monotonic() if now is None else now
         reports = {}
-        for (model, version), features in self.read_bins().items():
+        bins = self.read_bins()
+        for gone in set(self._published) - set(bins):
+            # The gateway no longer reports it (restarted, version retired): no verdict, no window.
+            self._withdraw(*gone)
+            self._windows.pop(gone, None)
+            with contextlib.suppress(KeyError):
+                self.window_samples.remove(*gone)
+        for (model, version), features in bins.items():
             profile = self._profile(model, version)
             if profile is None:
                 continue
             cumulative = aligned_counts(profile, features)
-            window = self._windows.setdefault((model, version), SlidingWindow(seconds=self.window_s))
+            window = self._windows.get((model, version))
+            if window is None or window.went_backwards(cumulative):
+                # First reading, or the counters restarted (a gateway restart): start a new window
+                # rather than subtract across the reset into negative counts.
+                window = self._windows[(model, version)] = SlidingWindow(seconds=self.window_s)
             window.add(now, cumulative)
             report = assess(profile, window.counts(), self.thresholds)
             reports[(model, version)] = report
@@ -190,7 +209,8 @@ def main() -> int:
         while True:
             try:
                 exporter.collect_once()
-            except (httpx.HTTPError, ModelStoreError) as error:  # the gateway restarting is not fatal
+            except (httpx.HTTPError, ModelStoreError, BotoCoreError, ClientError) as error:
+                # The gateway restarting or a store outage is not fatal: try again next tick.
                 log.warning("drift collection skipped: %s", error)
             time.sleep(settings.drift_interval_s)  # a pacing loop, not a wait for a server
     except KeyboardInterrupt:

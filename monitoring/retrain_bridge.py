@@ -18,20 +18,20 @@ The bridge is transport-free; the admin API mounts it at ``POST /admin/alerts``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from flywheel.airflow_client import AirflowError
-
+log = logging.getLogger(__name__)
 #: Airflow's default ``allowed_run_id_pattern`` is ``^[A-Za-z0-9_.~:+-]+$``; keep to a subset.
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -44,7 +44,7 @@ class WebhookAlert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: datetime
+    startsAt: AwareDatetime  # Alertmanager always sends a zone; a naive time is refused
     fingerprint: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-fA-F]+$")
 
 
@@ -70,7 +70,7 @@ class RetrainTrigger:
 
 
 def run_id_for(alert: WebhookAlert) -> str:
-    started = alert.startsAt.strftime("%Y%m%dT%H%M%S")
+    started = alert.startsAt.astimezone(UTC).strftime("%Y%m%dT%H%M%S")  # one instant, one id
     name = _UNSAFE.sub("_", alert.labels.get("alertname", "alert"))[:60]
     model = _UNSAFE.sub("_", alert.labels.get("model", ""))[:80]
     return f"alert__{model}__{name}__{alert.fingerprint.lower()}__{started}"
@@ -172,14 +172,21 @@ class Outbox:
     def delivered(self) -> list[OutboxEntry]:
         return self._read(self._delivered)
 
-    @staticmethod
-    def _read(folder: Path) -> list[OutboxEntry]:
+    def _read(self, folder: Path) -> list[OutboxEntry]:
         entries = []
         for path in sorted(folder.glob("*.json")):
             try:
                 entries.append(OutboxEntry.from_json(path.read_bytes()))
             except FileNotFoundError:
                 continue  # delivered meanwhile
+            except (ValueError, TypeError, KeyError) as error:
+                # An unreadable entry must not block the others: set it aside for a person.
+                corrupt = self.root / "corrupt"
+                corrupt.mkdir(exist_ok=True)
+                path.replace(corrupt / path.name)
+                log.error(
+                    "retrain outbox entry %s is unreadable (%s); moved to %s", path.name, error, corrupt
+                )
         return sorted(entries, key=lambda entry: entry.created_at)
 
     def deliver_due(
@@ -195,8 +202,8 @@ class Outbox:
             name = f"{entry.trigger.dag_run_id}.json"
             try:
                 entry.outcome = send(entry.trigger)
-            except AirflowError as error:
-                entry.last_error = str(error)[:500]
+            except Exception as error:
+                entry.last_error = f"{type(error).__name__}: {error}"[:500]
                 delay = min(self.retry_max_s, self.retry_base_s * 2 ** (entry.attempts - 1))
                 entry.next_attempt_at = now + delay
                 _write_atomically(self._pending / name, entry.to_json())

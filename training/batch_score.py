@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import io
 import json
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from training.contract import FEATURE_COLUMNS, INPUT_NAME, OUTPUT_NAME, WINDOW
 from training.ingest import list_raw_objects
 
 SCORING_BACKENDS = ("torchserve", "tfserving")  # PyTorch's answer first: it is the prediction
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.[cC][sS][vV]")
 
 
 class NothingNewError(LookupError):
@@ -94,7 +96,10 @@ async def _predict(settings: FlywheelSettings, store: ModelStore, model: str, ve
     for kind in SCORING_BACKENDS:
         backend = build_backend(kind, settings, store)
         try:
-            await backend.load(model, version)  # a no-op when the server already has it
+            # Load only what is not served yet: a load rewrites the server's version list, and doing
+            # that beside the gateway's own loads could drop a version it has just deployed.
+            if not await backend.ready(model, version):
+                await backend.load(model, version)
             parts = [
                 (await backend.infer(model, version, {INPUT_NAME: windows[start : start + batch_rows]}))[
                     OUTPUT_NAME
@@ -140,7 +145,12 @@ def score_new_data(
     with tempfile.TemporaryDirectory(prefix="flywheel-score-") as scratch:
         raw_dir = Path(scratch) / "raw"
         for item in new:
-            local = raw_dir / item["key"]  # the file name is the symbol, as in training
+            # One folder per object (hashed key: no path from S3 reaches the file system); the file
+            # name is the symbol, as in training.
+            name = item["key"].rsplit("/", 1)[-1]
+            if not _SAFE_NAME.fullmatch(name):
+                raise ValueError(f"s3://{settings.raw_bucket}/{item['key']}: not a SYMBOL.csv file name")
+            local = raw_dir / hashlib.sha256(item["key"].encode()).hexdigest()[:16] / name
             local.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(settings.raw_bucket, item["key"], str(local))
         progress(f"Spark features for {len(new)} objects")

@@ -71,7 +71,19 @@ def step_ingest(context: PipelineContext) -> dict[str, Any]:
         s3_client(settings), settings.raw_bucket, settings.raw_prefix, context.store.storage, context.dataset
     )
     if result.snapshot is None:
-        return {"skipped": True, "reason": "no new raw objects", "already_seen": result.already_seen}
+        unfinished = _unfinished_snapshot(context)
+        if unfinished is None:
+            return {"skipped": True, "reason": "no new raw objects", "already_seen": result.already_seen}
+        # A run that took this data failed before publishing or a gate verdict: carry it on,
+        # otherwise its objects would count as seen and never be trained on.
+        context.run_id = unfinished.snapshot_id
+        return {
+            "skipped": False,
+            "resumed": True,
+            "snapshot_id": unfinished.snapshot_id,
+            "new_objects": 0,
+            "content_hash": unfinished.content_hash,
+        }
     context.run_id = result.snapshot.snapshot_id
     return {
         "skipped": False,
@@ -79,6 +91,20 @@ def step_ingest(context: PipelineContext) -> dict[str, Any]:
         "new_objects": result.new_objects,
         "content_hash": result.snapshot.content_hash,
     }
+
+
+def _unfinished_snapshot(context: PipelineContext) -> Any:
+    """The latest snapshot when no run finished it (no version published, no failed gate), else None."""
+    snapshots = DatasetStore(context.store.storage).list_snapshots(context.dataset)
+    if not snapshots:
+        return None
+    latest = snapshots[-1]
+    if published_version_of_run(context.store, context.model, latest.snapshot_id) is not None:
+        return None
+    evaluation = RunArea(context.store.storage, context.model, latest.snapshot_id).result("evaluate")
+    if evaluation is not None and not evaluation["gate"]["passed"]:
+        return None  # finished: the gate said no
+    return latest
 
 
 def step_preprocess(context: PipelineContext, force: bool = False) -> dict[str, Any]:

@@ -68,6 +68,7 @@ def write_passwords_file(settings: FlywheelSettings) -> Path:
     path = settings.var_path / "credentials" / "airflow-passwords.json"
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # O_CREAT's mode does not tighten a file that already existed
     with os.fdopen(descriptor, "w") as handle:
         json.dump({settings.airflow_username: airflow_password(settings)}, handle)
     return path

@@ -49,6 +49,7 @@ def admin_token_file(settings: FlywheelSettings) -> str:
     configured = settings.var_path / "credentials" / "admin-token.configured"
     configured.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     descriptor = os.open(configured, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # O_CREAT's mode does not tighten a file that already existed
     with os.fdopen(descriptor, "w") as handle:
         handle.write(token)
     return str(configured)

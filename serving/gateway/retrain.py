@@ -86,6 +86,7 @@ class RetrainService:
         self.metrics = metrics
         self._delivering = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._reported: dict[tuple[str, str], str] = {}  # (model, run id) -> state, oldest first
         bridge.on_outcome = self._count
 
     @classmethod
@@ -148,6 +149,15 @@ class RetrainService:
 
         async def run_report(request: web.Request) -> web.Response:
             report = RunReport.model_validate(await read_json(request))
+            key = (report.model, report.run_id)
+            previous = self._reported.get(key)
+            # A retried report task repeats its POST; a failure callback may follow a final report
+            # that was already posted. Count each run once, by its first final state.
+            if previous is not None:
+                return json_response({"recorded": False, "already": previous})
+            self._reported[key] = report.state
+            if len(self._reported) > 10_000:
+                self._reported.pop(next(iter(self._reported)))
             self.metrics.runs.labels(report.model, report.state).inc()
             if report.state == "failed":
                 self.metrics.last_failure.labels(report.model).set_to_current_time()

@@ -74,3 +74,11 @@ def test_calibration_no_false_alarms_and_a_half_sigma_shift_is_caught() -> None:
     assert quiet["feature_alerts"] == 0 and quiet["dataset_alerts"] == 0
     caught = detection_delay(shift_sigma=0.5, window=2000)
     assert caught["delay_samples"] is not None and caught["delay_samples"] <= 2000
+
+
+def test_a_window_notices_counters_that_restarted() -> None:
+    window = SlidingWindow(seconds=60)
+    assert not window.went_backwards({"f": np.array([5.0, 5.0])})
+    window.add(0.0, {"f": np.array([5.0, 5.0])})
+    assert not window.went_backwards({"f": np.array([6.0, 5.0])})
+    assert window.went_backwards({"f": np.array([1.0, 0.0])}), "a gateway restart zeroes its counters"

@@ -168,10 +168,33 @@ def test_malformed_payloads_are_rejected() -> None:
             "alerts": [alert("FeatureDrift", "not-hex!", "2026-11-23T10:00:00Z", model="m")],
         },
         {"status": "firing", "alerts": [alert("FeatureDrift", "aa", "yesterday", model="m")]},
+        # No zone: which instant is it? (and it could not be ordered against zoned ones)
+        {"status": "firing", "alerts": [alert("FeatureDrift", "aa", "2026-11-23T10:00:00", model="m")]},
     ]
     for body in bad:
         with pytest.raises(ValueError):
             WebhookPayload.model_validate(body)
+
+
+def test_one_instant_in_two_zones_names_one_run() -> None:
+    utc = alert("FeatureDrift", "ab", "2026-11-23T10:00:00Z", model="m", feature="f")
+    paris = alert("FeatureDrift", "ab", "2026-11-23T11:00:00+01:00", model="m", feature="f")
+    [first], _ = triggers_from_payload(payload(utc), RETRAIN_ALERTS)
+    [second], _ = triggers_from_payload(payload(paris), RETRAIN_ALERTS)
+    assert first.dag_run_id == second.dag_run_id
+
+
+def test_an_unreadable_entry_is_set_aside_and_does_not_block_the_others(
+    airflow: RecordingAirflow, tmp_path: Path
+) -> None:
+    airflow.start()
+    bridge = bridge_for(airflow, tmp_path / "outbox", Clock())
+    bridge.accept(payload(alert("FeatureDrift", "ab01", "2026-11-23T10:00:00Z", model="m", feature="f")))
+    (tmp_path / "outbox" / "pending" / "alert__x.json").write_text('{"from": "an older release"}')
+    [entry] = bridge.deliver()
+    assert entry.outcome == "created" and len(airflow.runs) == 1
+    assert (tmp_path / "outbox" / "corrupt" / "alert__x.json").exists()
+    assert bridge.outbox.pending() == []
 
 
 def test_a_trigger_survives_an_airflow_outage_and_is_delivered_exactly_once(

@@ -149,7 +149,7 @@ def test_prometheus_metrics_at_tf_servings_path_count_rest_and_grpc(runtime: dic
     def count(status: str) -> float:
         for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
             for sample in family.samples:
-                if sample.name == ":tensorflow:serving:request_count_total" and sample.labels == {
+                if sample.name == ":tensorflow:serving:request_count" and sample.labels == {
                     "model_name": MODEL,
                     "status": status,
                 }:
@@ -169,5 +169,8 @@ def test_prometheus_metrics_at_tf_servings_path_count_rest_and_grpc(runtime: dic
     )
     assert count("OK") == before_ok + 2
     assert count("NOT_FOUND") == before_missing + 1
+    assert httpx.post(f"http://127.0.0.1:{runtime['ports'].rest}/v1/models/no-such-model:predict",
+                      json={"instances": [[1.0]]}, timeout=30).status_code == 404  # fmt: skip
+    assert 'model_name="no-such-model"' not in httpx.get(url, timeout=10).text, "no series per random name"
     text = httpx.get(url, timeout=10).text
     assert ':tensorflow:serving:request_latency_bucket{API="predict",entrypoint="GRPC",le=' in text

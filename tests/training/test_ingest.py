@@ -81,3 +81,34 @@ def test_bad_files_are_refused_by_name_and_nothing_is_written(
     assert f"s3://{bucket}/raw/b1/ZBAD.csv" in str(error.value)
     assert message in str(error.value)
     assert DatasetStore(storage).list_snapshots("prices") == []
+
+
+def test_data_of_a_run_that_failed_before_publishing_is_resumed_not_skipped(
+    landing: tuple[Any, str], s3_settings: FlywheelSettings, tmp_path: Path
+) -> None:
+    """A run that ingested and then failed leaves a snapshot nobody trained on: the next run takes
+    it up (ingest would otherwise call its objects seen and skip). A gate verdict finishes it."""
+    from model_store import ModelStore
+    from training.pipeline import PipelineContext, step_ingest
+    from training.run_area import RunArea
+
+    client, bucket = landing
+    settings = s3_settings.model_copy(update={"raw_bucket": bucket})
+    store = ModelStore.open(f"file://{tmp_path / 'store'}")
+    client.put_object(Bucket=bucket, Key="raw/b1/AAA.csv", Body=GOOD)
+    first = step_ingest(PipelineContext(settings, store, "resumer"))
+    assert first["skipped"] is False and first["new_objects"] == 1
+
+    # The run died after ingest (preprocess or training failed): the next run carries it on.
+    retry = PipelineContext(settings, store, "resumer")
+    again = step_ingest(retry)
+    assert again == {**first, "resumed": True, "new_objects": 0}
+    assert retry.run_id == first["snapshot_id"]
+
+    # Once the gate has said no, the snapshot is finished: nothing new means skip.
+    verdict = tmp_path / "evaluate"
+    verdict.mkdir()
+    RunArea(store.storage, "resumer", first["snapshot_id"]).upload(
+        "evaluate", verdict, {"gate": {"passed": False, "reasons": ["worse than the champion"]}}
+    )
+    assert step_ingest(PipelineContext(settings, store, "resumer"))["skipped"] is True

@@ -53,7 +53,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         except ServingError as error:
             if self.metrics is not None:
                 elapsed = time.perf_counter() - started
-                self.metrics.record(request.model_spec.name, error.code, "predict", "GRPC", elapsed)
+                name = request.model_spec.name
+                known = name in self.manager.loaded()
+                self.metrics.record(name, error.code, "predict", "GRPC", elapsed, known)
             await context.abort(GRPC_CODES.get(error.code, grpc.StatusCode.INTERNAL), error.message)
         if self.metrics is not None:
             self.metrics.record(servable.name, "OK", "predict", "GRPC", time.perf_counter() - started)

@@ -14,10 +14,13 @@ Prometheus scrape config and dashboards written here work against the real image
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import Metric
 
 DEFAULT_PATH = "/monitoring/prometheus/metrics"
 #: TF Serving's latency buckets are in microseconds.
@@ -41,15 +44,37 @@ class MonitoringConfig:
         return cls(enabled, path["path"] if path else DEFAULT_PATH)
 
 
+class _RequestCount:
+    """``:tensorflow:serving:request_count`` under exactly that name (prometheus-client's Counter
+    would publish ``..._total``, which queries written for the real server do not match)."""
+
+    NAME = ":tensorflow:serving:request_count"
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def inc(self, model: str, status: str) -> None:
+        with self._lock:
+            self.counts[(model, status)] = self.counts.get((model, status), 0.0) + 1.0
+
+    def collect(self) -> Iterator[Metric]:
+        metric = Metric(self.NAME, "The total number of requests.", "unknown")
+        with self._lock:
+            for (model, status), value in sorted(self.counts.items()):
+                metric.add_sample(self.NAME, {"model_name": model, "status": status}, value)
+        yield metric
+
+
 class RuntimeMetrics:
+    #: Requests for models the server does not have are counted under this name, not the
+    #: caller's: arbitrary names in URLs must not create unbounded series.
+    UNKNOWN_MODEL = "__unknown__"
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            ":tensorflow:serving:request_count",
-            "The total number of requests.",
-            ["model_name", "status"],
-            registry=self.registry,
-        )
+        self.requests = _RequestCount()
+        self.registry.register(self.requests)
         self.latency = Histogram(
             ":tensorflow:serving:request_latency",
             "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
@@ -58,9 +83,12 @@ class RuntimeMetrics:
             registry=self.registry,
         )
 
-    def record(self, model: str, status: str, api: str, entrypoint: str, seconds: float) -> None:
-        self.requests.labels(model, status).inc()
-        self.latency.labels(model, api, entrypoint).observe(seconds * 1e6)
+    def record(
+        self, model: str, status: str, api: str, entrypoint: str, seconds: float, known: bool = True
+    ) -> None:
+        name = model if known else self.UNKNOWN_MODEL
+        self.requests.inc(name, status)
+        self.latency.labels(name, api, entrypoint).observe(seconds * 1e6)
 
 
 MONITORING_CONFIG = 'prometheus_config {\n  enable: true\n  path: "/monitoring/prometheus/metrics"\n}\n'

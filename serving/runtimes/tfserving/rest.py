@@ -47,7 +47,8 @@ def create_rest_app(
                     response = await _predict(request, name, version, label)
                 except ServingError as error:
                     if metrics is not None:
-                        metrics.record(name, error.code, "predict", "REST", time.perf_counter() - started)
+                        elapsed = time.perf_counter() - started
+                        metrics.record(name, error.code, "predict", "REST", elapsed, name in manager.loaded())
                     raise
                 if metrics is not None:
                     status = "OK" if response.status == 200 else "INVALID_ARGUMENT"
