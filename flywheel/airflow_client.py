@@ -25,7 +25,6 @@ class AirflowUnavailableError(AirflowError):
 class TaskState:
     task_id: str
     state: str | None
-    try_number: int
 
 
 class AirflowClient:
@@ -118,10 +117,7 @@ class AirflowClient:
             self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"),
             f"tasks of {dag_id}/{run_id}",
         )
-        return [
-            TaskState(item["task_id"], item.get("state"), int(item.get("try_number") or 0))
-            for item in result["task_instances"]
-        ]
+        return [TaskState(item["task_id"], item.get("state")) for item in result["task_instances"]]
 
     def dag(self, dag_id: str) -> dict[str, Any] | None:
         """The DAG's details, or None while the dag-processor has not parsed it yet."""
@@ -130,9 +126,3 @@ class AirflowClient:
             return None
         result: dict[str, Any] = self._json(response, f"DAG {dag_id}")
         return result
-
-    def set_paused(self, dag_id: str, paused: bool) -> None:
-        self._json(
-            self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": paused}),
-            f"{'pause' if paused else 'unpause'} {dag_id}",
-        )

@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 
 from model_store import ModelStore
-from training.contract import FEATURE_COLUMNS, INPUT_NAME, WINDOW
+from training.contract import FEATURE_COLUMNS, INPUT_NAME
 
 
 def reference_windows(store: ModelStore, model: str, version: int, split: str = "train") -> np.ndarray:
@@ -42,18 +42,12 @@ def regime_windows(symbols: int, start: date, days: int, drift: bool, seed: int 
     With the arguments of a ``flywheel data generate`` call, these are the windows of the data it
     landed: traffic that looks like the new regime, the way live traffic would after a real shift.
     """
+    from training.dataset import windows_by_symbol
     from training.pandas_features import features_of_frames
     from training.synthetic import generate
 
     frames = generate(symbols, start, days, drift, seed)
-    features = features_of_frames(frames).rename(columns={"Date": "date"})
-    windows = []
-    for _, rows in features.sort_values(["symbol", "date"]).groupby("symbol", sort=True):
-        values = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32)
-        if len(values) >= WINDOW:
-            view = np.lib.stride_tricks.sliding_window_view(values, WINDOW, axis=0)
-            windows.append(view.transpose(0, 2, 1))
-    return np.concatenate(windows)
+    return windows_by_symbol(features_of_frames(frames).rename(columns={"Date": "date"}))[1]
 
 
 def replay(

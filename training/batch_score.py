@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from flywheel.settings import FlywheelSettings
 from model_store import ModelStore
 from model_store.errors import ObjectNotFoundError, PreconditionFailedError
-from training.contract import FEATURE_COLUMNS, INPUT_NAME, OUTPUT_NAME, WINDOW
+from training.contract import FEATURE_COLUMNS, INPUT_NAME, OUTPUT_NAME
+from training.dataset import windows_by_symbol
 from training.ingest import list_raw_objects
 
 SCORING_BACKENDS = ("torchserve", "tfserving")  # PyTorch's answer first: it is the prediction
@@ -72,20 +72,6 @@ def _read_ledger(store: ModelStore, model: str) -> tuple[dict[str, str], str | N
     except ObjectNotFoundError:
         return {}, None
     return dict(json.loads(stored.data)["scored"]), stored.etag
-
-
-def windows_to_score(features: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """(one row per window: symbol and date of its newest day, windows [n, WINDOW, features])."""
-    keys, windows = [], []
-    for symbol, rows in features.sort_values(["symbol", "date"]).groupby("symbol", sort=True):
-        if len(rows) < WINDOW:
-            continue
-        values = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32)
-        windows.append(np.lib.stride_tricks.sliding_window_view(values, WINDOW, axis=0).transpose(0, 2, 1))
-        keys.append(pd.DataFrame({"symbol": symbol, "date": rows["date"].to_numpy()[WINDOW - 1 :]}))
-    if not windows:
-        raise ValueError(f"no symbol in the new data has {WINDOW} days of complete features")
-    return pd.concat(keys, ignore_index=True), np.concatenate(windows)
 
 
 async def _predict(settings: FlywheelSettings, store: ModelStore, model: str, version: int,
@@ -163,7 +149,7 @@ def score_new_data(
             .select("symbol", "date", *FEATURE_COLUMNS)
             .toPandas()
         )
-    keys, windows = windows_to_score(features)
+    keys, windows = windows_by_symbol(features)
     progress(f"scoring {len(windows)} windows with {model} v{version}")
     answers = asyncio.run(_predict(settings, store, model, version, windows))
     disagreement = np.abs(answers["torchserve"] - answers["tfserving"])

@@ -49,6 +49,24 @@ def make_windows(frame: pd.DataFrame) -> dict[str, WindowedSplit]:
     return result
 
 
+def windows_by_symbol(features: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every window of every symbol, no split: (symbol and date of each window's newest day, windows).
+
+    For scoring and replaying data the model has not been trained on; ``features`` needs
+    ``symbol``, ``date`` and the feature columns.
+    """
+    keys, windows = [], []
+    for symbol, rows in features.sort_values(["symbol", "date"]).groupby("symbol", sort=True):
+        if len(rows) < WINDOW:
+            continue
+        values = rows[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32)
+        windows.append(np.lib.stride_tricks.sliding_window_view(values, WINDOW, axis=0).transpose(0, 2, 1))
+        keys.append(pd.DataFrame({"symbol": symbol, "date": rows["date"].to_numpy()[WINDOW - 1 :]}))
+    if not windows:
+        raise ValueError(f"no symbol has {WINDOW} days of complete features")
+    return pd.concat(keys, ignore_index=True), np.concatenate(windows)
+
+
 def normalisation_arrays(normalisation: dict[str, dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
     mean = np.array([normalisation[c]["mean"] for c in FEATURE_COLUMNS], dtype=np.float32)
     std = np.array([normalisation[c]["std"] for c in FEATURE_COLUMNS], dtype=np.float32)
