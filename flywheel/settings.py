@@ -118,6 +118,15 @@ class FlywheelSettings(BaseSettings):
         gt=0,
         description="Largest request body (and gRPC message) the gateway accepts; larger ones get 413.",
     )
+    gateway_body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest the gateway waits for a request body to arrive; a slower one gets 408 "
+        "and its connection is closed (a client announcing more bytes than it sends holds nothing).",
+    )
+    gateway_keepalive_timeout_s: float = Field(
+        default=15.0, gt=0, description="Idle keep-alive connections to the gateway close after this."
+    )
     routing_reload_interval_s: float = Field(
         default=1.0, gt=0, description="How often gateways look for changed routing specs in the store."
     )

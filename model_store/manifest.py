@@ -29,6 +29,15 @@ class TensorSpec(BaseModel):
     name: str
     datatype: str = Field(description="KServe v2 datatype name, for example FP32 or INT64.")
     shape: list[int]
+    allow_non_finite: bool = Field(
+        default=False,
+        description="A floating-point input that may carry NaN or infinity (say, as a missing-value "
+        "marker). Off by default: the gateway refuses such inputs with 400.",
+    )
+
+    def protocol_view(self) -> dict[str, object]:
+        """The tensor as KServe v2 metadata describes it: name, datatype, shape."""
+        return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
 
 
 class Signature(BaseModel):
@@ -36,6 +45,12 @@ class Signature(BaseModel):
 
     inputs: list[TensorSpec] = Field(default_factory=list)
     outputs: list[TensorSpec] = Field(default_factory=list)
+    max_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="The most rows one request may carry (Triton's max_batch_size for the packaged "
+        "model). The gateway refuses larger batches with 400 and advertises it in model metadata.",
+    )
 
 
 class ArtifactRecord(BaseModel):

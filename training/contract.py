@@ -23,6 +23,8 @@ TARGET_COLUMN = "target_next_return"
 #: Trading days of history per prediction.
 WINDOW = 10
 INPUT_NAME = "features"
+#: Rows per request; Triton's config.pbtxt is packaged with the same limit.
+MAX_BATCH_SIZE = 256
 OUTPUT_NAME = "prediction"
 #: Yahoo-style CSV columns; "Adj Close" is optional.
 REQUIRED_CSV_COLUMNS: tuple[str, ...] = ("Date", "Open", "High", "Low", "Close", "Volume")
@@ -34,4 +36,5 @@ def model_signature() -> Signature:
     return Signature(
         inputs=[TensorSpec(name=INPUT_NAME, datatype="FP32", shape=[-1, WINDOW, len(FEATURE_COLUMNS)])],
         outputs=[TensorSpec(name=OUTPUT_NAME, datatype="FP32", shape=[-1, 1])],
+        max_batch_size=MAX_BATCH_SIZE,
     )

@@ -31,7 +31,12 @@ class PackagingError(RuntimeError):
     """A packaging tool failed; the message carries its output."""
 
 
-def triton_config(name: str, signature: Signature, max_batch_size: int = 256, device: str = "cpu") -> str:
+_DEFAULT_TRITON_MAX_BATCH = 256
+
+
+def triton_config(
+    name: str, signature: Signature, max_batch_size: int | None = None, device: str = "cpu"
+) -> str:
     """``config.pbtxt`` for the Python backend; the batch axis (-1) is implicit in Triton."""
 
     def tensors(specs: list[TensorSpec]) -> str:
@@ -44,6 +49,8 @@ def triton_config(name: str, signature: Signature, max_batch_size: int = 256, de
         return ",\n".join(rendered)
 
     kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
+    # One limit for the gateway (it refuses larger batches early) and for Triton.
+    max_batch_size = max_batch_size or signature.max_batch_size or _DEFAULT_TRITON_MAX_BATCH
     return (
         f'name: "{name}"\nbackend: "python"\nmax_batch_size: {max_batch_size}\n'
         f"input [\n{tensors(signature.inputs)}\n]\noutput [\n{tensors(signature.outputs)}\n]\n"

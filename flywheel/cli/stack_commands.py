@@ -10,7 +10,13 @@ from flywheel.settings import FlywheelSettings
 from flywheel.stack.services import build_services
 from flywheel.stack.supervisor import ServiceStartError, ServiceStatus, StackSupervisor
 
-_STATE_STYLE = {"running": "green", "unhealthy": "yellow", "stopped": "dim", "dead": "red"}
+_STATE_STYLE = {
+    "running": "green",
+    "unhealthy": "yellow",
+    "orphaned": "red",
+    "stopped": "dim",
+    "dead": "red",
+}
 
 
 def supervisor_for(settings: FlywheelSettings) -> StackSupervisor:
@@ -25,19 +31,25 @@ def supervisor_for(settings: FlywheelSettings) -> StackSupervisor:
 
 def _render_status(rows: list[dict[str, object]]) -> None:
     table = Table(title="Flywheel local stack")
-    for column in ("service", "state", "pid", "urls", "detail"):
-        table.add_column(column)
+    for column in ("service", "state", "pid"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("detail", overflow="fold")
     for row in rows:
         state = str(row["state"])
-        urls = row["urls"] if isinstance(row["urls"], dict) else {}
         table.add_row(
             str(row["name"]),
             f"[{_STATE_STYLE.get(state, 'white')}]{state}[/]",
             str(row["pid"] or ""),
-            " ".join(f"{key}={value}" for key, value in urls.items()),
             str(row["detail"] or ""),
         )
     console.print(table)
+    # URLs below the table, one per line and never cut: a table cell would truncate them to the
+    # terminal's width, and a cut URL cannot be copied.
+    width = max((len(str(row["name"])) for row in rows), default=0)
+    for row in rows:
+        urls = row["urls"] if isinstance(row["urls"], dict) else {}
+        for key, value in urls.items():
+            console.print(f"{row['name']:<{width}}  {key:<10} {value}", soft_wrap=True, highlight=False)
 
 
 def _rows(statuses: list[ServiceStatus]) -> list[dict[str, object]]:
@@ -88,5 +100,5 @@ def register(app: typer.Typer) -> None:
         settings: FlywheelSettings = ctx.obj
         statuses = supervisor_for(settings).status()
         emit({"services": _rows(statuses)}, as_json, lambda data: _render_status(data["services"]))
-        if any(item.state in {"unhealthy", "dead"} for item in statuses):
+        if any(item.state in {"unhealthy", "orphaned", "dead"} for item in statuses):
             raise typer.Exit(1)

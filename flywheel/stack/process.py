@@ -1,10 +1,15 @@
 """Managed processes: start detached, record by PID, check health, stop by PID.
 
 A service is started in its own session (process group), with stdout and stderr appended to
-``var/log/<name>.log``. Its PID, process-group id and kernel start time go to
+``var/log/<name>.log``. Its PID (which is also its process-group id) and kernel start time go to
 ``var/run/<name>.json``; the start time guards against a recycled PID being mistaken for ours.
-Stopping sends SIGTERM to the group, waits, then SIGKILLs what is left. Nothing is ever found
-or killed by name.
+
+The supervisor owns the whole process *group*, not just the recorded PID: a server whose launcher
+died (TorchServe's Python launcher SIGKILLed while its Java frontend lives on) still has members
+in the group, and those are found, reported and stopped. The kernel never hands out a PID that is
+still some live group's id, so a group whose leader's PID now belongs to another process is gone.
+Stopping sends SIGTERM to the group, waits, then SIGKILLs what is left. Nothing is ever found or
+killed by name.
 """
 
 from __future__ import annotations
@@ -72,14 +77,18 @@ class ProcessRecord:
         return cls(**json.loads(path.read_text()))
 
 
+def _stat_fields(raw: str) -> list[str]:
+    # The command name (field 2) may contain spaces or parentheses: split after its closing ')'.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
 def _proc_stat(pid: int) -> tuple[str, int] | None:
     """(state, start time in clock ticks) of ``pid`` from /proc, or None if it does not exist."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    # The command name (field 2) may contain spaces or parentheses: split after its closing ')'.
-    fields = raw[raw.rindex(")") + 2 :].split()
+    fields = _stat_fields(raw)
     return fields[0], int(fields[19])
 
 
@@ -87,6 +96,23 @@ def is_running(record: ProcessRecord) -> bool:
     """True while the recorded process exists, is not a zombie, and is the same process."""
     stat = _proc_stat(record.pid)
     return stat is not None and stat[0] not in {"Z", "X"} and stat[1] == record.start_ticks
+
+
+def _pid_recycled(record: ProcessRecord) -> bool:
+    stat = _proc_stat(record.pid)
+    return stat is not None and stat[1] != record.start_ticks
+
+
+def group_members(record: ProcessRecord) -> list[int]:
+    """Live PIDs of the recorded process's group, the leader included, children it left behind too."""
+    if _pid_recycled(record):
+        return []  # the PID went to another process, so the group it named has no member left
+    return [pid for pid in _group_pids(record.pid) if (_proc_stat(pid) or ("", 0))[1] >= record.start_ticks]
+
+
+def orphans(record: ProcessRecord) -> list[int]:
+    """Members of the group still alive although the recorded process itself exited."""
+    return [] if is_running(record) else group_members(record)
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -126,8 +152,11 @@ def start_process(spec: ServiceSpec, run_dir: Path, log_dir: Path) -> ProcessRec
 
 
 def stop_process(record: ProcessRecord, timeout_s: float) -> bool:
-    """SIGTERM the process group, wait up to ``timeout_s``, then SIGKILL. True if it had to be killed."""
-    if not is_running(record):
+    """SIGTERM the process group, wait up to ``timeout_s``, then SIGKILL. True if it had to be killed.
+
+    The group is stopped even when the recorded process already exited: what it spawned is ours.
+    """
+    if not group_members(record):
         return False
     try:
         os.killpg(record.pid, signal.SIGTERM)
@@ -135,7 +164,7 @@ def stop_process(record: ProcessRecord, timeout_s: float) -> bool:
         return False
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not is_running(record) and not group_alive(record.pid):
+        if not group_members(record):
             return False
         time.sleep(0.1)
     try:
@@ -143,21 +172,25 @@ def stop_process(record: ProcessRecord, timeout_s: float) -> bool:
     except ProcessLookupError:
         return False
     kill_deadline = time.monotonic() + 5
-    while time.monotonic() < kill_deadline and is_running(record):
+    while time.monotonic() < kill_deadline and group_members(record):
         time.sleep(0.05)
     return True
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process remains in process group ``pgid``."""
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            raw = (entry / "stat").read_text()
+            fields = _stat_fields((entry / "stat").read_text())
         except OSError:
             continue
-        fields = raw[raw.rindex(")") + 2 :].split()
         if int(fields[2]) == pgid and fields[0] not in {"Z", "X"}:
-            return True
-    return False
+            pids.append(int(entry.name))
+    return pids
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process remains in process group ``pgid``."""
+    return bool(_group_pids(pgid))

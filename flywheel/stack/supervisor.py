@@ -5,6 +5,12 @@ after-start hook. A service that exits or stays unhealthy is reported with the t
 everything this ``up`` started is then stopped again and the call fails. Services already running
 (from an earlier ``up``) are left alone, so ``up`` is idempotent. ``down`` stops, in reverse
 order, every service that has a record under ``var/run``.
+
+Each service is its whole process group: a server whose recorded process died while its children
+live on (``orphaned``) is stopped entirely before ``up`` starts it again, and ``down`` stops the
+children too. Before a start, the service's ports are checked in the kernel's socket table: a port
+held by a process outside the stack fails ``up`` with that process named, instead of a health probe
+being answered by a server we do not own.
 """
 
 from __future__ import annotations
@@ -13,15 +19,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flywheel.stack.process import (
     ProcessRecord,
     ServiceSpec,
+    group_members,
     is_running,
+    orphans,
     start_process,
     stop_process,
     tail,
 )
+from flywheel.stack.sockets import listeners
 
 
 class ServiceStartError(RuntimeError):
@@ -35,7 +45,7 @@ class ServiceStartError(RuntimeError):
 @dataclass
 class ServiceStatus:
     name: str
-    state: str  # running | unhealthy | stopped | dead
+    state: str  # running | unhealthy | orphaned | stopped | dead
     pid: int | None
     urls: dict[str, str]
     detail: str | None
@@ -47,6 +57,24 @@ class ServiceStatus:
 
 #: Called with (service name, event) as services start or stop, for progress display.
 StackEvent = Callable[[str, str], None]
+
+
+def service_ports(spec: ServiceSpec) -> set[int]:
+    """The TCP ports a service announces in its URLs (``http://host:port/...`` or ``host:port``)."""
+    ports = set()
+    for url in spec.urls.values():
+        parsed = urlsplit(url if "://" in url else f"tcp://{url}")
+        if parsed.port is not None:
+            ports.add(parsed.port)
+    return ports
+
+
+def _command_of(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()[:120] or "?"
 
 
 class StackSupervisor:
@@ -69,6 +97,27 @@ class StackSupervisor:
     def _record(self, name: str) -> ProcessRecord | None:
         path = self.run_dir / f"{name}.json"
         return ProcessRecord.from_file(path) if path.exists() else None
+
+    def _stack_groups(self) -> set[int]:
+        groups = set()
+        for spec in self.services:
+            record = self._record(spec.name)
+            if record is not None and group_members(record):
+                groups.add(record.pid)
+        return groups
+
+    def _check_ports_free(self, spec: ServiceSpec) -> None:
+        """Refuse to start when a process outside the stack holds one of the service's ports."""
+        ours = self._stack_groups()
+        foreign = [held for held in listeners(service_ports(spec)) if held.pgid not in ours]
+        if foreign:
+            held = foreign[0]
+            raise ServiceStartError(
+                spec.name,
+                f"port {held.port} is already in use (Address already in use) by PID {held.pid} "
+                f"({_command_of(held.pid)}), which this stack did not start; stop it or choose another port",
+                "(not started)",
+            )
 
     def _wait_healthy(self, spec: ServiceSpec, record: ProcessRecord) -> None:
         deadline = time.monotonic() + self.start_timeout_s
@@ -95,9 +144,12 @@ class StackSupervisor:
                     notify(spec.name, "already running")
                     continue
                 if existing:
-                    # A stale record, or a process that is alive but unhealthy: stop it, start afresh.
-                    stop_process(existing, self.stop_timeout_s)
+                    # A stale record, a process alive but unhealthy, or children left by a dead
+                    # launcher: stop the whole group, then start afresh.
+                    if stop_process(existing, self.stop_timeout_s) or orphans(existing):
+                        notify(spec.name, "stopped what was left of it")
                     (self.run_dir / f"{spec.name}.json").unlink(missing_ok=True)
+                self._check_ports_free(spec)
                 notify(spec.name, "starting")
                 if spec.prepare:
                     spec.prepare()
@@ -126,7 +178,7 @@ class StackSupervisor:
             record = self._record(name)
             if record is None:
                 continue
-            if is_running(record):
+            if group_members(record):
                 notify(name, "stopping")
                 killed = stop_process(record, self.stop_timeout_s)
                 notify(name, "killed" if killed else "stopped")
@@ -142,9 +194,16 @@ class StackSupervisor:
                 statuses.append(ServiceStatus(spec.name, "stopped", None, spec.urls, None, None))
                 continue
             if not is_running(record):
-                statuses.append(
-                    ServiceStatus(spec.name, "dead", record.pid, spec.urls, "process exited", record.log)
-                )
+                left = orphans(record)
+                if left:
+                    detail = f"process exited; its children still run: PIDs {', '.join(map(str, left))}"
+                    statuses.append(
+                        ServiceStatus(spec.name, "orphaned", record.pid, spec.urls, detail, record.log)
+                    )
+                else:
+                    statuses.append(
+                        ServiceStatus(spec.name, "dead", record.pid, spec.urls, "process exited", record.log)
+                    )
                 continue
             problem = spec.probe()
             state = "running" if problem is None else "unhealthy"

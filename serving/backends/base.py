@@ -23,6 +23,8 @@ class BackendError(Exception):
     """Base class; ``status`` is the HTTP status the gateway should answer with."""
 
     status = 500
+    #: Seconds a client should wait before trying again (HTTP ``Retry-After``); None: do not retry.
+    retry_after_s: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -54,6 +56,21 @@ class BackendUnavailableError(BackendError):
     """The server did not answer (refused, reset or timed out)."""
 
     status = 503
+    retry_after_s = 1
+
+
+class VersionReloadingError(BackendUnavailableError):
+    """The routing spec deploys this version, but its server has not (re)loaded it yet.
+
+    Typically the server restarted and comes back empty; the gateway reloads it at once. Treated
+    like an unavailable server: routed requests fail over, pinned ones get 503 with Retry-After.
+    """
+
+
+class OutputFaultError(BackendError):
+    """The model answered, but with values the protocol cannot carry (NaN or infinity)."""
+
+    status = 500
 
 
 @runtime_checkable

@@ -74,7 +74,12 @@ def build_gateway(
         if airflow_password is None
         else RetrainService.from_settings(settings, metrics.registry, airflow_password)
     )
-    app = create_app(core, settings.gateway_max_body_bytes, create_admin_app(admin, admin_token, retrain))
+    app = create_app(
+        core,
+        settings.gateway_max_body_bytes,
+        create_admin_app(admin, admin_token, retrain),
+        body_timeout_s=settings.gateway_body_timeout_s,
+    )
     return Gateway(core, admin, table, backends, app, retrain)
 
 
@@ -84,7 +89,9 @@ async def serve(settings: FlywheelSettings, admin_token: str, airflow_password: 
     gateway.tasks.append(asyncio.create_task(gateway.table.run(settings.routing_reload_interval_s)))
     if gateway.retrain is not None:
         gateway.tasks.append(asyncio.create_task(gateway.retrain.run()))
-    runner = web.AppRunner(gateway.app, access_log=None)
+    runner = web.AppRunner(
+        gateway.app, access_log=None, keepalive_timeout=settings.gateway_keepalive_timeout_s
+    )
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.gateway_http_port).start()
     grpc_server = create_grpc_server(

@@ -25,7 +25,9 @@ from serving.backends.base import (
     InvalidInputError,
     ModelBackend,
     ModelNotLoadedError,
+    OutputFaultError,
     Tensors,
+    VersionReloadingError,
 )
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.routing_table import LiveModel, RoutingTable
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 
 class UnknownModelError(ModelNotLoadedError):
     """No routing spec for the model, or the pinned version is not deployed."""
+
+
+class GatewayNotReadyError(BackendUnavailableError):
+    """The routing specs are not loaded yet (just started, or the store unreachable since start)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,15 @@ class ServedRequest:
     prediction: float
 
 
+def _refuse_non_finite(name: str, array: np.ndarray) -> None:
+    """NaN, infinity, and numbers out of the datatype's range (they became infinity when cast)."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidInputError(
+            f"input {name!r} holds NaN, infinity or a value out of range for {array.dtype}; "
+            "floating-point inputs must be finite (a model's signature can allow them: allow_non_finite)"
+        )
+
+
 def check_signature(model: str, signature: Signature, inputs: Tensors, coerce: bool = False) -> Tensors:
     """Inputs named, shaped and typed as the version's signature says.
 
@@ -71,6 +86,8 @@ def check_signature(model: str, signature: Signature, inputs: Tensors, coerce: b
     paths, whose JSON numbers carry no type: numbers are cast to a floating-point signature.
     """
     if not signature.inputs:
+        for name, array in inputs.items():
+            _refuse_non_finite(name, array)
         return inputs
     expected = {spec.name: spec for spec in signature.inputs}
     if set(inputs) != set(expected):
@@ -94,8 +111,26 @@ def check_signature(model: str, signature: Signature, inputs: Tensors, coerce: b
             )
         if array.shape and array.shape[0] == 0:
             raise InvalidInputError(f"input {name!r} has an empty batch")
+        if signature.max_batch_size is not None and array.shape and array.shape[0] > signature.max_batch_size:
+            raise InvalidInputError(
+                f"input {name!r} has a batch of {array.shape[0]} rows; {model} takes at most "
+                f"{signature.max_batch_size} per request (max_batch_size in its metadata): split it"
+            )
+        if not spec.allow_non_finite:
+            _refuse_non_finite(name, array)
         checked[name] = array
     return checked
+
+
+def check_finite_outputs(model: str, variant: Variant, outputs: Tensors) -> None:
+    """NaN or infinity cannot travel in OIP JSON (it would become ``null``): a model fault, said so."""
+    for name, array in outputs.items():
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            raise OutputFaultError(
+                f"{variant.name} ({model} v{variant.version}) returned {bad} non-finite value(s) "
+                f"(NaN or infinity) in output {name!r}; the model, not the request, is at fault"
+            )
 
 
 class GatewayCore:
@@ -123,6 +158,13 @@ class GatewayCore:
     # Lookups -----------------------------------------------------------------------------------
     def live(self, model: str) -> LiveModel:
         live = self.table.get(model)
+        if live is None and not self.server_ready():
+            # Before the first load "not deployed" would be a lie: the client should come back.
+            raise GatewayNotReadyError("the gateway is starting and has not loaded its routing specs yet")
+        if live is None and model in self.table.spec_errors:
+            raise GatewayNotReadyError(
+                f"the routing spec of {model!r} could not be loaded yet: {self.table.spec_errors[model]}"
+            )
         if live is None:
             deployed = ", ".join(sorted(self.table.models)) or "none"
             raise UnknownModelError(f"model {model!r} is not deployed; deployed models: {deployed}")
@@ -146,13 +188,17 @@ class GatewayCore:
         if version is not None:
             self._pinned(live, version)
         signature = live.signatures[chosen]
-        return {
+        metadata: dict[str, Any] = {
             "name": model,
             "versions": [str(v) for v in live.spec.versions()],
             "platform": "flywheel",
-            "inputs": [spec.model_dump() for spec in signature.inputs],
-            "outputs": [spec.model_dump() for spec in signature.outputs],
+            "inputs": [spec.protocol_view() for spec in signature.inputs],
+            "outputs": [spec.protocol_view() for spec in signature.outputs],
         }
+        if signature.max_batch_size is not None:
+            # The shapes keep -1 for the batch; this says how far it may go.
+            metadata["parameters"] = {"max_batch_size": signature.max_batch_size}
+        return metadata
 
     def signature(self, model: str, version: int | None = None) -> Signature:
         live = self.live(model)
@@ -242,20 +288,30 @@ class GatewayCore:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise BackendUnavailableError(f"no answer from {candidate.name} within {self.timeout_s}s")
-                # asyncio.timeout, not wait_for: no extra task per request on the hot path.
-                outputs = await asyncio.wait_for(
-                    backend.infer(live.spec.model, candidate.version, inputs), remaining
-                )
+                try:
+                    outputs = await asyncio.wait_for(
+                        backend.infer(live.spec.model, candidate.version, inputs), remaining
+                    )
+                except ModelNotLoadedError as error:
+                    # The spec deploys it, so the server lost it (a restart): reload it now, and
+                    # meanwhile treat the server like an unavailable one.
+                    self.table.request_reload(live.spec.model)
+                    raise VersionReloadingError(
+                        f"version {candidate.version} of {live.spec.model!r} is deployed but "
+                        f"{candidate.backend} has not loaded it (yet); the gateway is reloading it: "
+                        f"{error.message}"
+                    ) from None
+                check_finite_outputs(live.spec.model, candidate, outputs)
                 return outputs, candidate
             except TimeoutError:
                 raise BackendUnavailableError(
                     f"{candidate.name} on {candidate.backend} did not answer within {self.timeout_s}s"
                 ) from None
-            except BackendUnavailableError:
+            except BackendUnavailableError as error:
                 if attempt + 1 >= len(candidates):
                     raise
                 successor = candidates[attempt + 1]
-                log.warning("%s unreachable, failing over to %s", candidate.name, successor.name)
+                log.warning("%s unavailable (%s), failing over to %s", candidate.name, error, successor.name)
                 self.metrics.retries.labels(live.spec.model, candidate.name, successor.name).inc()
         raise AssertionError("unreachable: the loop returns or raises")
 

@@ -62,6 +62,11 @@ def decode_inputs(request: Any) -> Tensors:
             raise InvalidInputError(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported")
         shape = check_shape(tensor.name, tuple(int(dim) for dim in tensor.shape))
         elements = math.prod(shape)
+        if use_raw and tensor.HasField("contents"):
+            raise InvalidInputError(
+                f"input {tensor.name!r} has both typed contents and raw_input_contents; "
+                "the protocol allows one or the other"
+            )
         if use_raw:
             raw = request.raw_input_contents[index]
             if len(raw) != elements * dtype.itemsize:
@@ -91,6 +96,9 @@ class GatewayServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def _abort(self, context: grpc.aio.ServicerContext, error: Exception) -> None:
         status = error.status if isinstance(error, BackendError) else 400
         message = getattr(error, "message", None) or str(error)
+        retry_after = getattr(error, "retry_after_s", None)
+        if retry_after is not None:
+            context.set_trailing_metadata((("retry-after", str(retry_after)),))
         await context.abort(GRPC_STATUS.get(status, grpc.StatusCode.INTERNAL), message)
 
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

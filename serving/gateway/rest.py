@@ -8,6 +8,7 @@ with the status its exception class carries; an unexpected exception is logged a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,13 @@ from model_store.names import validate_version
 from serving.backends.base import BackendError, InvalidInputError
 from serving.gateway.core import GatewayCore, InferenceOutcome
 from serving.gateway.openapi import openapi_document
-from serving.protocols.tf_rest import decode_predict, encode_predictions
+from serving.protocols.tf_rest import (
+    check_signature_name,
+    decode_predict,
+    encode_predictions,
+    metadata_response,
+    version_status_response,
+)
 from serving.protocols.v2 import HEADER_LENGTH, decode_request, encode_response
 from serving.routing.operations import RolloutInProgressError
 from serving.routing.spec import SpecError
@@ -39,6 +46,7 @@ from serving.routing.spec_store import SpecNotFoundError, StaleRevisionError
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _TF_PATH = re.compile(r"^(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+))?:predict$")
+_TF_GET_PATH = re.compile(r"^(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<metadata>/metadata)?$")
 
 
 def error_status(error: Exception) -> int | None:
@@ -63,9 +71,13 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
     )
 
 
-def error_response(status: int, message: str, request_id: str | None = None) -> web.Response:
-    headers = {"x-request-id": request_id} if request_id else None
-    return json_response({"error": message}, status, headers)
+def error_response(
+    status: int, message: str, request_id: str | None = None, retry_after_s: int | None = None
+) -> web.Response:
+    headers = {"x-request-id": request_id} if request_id else {}
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
+    return json_response({"error": message}, status, headers or None)
 
 
 @web.middleware
@@ -75,17 +87,51 @@ async def v2_errors(request: web.Request, handler: Handler) -> web.StreamRespons
     except web.HTTPException as error:  # aiohttp's own: unknown path (404), body too large (413), ...
         if error.status < 400:
             raise
-        return error_response(
+        response = error_response(
             error.status, error.reason if error.status != 413 else error.text or error.reason
         )
+        if "Allow" in error.headers:  # 405 names the methods the path takes (RFC 9110)
+            response.headers["Allow"] = error.headers["Allow"]
+        return response
+    except web.RequestPayloadError as error:
+        # A body that does not decode as its Content-Encoding says (gzip, br, deflate) or that
+        # broke off: the client's fault, so 400, never 500.
+        cause = error.__cause__ or error
+        return error_response(400, f"the request body could not be read: {cause}")
     except Exception as error:
         status = error_status(error)
         if status is None:
             log.exception("unexpected error serving %s %s", request.method, request.path)
             return error_response(500, f"internal error: {type(error).__name__}")
         return error_response(
-            status, getattr(error, "message", None) or str(error), request.headers.get("x-request-id")
+            status,
+            getattr(error, "message", None) or str(error),
+            request.headers.get("x-request-id"),
+            getattr(error, "retry_after_s", None),
         )
+
+
+def body_deadline(timeout_s: float) -> Any:
+    """Read every request body up front, within ``timeout_s``; a slower client gets 408.
+
+    aiohttp has no body-read timeout of its own, so a client announcing a larger Content-Length
+    than it sends would hold a connection (and a handler) forever. The body read here is cached
+    on the request, so handlers read it again for free.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.body_exists:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await request.read()
+            except TimeoutError:
+                response = error_response(408, f"the request body did not arrive within {timeout_s:g} s")
+                response.force_close()
+                return response
+        return await handler(request)
+
+    return middleware
 
 
 def path_version(request: web.Request) -> int | None:
@@ -170,6 +216,7 @@ class RestGateway:
         body = await read_json(request)
         if not isinstance(body, dict):
             raise InvalidInputError("the request body must be a JSON object")
+        check_signature_name(body)
         names = [spec.name for spec in self.core.signature(model, version).inputs]
         inputs, row_format = decode_predict(body, names)
         outcome = await self.core.infer(
@@ -181,6 +228,23 @@ class RestGateway:
             coerce=True,
         )
         return outcome_response(outcome, encode_predictions(outcome.outputs, row_format))
+
+    async def tf_status_or_metadata(self, request: web.Request) -> web.Response:
+        """TF Serving's ``GET /v1/models/M[/versions/N][/metadata]``, from the routing spec."""
+        match = _TF_GET_PATH.match(request.match_info["tail"])
+        if match is None:
+            raise web.HTTPNotFound(reason=f"no such TF Serving path: {request.path}")
+        model = match["model"]
+        version = validate_version(match["version"]) if match["version"] else None
+        live = self.core.live(model)
+        if match["metadata"]:
+            chosen = version if version is not None else live.spec.routable()[0].version
+            return json_response(metadata_response(model, chosen, self.core.signature(model, chosen)))
+        if version is not None:
+            self.core.signature(model, version)  # not deployed: 404 naming the deployed versions
+        versions = [version] if version is not None else live.spec.versions()
+        states = [(number, await self.core.model_ready(model, number)) for number in versions]
+        return json_response(version_status_response(states))
 
     async def torchserve_predict(self, request: web.Request) -> web.Response:
         model, version = request.match_info["model"], path_version(request)
@@ -224,11 +288,16 @@ class RestGateway:
 
 
 def create_app(
-    core: GatewayCore, max_body_bytes: int, admin_app: web.Application | None = None
+    core: GatewayCore,
+    max_body_bytes: int,
+    admin_app: web.Application | None = None,
+    body_timeout_s: float = 30.0,
 ) -> web.Application:
     """The gateway's whole REST surface; ``admin_app`` (``serving.gateway.admin_rest``) mounts at /admin."""
     rest = RestGateway(core)
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[v2_errors])
+    app = web.Application(
+        client_max_size=max_body_bytes, middlewares=[v2_errors, body_deadline(body_timeout_s)]
+    )
     app.add_routes(
         [
             # The hot routes first: aiohttp tries resources in order.
@@ -237,12 +306,14 @@ def create_app(
             web.get("/v2/health/live", rest.live),
             web.get("/v2/health/ready", rest.ready),
             web.get("/v2", rest.server_metadata),
+            web.get("/v2/", rest.server_metadata),
             web.get("/v2/models/{model}", rest.model_metadata),
             web.get("/v2/models/{model}/ready", rest.model_ready),
             web.get("/v2/models/{model}/versions/{version}", rest.model_metadata),
             web.get("/v2/models/{model}/versions/{version}/ready", rest.model_ready),
             web.post("/v2/models/{model}/feedback", rest.feedback),
             web.post("/v1/models/{tail:.+}", rest.tf_predict),
+            web.get("/v1/models/{tail:.+}", rest.tf_status_or_metadata),
             web.post("/predictions/{model}", rest.torchserve_predict),
             web.post("/predictions/{model}/{version}", rest.torchserve_predict),
             web.get("/metrics", rest.metrics),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class RoutingTable:
         self._profiles: dict[tuple[str, int], ProfileBins | None] = {}
         self._reconciling: set[asyncio.Task[None]] = set()
         self._reconcile_locks: dict[str, asyncio.Lock] = {}
+        self._reload_requested: dict[str, float] = {}
         self._refresh_lock = asyncio.Lock()
         #: Models whose stored spec could not be loaded, with the reason (shown by /admin/routing).
         self.spec_errors: dict[str, str] = {}
@@ -186,6 +188,27 @@ class RoutingTable:
                 log.warning("cannot load %s on %s: %s", variant.name, variant.backend, error)
                 live.ready[variant.name] = False
 
+    def request_reload(self, model: str, min_interval_s: float = 0.5) -> bool:
+        """Reconcile ``model`` now, because a server answered that it lacks a deployed version.
+
+        Called from the request path when a restarted server comes back empty, so the reload
+        starts the moment the server is reachable again rather than at the next periodic pass.
+        At most one reload runs per model, and a burst of such answers starts one every
+        ``min_interval_s``. Returns whether a reload was started.
+        """
+        live = self.models.get(model)
+        now = time.monotonic()
+        if (
+            live is None
+            or not self.reconcile_enabled
+            or self._lock(model).locked()
+            or now - self._reload_requested.get(model, -math.inf) < min_interval_s
+        ):
+            return False
+        self._reload_requested[model] = now
+        self._spawn_reconcile(live)
+        return True
+
     async def wait_reconciled(self) -> None:
         while self._reconciling:
             await asyncio.gather(*list(self._reconciling), return_exceptions=True)
@@ -200,6 +223,9 @@ class RoutingTable:
         while True:
             try:
                 await self.refresh()
+                # Ready only once a whole pass succeeded: before that, "not deployed" would be a
+                # guess, so requests get 503 with Retry-After instead of 404.
+                self.loaded_once.set()
                 if self.reconcile_enabled and time.monotonic() - last_reconcile >= reconcile_every_s:
                     last_reconcile = time.monotonic()
                     for live in list(self.models.values()):
@@ -213,7 +239,6 @@ class RoutingTable:
             except Exception as error:  # a botocore error, say: keep serving, say why
                 log.exception("routing reload failed: %s", error)
                 self.last_error = repr(error)
-            self.loaded_once.set()
             await asyncio.sleep(interval_s)
 
     def describe(self) -> dict[str, Any]:

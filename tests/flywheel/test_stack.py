@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,13 +15,14 @@ import httpx
 import pytest
 
 from flywheel.settings import FlywheelSettings
-from flywheel.stack.process import ProcessRecord, ServiceSpec, group_alive, is_running
+from flywheel.stack.process import ProcessRecord, ServiceSpec, group_alive, group_members, is_running
+from flywheel.stack.sockets import listeners
 from flywheel.stack.supervisor import ServiceStartError, StackSupervisor
 from model_store import ModelStore
 from model_store.backends.s3 import s3_client
 from serving.routing.spec import RoutingSpec
 from serving.routing.spec_store import SpecStore
-from tests.support import REPO_ROOT, free_port, http_ok, wildcard_listeners
+from tests.support import REPO_ROOT, free_port, http_ok, wait_until, wildcard_listeners
 
 
 def flywheel(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -52,6 +54,61 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
 def json_of(result: subprocess.CompletedProcess[str]) -> Any:
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"
+
+
+def assert_stack_owns_its_ports(tmp_path: Path, names: list[str], ports: set[int]) -> None:
+    """Every listener on a stack port belongs to the process group of a live record."""
+    groups = {ProcessRecord.from_file(tmp_path / "var" / "run" / f"{name}.json").pid for name in names}
+    strays = [held for held in listeners(ports) if held.pgid not in groups]
+    assert strays == [], f"listeners outside the stack's recorded groups: {strays}"
+
+
+def assert_supervision_repairs_every_service(
+    stack_env: dict[str, str], tmp_path: Path, names: list[str], ports: set[int]
+) -> None:
+    """Kill each service's recorded PID alone, then one child it spawned: status says so, up repairs."""
+    for name in names:
+        record = ProcessRecord.from_file(tmp_path / "var" / "run" / f"{name}.json")
+        children = _children(record.pid)
+        os.kill(record.pid, signal.SIGKILL)
+        wait_until(lambda record=record: not is_running(record), 10, f"{name} to die")
+        state = next(s for s in json.loads(flywheel(stack_env, "status", "--json").stdout)["services"]
+                     if s["name"] == name)["state"]  # fmt: skip
+        assert state == ("orphaned" if group_members(record) else "dead"), (name, state)
+        up = json_of(flywheel(stack_env, "up", "--json"))
+        assert {s["state"] for s in up["services"]} == {"running"}, (name, up)
+        assert not group_members(record), f"{name}: what the killed launcher left behind was stopped"
+        assert_stack_owns_its_ports(tmp_path, names, ports)
+        if children:
+            fresh = ProcessRecord.from_file(tmp_path / "var" / "run" / f"{name}.json")
+            child = _children(fresh.pid)
+            if child:
+                os.kill(child[0], signal.SIGKILL)
+                wait_until(lambda pid=child[0]: _gone(pid), 10, "the child to die")
+                up = json_of(flywheel(stack_env, "up", "--json"))
+                assert {s["state"] for s in up["services"]} == {"running"}, (name, "child", up)
+                assert_stack_owns_its_ports(tmp_path, names, ports)
 
 
 def test_up_status_down_leaves_nothing_running_and_loses_nothing(
@@ -86,6 +143,11 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
     assert {s["state"] for s in status["services"]} == {"running"}
     assert status["services"][0]["urls"]["s3"].startswith("http://127.0.0.1:")
 
+    ports = {
+        int(value) for key, value in stack_env.items() if key.startswith("FLYWHEEL_") and key.endswith("PORT")
+    }
+    assert_supervision_repairs_every_service(stack_env, tmp_path, names, ports)
+
     # State that must survive a restart: a model version in the store and a raw object in S3.
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
@@ -106,8 +168,10 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
         action="deploy",
     )
 
+    records = [ProcessRecord.from_file(tmp_path / "var" / "run" / f"{name}.json") for name in names]
     down = json_of(flywheel(stack_env, "down", "--json"))
     assert down["stopped"] == list(reversed(names))
+    assert listeners(ports) == [], "down leaves nothing listening on the stack's ports"
     assert not any(is_running(r) for r in records)
     assert not any(group_alive(r.pid) for r in records), "no child process (Java, stubs, workers) is left"
     assert not http_ok(settings.s3_url + "/")

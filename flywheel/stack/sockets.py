@@ -1,0 +1,65 @@
+"""Who listens where, read from the kernel's socket table (/proc), so no tool is needed.
+
+The supervisor uses it to tell "our server answers" from "something else holds the port", and
+tests use it to prove that ``flywheel down`` leaves no listener behind.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+_LISTEN = "0A"
+
+
+@dataclass(frozen=True)
+class Listener:
+    pid: int
+    pgid: int
+    address: str  # hex as the kernel writes it; all zeros is the wildcard address
+    port: int
+
+    @property
+    def wildcard(self) -> bool:
+        return set(self.address) == {"0"}
+
+
+def _listening_inodes() -> dict[str, tuple[str, int]]:
+    inodes: dict[str, tuple[str, int]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                rows = list(handle)[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            fields = row.split()
+            address, port_hex = fields[1].rsplit(":", 1)
+            if fields[3] == _LISTEN:
+                inodes[fields[9]] = (address, int(port_hex, 16))
+    return inodes
+
+
+def listeners(ports: set[int] | None = None) -> list[Listener]:
+    """Every TCP listener (optionally only on ``ports``) with the process holding it."""
+    inodes = _listening_inodes()
+    if ports is not None:
+        inodes = {inode: where for inode, where in inodes.items() if where[1] in ports}
+    if not inodes:
+        return []
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            targets = [os.readlink(descriptor) for descriptor in (entry / "fd").iterdir()]
+            pgid = os.getpgid(pid)
+        except (ProcessLookupError, PermissionError, FileNotFoundError, NotADirectoryError):
+            continue  # the process ended while we looked
+        for target in targets:
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                address, port = inodes[target[8:-1]]
+                found.append(Listener(pid, pgid, address, port))
+    return found
