@@ -25,15 +25,22 @@ from flywheel.settings import FlywheelSettings
 from flywheel.stack.credentials import admin_token
 
 EXPECTED_REVISION = typer.Option(
-    None, "--expected-revision", help="Refuse (409) unless the spec is still at this revision."
+    None,
+    "--expected-revision",
+    help="Refuse (409) unless the spec is still at this revision. Default: the revision read just "
+    "before the write, so a concurrent change is reported, never overwritten.",
+)
+FORCE = typer.Option(
+    False, "--force", help="Write over whatever the spec holds now, even if it changed meanwhile."
 )
 REASON = typer.Option("", "--reason", help="Why: recorded in the spec's history.")
 ACTOR = typer.Option("cli", "--actor", help="Who: recorded in the spec's history.")
 
 
 def admin_call(
-    settings: FlywheelSettings, method: str, path: str, as_json: bool, **kwargs: Any
+    settings: FlywheelSettings, method: str, path: str, as_json: bool, missing_ok: bool = False, **kwargs: Any
 ) -> dict[str, Any]:
+    """Call the admin API; an error answer ends the command. ``missing_ok``: 404 gives ``{}``."""
     try:
         token = admin_token(settings, create=False)
     except FileNotFoundError as error:
@@ -48,6 +55,8 @@ def admin_call(
         )
     except httpx.HTTPError as error:
         fail(f"the gateway at {settings.gateway_url} is not reachable ({error}); is the stack up?", as_json)
+    if missing_ok and response.status_code == 404:
+        return {}
     if response.status_code >= 400:
         try:
             message = response.json().get("error", response.text)
@@ -55,6 +64,23 @@ def admin_call(
             message = response.text
         fail(f"{response.status_code}: {message}", as_json)
     return dict(response.json())
+
+
+def based_on(
+    settings: FlywheelSettings, name: str, expected_revision: int | None, force: bool, as_json: bool
+) -> int | None:
+    """The revision a CLI write is based on: every write is compare-and-swap unless ``--force``.
+
+    Without ``--expected-revision`` the command reads the spec first (no spec: revision 0), so
+    two people changing one model at the same moment get one success and one 409 naming the
+    change that won, instead of the later write silently replacing the earlier.
+    """
+    if force:
+        return None
+    if expected_revision is not None:
+        return expected_revision
+    current = admin_call(settings, "GET", f"/deployments/{name}", as_json, missing_ok=True)
+    return int(current["revision"]) if current else 0
 
 
 _STRATEGY_PARAMS = {
@@ -106,12 +132,14 @@ def deploy(
         None, "--bake", help="blue_green: warm green up, switch, bake this long, then retire blue (e.g. 60s)."
     ),
     expected_revision: int = EXPECTED_REVISION,
+    force: bool = FORCE,
     reason: str = REASON,
     actor: str = ACTOR,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Load VERSION on BACKEND, then route to it with STRATEGY. Compare-and-swap, recorded in history."""
     settings: FlywheelSettings = ctx.obj
+    expected_revision = based_on(settings, name, expected_revision, force, as_json)
     params = {
         key: value
         for key, value in (("sticky_header", sticky_header), ("shadow_sample_rate", shadow_sample_rate))
@@ -161,11 +189,13 @@ def promote(
     name: str = typer.Argument(..., help="Model name."),
     variant: str = typer.Option(None, "--variant", help="Variant to promote (default: the candidate)."),
     expected_revision: int = EXPECTED_REVISION,
+    force: bool = FORCE,
     reason: str = REASON,
     actor: str = ACTOR,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Give the candidate all traffic and make it the champion (blue-green: switch colours)."""
+    expected_revision = based_on(ctx.obj, name, expected_revision, force, as_json)
     body = {"variant": variant, "expected_revision": expected_revision, "reason": reason, "actor": actor}
     emit(
         admin_call(ctx.obj, "POST", f"/deployments/{name}/promote", as_json, json=body), as_json, _render_spec
@@ -176,11 +206,13 @@ def rollback(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Model name."),
     expected_revision: int = EXPECTED_REVISION,
+    force: bool = FORCE,
     reason: str = REASON,
     actor: str = ACTOR,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Send all traffic back to the stable variant and drop the candidate."""
+    expected_revision = based_on(ctx.obj, name, expected_revision, force, as_json)
     body = {"expected_revision": expected_revision, "reason": reason, "actor": actor}
     emit(
         admin_call(ctx.obj, "POST", f"/deployments/{name}/rollback", as_json, json=body),
@@ -244,11 +276,13 @@ def weights(
     name: str = typer.Argument(..., help="Model name."),
     assignments: list[str] = typer.Argument(..., help="VARIANT=PERCENT pairs, e.g. triton-v2=25."),
     expected_revision: int = EXPECTED_REVISION,
+    force: bool = FORCE,
     reason: str = REASON,
     actor: str = ACTOR,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Set traffic weights by hand (canary, ab)."""
+    expected_revision = based_on(ctx.obj, name, expected_revision, force, as_json)
     parsed: dict[str, float] = {}
     for assignment in assignments:
         variant, _, value = assignment.partition("=")

@@ -46,6 +46,12 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.start_time = Gauge(
+            "flywheel_gateway_start_time_seconds",
+            "When this gateway process started (Unix time): a change means its counters restarted.",
+            registry=registry,
+        )
+        self.start_time.set_to_current_time()
         self.in_flight = Gauge(
             "flywheel_gateway_in_flight_requests",
             "Requests being served now, per model.",

@@ -64,6 +64,11 @@ class VariantCounters:
     prediction_bins: dict[str, float] = field(default_factory=dict)  # bin -> count
     feedback: float = 0.0  # feedback events received for this variant's answers
     reward: float = 0.0  # sum of their rewards, each in [0, 1]
+    #: Requests the gateway failed over *away from* this variant (its server down or reloading).
+    failovers: float = 0.0
+    #: Identity of the counters' source: the gateway's start time (summed over replicas). A
+    #: change means some counter restarted from zero, whatever the values look like.
+    epoch: float = 0.0
 
     def minus(self, base: VariantCounters) -> VariantCounters:
         return VariantCounters(
@@ -73,7 +78,20 @@ class VariantCounters:
             {b: count - base.prediction_bins.get(b, 0.0) for b, count in self.prediction_bins.items()},
             self.feedback - base.feedback,
             self.reward - base.reward,
+            self.failovers - base.failovers,
+            self.epoch - base.epoch,
         )
+
+    def reset_since(self, base: VariantCounters) -> str | None:
+        """Why the window from ``base`` to now is not a window (a counter restarted), or None."""
+        if self.epoch != base.epoch:
+            return "the gateway restarted (its start time changed)"
+        window = self.minus(base)
+        scalars = (window.requests, window.errors, window.feedback, window.reward, window.failovers)
+        series = [*window.latency_buckets.values(), *window.prediction_bins.values()]
+        if any(value < 0 for value in (*scalars, *series)):
+            return "a counter went backwards (a gateway restarted)"
+        return None
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -121,6 +139,10 @@ class GatewayMetricsSource:
                     # Served by another variant, but a failure of this one: counted against it.
                     counters[labels["from_variant"]].errors += sample.value
                     counters[labels["from_variant"]].requests += sample.value
+                    counters[labels["from_variant"]].failovers += sample.value
+                elif sample.name == "flywheel_gateway_start_time_seconds":
+                    for item in counters.values():
+                        item.epoch = sample.value
                 elif (
                     sample.name == "flywheel_gateway_request_duration_seconds_bucket"
                     and labels.get("variant") in counters
@@ -241,11 +263,24 @@ def analyse(
         failures.append(f"feedback says the candidate is worse (P = {worse:.3f})")
     if failures:
         return Verdict(False, failures, metrics)
+    if stable.failovers > 0:
+        # The stable's server was down or reloading, so the candidate took its traffic too: that
+        # is no evidence for the candidate, so the step neither passes nor advances.
+        return Verdict(
+            None,
+            [
+                "holding: requests failed over away from the stable variant (its server down or "
+                "reloading) in this window; the candidate's traffic in it proves nothing"
+            ],
+            metrics | {"stable_failovers": stable.failovers},
+        )
     if not interval_over:
         return Verdict(None, ["baking"], metrics)
     needed = max(limits["min_requests"], limits["min_latency_requests"])  # a pass needs a latency verdict
     if candidate.requests < needed:
         return Verdict(None, [f"waiting for {needed:.0f} candidate requests"], metrics)
+    if stable.requests < limits["min_requests"] or stable_p99 is None:
+        return Verdict(None, [f"waiting for {limits['min_requests']:.0f} stable requests"], metrics)
     return Verdict(True, ["errors, latency and predictions within bounds"], metrics)
 
 
@@ -287,6 +322,11 @@ class PrometheusMetricsSource:
             if name in counters:
                 counters[name].errors += float(row["value"][1])
                 counters[name].requests += float(row["value"][1])
+                counters[name].failovers += float(row["value"][1])
+        # Summed start times of every replica: any replica restarting changes it.
+        for row in self._query("sum(flywheel_gateway_start_time_seconds)"):
+            for item in counters.values():
+                item.epoch = float(row["value"][1])
         for row in self._query(
             f"sum by (variant, le) (flywheel_gateway_request_duration_seconds_bucket{{{selector}}})"
         ):

@@ -92,15 +92,27 @@ class RolloutController:
                 "baseline taken; baking",
                 {},
             )
-        window = {
-            name: counters.minus(VariantCounters.from_json(rollout.baseline[name]))
-            for name, counters in now.items()
-        }
+        step = f"step {rollout.step + 1} of {len(rollout.steps)} ({rollout.weight:g}%)"
+        baseline = {name: VariantCounters.from_json(rollout.baseline.get(name, {})) for name in now}
+        reset = next((why for name in now if (why := now[name].reset_since(baseline[name]))), None)
+        if reset is not None:
+            # A step never passes or fails on a negative or partial window: start it again.
+            return self.restart_window(spec, now, step, f"counters restarted: {reset}")
+        window = {name: counters.minus(baseline[name]) for name, counters in now.items()}
         baked = (datetime.now(UTC) - rollout.step_started_at).total_seconds() >= rollout.interval_s
         verdict = analyse(window[stable.name], window[candidate.name], spec.params.analysis, baked)
+        if verdict.passed is None and window[stable.name].failovers > 0:
+            if self.candidate_ready(spec, stable.version):
+                return self.restart_window(
+                    spec,
+                    now,
+                    step,
+                    f"{stable.name} was failed over ({window[stable.name].failovers:.0f} requests): its "
+                    "server was down or reloading, so the candidate's traffic in that window proves nothing",
+                )
+            return self.record_hold(spec, verdict, step)
         if verdict.passed is not False and not self.candidate_ready(spec, candidate.version):
             verdict = Verdict(False, [f"{candidate.name} is not ready"], verdict.metrics)
-        step = f"step {rollout.step + 1} of {len(rollout.steps)} ({rollout.weight:g}%)"
         if verdict.passed is False:
             return self.write(
                 spec,
@@ -140,6 +152,33 @@ class RolloutController:
             ),
             f"step {rollout.step + 2} of {len(rollout.steps)}: {weight:g}% to {candidate.name}",
             f"{step} passed: " + "; ".join(verdict.reasons),
+            verdict.to_json(),
+        )
+
+    def restart_window(
+        self, spec: RoutingSpec, now: dict[str, VariantCounters], step: str, reason: str
+    ) -> dict[str, Any]:
+        """A fresh baseline and bake timer for the current step, recorded in history."""
+        return self.write(
+            spec,
+            lambda current: operations.update_rollout(
+                current, baseline=counters_json(now), step_started_at=datetime.now(UTC)
+            ),
+            f"{step}: window restarted",
+            reason,
+            {},
+        )
+
+    def record_hold(self, spec: RoutingSpec, verdict: Verdict, step: str) -> dict[str, Any] | None:
+        """Say once, in the rollout status and the history, why the step is holding."""
+        assert spec.rollout is not None
+        if spec.rollout.last_verdict and spec.rollout.last_verdict.get("reasons") == verdict.reasons:
+            return None
+        return self.write(
+            spec,
+            lambda current: operations.update_rollout(current, last_verdict=verdict.to_json()),
+            f"{step}: holding",
+            "; ".join(verdict.reasons),
             verdict.to_json(),
         )
 

@@ -27,11 +27,16 @@ PREFIX = "deployments/"
 class StaleRevisionError(Exception):
     """The spec changed since the writer read it; re-read and decide again."""
 
-    def __init__(self, model: str, expected: int, current: int) -> None:
+    def __init__(self, model: str, expected: int, current: int, winner: Any = None) -> None:
         self.model, self.expected, self.current = model, expected, current
+        won = ""
+        if winner is not None:  # the history entry of the change that got there first
+            won = (
+                f" (r{winner.revision} by {winner.actor} at {winner.at:%Y-%m-%dT%H:%M:%SZ}: {winner.action})"
+            )
         super().__init__(
-            f"routing spec of {model!r} is at revision {current}, not {expected}: "
-            "someone else changed it; re-read it and retry"
+            f"routing spec of {model!r} is at revision {current}, not {expected}: someone else changed "
+            f"it{won}; re-read it and retry"
         )
 
 
@@ -72,7 +77,8 @@ class SpecStore:
         current = self.find(model)
         revision = current.revision if current else 0
         if revision != expected_revision:
-            raise StaleRevisionError(model, expected_revision, revision)
+            winner = current.history[-1] if current and current.history else None
+            raise StaleRevisionError(model, expected_revision, revision, winner)
 
     def etag(self, model: str) -> str | None:
         """Cheap change detection for gateways polling for new revisions."""
@@ -124,7 +130,8 @@ class SpecStore:
                 current = RoutingSpec.model_validate(stored) if stored is not None else None
                 current_revision = current.revision if current else 0
                 if expected_revision is not None and expected_revision != current_revision:
-                    raise StaleRevisionError(model, expected_revision, current_revision)
+                    winner = current.history[-1] if current and current.history else None
+                    raise StaleRevisionError(model, expected_revision, current_revision, winner)
                 changed = change(current.model_copy(deep=True) if current else None)
                 # Re-validate: model_copy(update=...) in the operations skips field validation.
                 proposed = RoutingSpec.model_validate(changed.model_dump())
@@ -144,7 +151,10 @@ class SpecStore:
                     if expected_revision is not None:
                         latest = self.find(model)
                         raise StaleRevisionError(
-                            model, expected_revision, latest.revision if latest else 0
+                            model,
+                            expected_revision,
+                            latest.revision if latest else 0,
+                            latest.history[-1] if latest and latest.history else None,
                         ) from None
                     raise _LostRace() from None
         return written

@@ -141,6 +141,7 @@ def gateway_stack(drifted_run: Any, tmp_path_factory: pytest.TempPathFactory) ->
             "routing_reload_interval_s": 0.2,
             "drift_sample_rate": 1.0,
             "gateway_max_body_bytes": 1024 * 1024,
+            "gateway_body_timeout_s": 2.0,
         }
     )
     specs = {

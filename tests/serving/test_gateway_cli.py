@@ -161,3 +161,32 @@ def test_cli_drift_table_from_the_gateways_sampled_bins(canary: GatewayStack) ->
         row["psi"] >= 0 and row["level"] in {"ok", "warn", "alert", "insufficient"}
         for row in features.values()
     )
+
+
+def test_two_deploys_at_once_one_wins_and_the_other_gets_409_naming_it(canary: GatewayStack) -> None:
+    """Every CLI write is compare-and-swap by default; --force is the explicit override."""
+    # Unloaded first, so that each deploy spends seconds loading after it read the revision.
+    for backend in ("torchserve", "triton"):
+        flywheel(canary, "backends", "unload", f"{MODEL}:2", "--backend", backend)
+    base = canary.admin("GET", f"/deployments/{MODEL}").json()["revision"]
+    env = {**os.environ, **canary.settings.as_env(), "FLYWHEEL_ADMIN_TOKEN": ADMIN_TOKEN}
+    racers = {
+        backend: subprocess.Popen(
+            [sys.executable, "-m", "flywheel", "deploy", MODEL, "--version", "2", "--backend", backend,
+             "--strategy", "canary", "--weight", "20", "--actor", f"racer-{backend}"],
+            env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for backend in ("torchserve", "triton")
+    }  # fmt: skip
+    results = {backend: (process.wait(300), process.communicate()) for backend, process in racers.items()}
+    winners = [backend for backend, (code, _) in results.items() if code == 0]
+    assert len(winners) == 1, results
+    (loser,) = set(results) - set(winners)
+    loser_error = results[loser][1][1]
+    assert "409" in loser_error and f"racer-{winners[0]}" in loser_error, loser_error
+    spec = canary.admin("GET", f"/deployments/{MODEL}").json()
+    assert spec["revision"] == base + 1
+    assert [entry["actor"] for entry in spec["history"][-1:]] == [f"racer-{winners[0]}"]
+    # --force writes over whatever is there, by intent.
+    forced = ok(flywheel(canary, "weights", MODEL, f"{winners[0]}-v2=30", "--force", "--json"))
+    assert forced["revision"] == base + 2

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+
+import httpx
 
 from model_store import ModelStore
 from serving.routing.spec import RoutingSpec
 from serving.routing.spec_store import SpecStore
 from tests.pipeline_fixtures import MODEL
-from tests.serving.gateway_fixtures import GatewayStack, two_variants, windows
+from tests.serving.gateway_fixtures import GatewayStack, two_variants, v2_body, windows
 from tests.serving.test_gateway import metric_value
 from tests.support import wait_until
 
@@ -82,3 +85,53 @@ def test_a_restarted_torchserve_gets_its_versions_back(canary: GatewayStack) -> 
     canary.restart("torchserve")
     wait_until(lambda: canary.infer(features, version=1).status_code == 200, 180, "v1 back on TorchServe")
     assert canary.infer(features, version=1).headers["x-flywheel-variant"] == "torchserve-v1"
+
+
+class SteadyLoad:
+    """Routed requests from a background thread until stopped; records every non-200 answer."""
+
+    def __init__(self, stack: GatewayStack) -> None:
+        self.stack, self.sent, self.failures = stack, 0, []  # type: ignore[var-annotated]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        features = windows()
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                response = client.post(f"{self.stack.url}/v2/models/{MODEL}/infer", json=v2_body(features))
+                self.sent += 1
+                if response.status_code != 200:
+                    self.failures.append((response.status_code, response.text[:200]))
+
+    def __enter__(self) -> SteadyLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+def test_restarting_either_server_under_load_fails_no_routed_request(canary: GatewayStack) -> None:
+    """A server that restarts empty is failed over while the gateway reloads its version at once;
+    pinned requests meanwhile get 503 with Retry-After, never 404."""
+    features = windows()
+    for name, version in (("torchserve", 1), ("tfserving", 2)):
+        pinned: list[tuple[int, str | None]] = []
+
+        def serves_again(version: int = version, pinned: list[tuple[int, str | None]] = pinned) -> bool:
+            response = canary.infer(features, version=version)
+            pinned.append((response.status_code, response.headers.get("Retry-After")))
+            return response.status_code == 200
+
+        with SteadyLoad(canary) as load:
+            wait_until(lambda load=load: load.sent >= 20, 60, "steady traffic")
+            kill(canary, name)
+            canary.restart(name)
+            wait_until(serves_again, 120, f"v{version} back on {name}")
+            before = load.sent
+            wait_until(lambda load=load, before=before: load.sent >= before + 20, 60, "traffic after it")
+        assert load.failures == [], f"{name}: {len(load.failures)} of {load.sent} routed requests failed"
+        assert all(status in (200, 503) for status, _ in pinned), pinned
+        assert all(retry == "1" for status, retry in pinned if status == 503), pinned

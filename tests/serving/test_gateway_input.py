@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 
+import grpc
 import httpx
 import numpy as np
 import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.pipeline_fixtures import MODEL
 from tests.serving.gateway_fixtures import ADMIN_TOKEN, GatewayStack, v2_body, windows
@@ -73,6 +76,33 @@ INFER = f"/v2/models/{MODEL}/infer"
         (f"/v2/models/{MODEL}/feedback", b'{"id": 5}', 400, "string"),
         (f"/v2/models/{MODEL}/feedback", b'{"id": "x", "reward": true}', 400, "number"),
         ("/v2/models/..%2F..%2Fetc/infer", json.dumps(v2_body(FEATURES)).encode(), 404, "not deployed"),
+        # Non-finite inputs: null (becomes NaN), and a number out of FP32's range (becomes inf).
+        (
+            INFER,
+            json.dumps({"inputs": [{**v2_body(FEATURES)["inputs"][0], "data": [None] * 160}]}).encode(),
+            400,
+            "must be finite",
+        ),
+        (
+            INFER,
+            json.dumps({"inputs": [{**v2_body(FEATURES)["inputs"][0], "data": [3.5e38] * 160}]}).encode(),
+            400,
+            "out of range",
+        ),
+        (
+            f"/v1/models/{MODEL}:predict",
+            json.dumps({"instances": [[[1e39] * 8] * 10]}).encode(),
+            400,
+            "finite",
+        ),
+        # More rows than the model's max_batch_size (Triton's limit, advertised in metadata).
+        (INFER, json.dumps(v2_body(windows(300))).encode(), 400, "at most 256"),
+        (
+            f"/v1/models/{MODEL}:predict",
+            json.dumps({"signature_name": "bogus", "instances": FEATURES.tolist()}).encode(),
+            400,
+            'Serving signature name: "bogus" not found in signature def',
+        ),
     ],
 )
 def test_malformed_requests_get_a_clear_4xx(
@@ -195,3 +225,80 @@ def test_bad_admin_requests_get_4xx(
     assert httpx.get(
         f"{canary.url}/admin/deployments/..%2Fmodels", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
     ).status_code in (400, 404)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate"])
+def test_a_body_that_is_not_what_its_content_encoding_says_gets_400(
+    canary: GatewayStack, encoding: str
+) -> None:
+    for path in (INFER, f"/v1/models/{MODEL}:predict"):
+        response = canary.client.post(
+            f"{canary.url}{path}",
+            content=json.dumps(v2_body(FEATURES)).encode(),
+            headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+        )
+        assert response.status_code == 400, response.text
+        assert "could not be read" in response.json()["error"]
+    assert canary.infer(FEATURES).status_code == 200
+
+
+def test_a_body_that_never_arrives_gets_408_and_frees_the_connection(canary: GatewayStack) -> None:
+    host, port = canary.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(
+            f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            'Content-Length: 5000\r\n\r\n{"inputs"'.encode()
+        )
+        answer = b""
+        while chunk := connection.recv(65536):  # the gateway closes the connection after its answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"did not arrive within" in answer
+    assert canary.infer(FEATURES).status_code == 200
+
+
+def test_protocol_edges_405_allow_and_v2_slash(canary: GatewayStack) -> None:
+    wrong_method = canary.client.put(f"{canary.url}{INFER}", json=v2_body(FEATURES))
+    assert wrong_method.status_code == 405
+    assert "POST" in wrong_method.headers["Allow"]
+    assert canary.client.get(f"{canary.url}/v2/").json() == canary.client.get(f"{canary.url}/v2").json()
+
+
+def test_tf_serving_status_and_metadata_paths(canary: GatewayStack) -> None:
+    status = canary.client.get(f"{canary.url}/v1/models/{MODEL}")
+    assert status.status_code == 200, status.text
+    assert {(row["version"], row["state"]) for row in status.json()["model_version_status"]} == {
+        ("1", "AVAILABLE"),
+        ("2", "AVAILABLE"),
+    }
+    one = canary.client.get(f"{canary.url}/v1/models/{MODEL}/versions/2").json()
+    assert [row["version"] for row in one["model_version_status"]] == ["2"]
+    assert canary.client.get(f"{canary.url}/v1/models/{MODEL}/versions/99").status_code == 404
+    metadata = canary.client.get(f"{canary.url}/v1/models/{MODEL}/versions/1/metadata").json()
+    assert metadata["model_spec"] == {"name": MODEL, "signature_name": "", "version": "1"}
+    definition = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert definition["inputs"]["features"]["dtype"] == "DT_FLOAT"
+    assert [d["size"] for d in definition["inputs"]["features"]["tensor_shape"]["dim"]] == ["-1", "10", "8"]
+    # The OIP metadata advertises the batch limit the gateway enforces.
+    v2 = canary.client.get(f"{canary.url}/v2/models/{MODEL}").json()
+    assert v2["parameters"]["max_batch_size"] == 256 and v2["inputs"][0]["shape"][0] == -1
+    assert set(v2["inputs"][0]) == {"name", "datatype", "shape"}
+    predicted = canary.client.post(
+        f"{canary.url}/v1/models/{MODEL}:predict",
+        json={"signature_name": "serving_default", "instances": FEATURES.tolist()},
+    )
+    assert predicted.status_code == 200 and len(predicted.json()["predictions"]) == 2
+
+
+def test_grpc_refuses_raw_and_typed_contents_for_one_input(canary: GatewayStack) -> None:
+    channel = grpc.insecure_channel(canary.grpc)
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    tensor = request.inputs.add(name="features", datatype="FP32", shape=list(FEATURES.shape))
+    tensor.contents.fp32_contents.extend(FEATURES.ravel().tolist())
+    request.raw_input_contents.append(FEATURES.tobytes())
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ModelInfer(request, timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "one or the other" in (error.value.details() or "")
+    channel.close()

@@ -83,3 +83,30 @@ def test_feedback_quality_waits_for_evidence_then_decides() -> None:
     assert worse.metrics["p_candidate_worse"] > 0.99
     similar = analyse(stable, with_feedback(60, 41), {}, interval_over=True)
     assert similar.passed is True and similar.metrics["p_candidate_worse"] < 0.95
+
+
+def test_a_window_across_a_counter_reset_is_no_window() -> None:
+    """The step-2 window with stable_requests -12988 from the fault test: detected, never judged."""
+    base = VariantCounters(13000, 0, dict(FAST), dict(BINS), epoch=1000.0)
+    after_restart = VariantCounters(12, 0, {"0.005": 12.0, "+Inf": 12.0}, {"0": 12.0}, epoch=2000.0)
+    assert after_restart.reset_since(base) is not None and "restarted" in after_restart.reset_since(base)
+    # Same epoch (a Prometheus sum in which one replica restarted): a counter going backwards.
+    backwards = VariantCounters(12, 0, dict(FAST), dict(BINS), epoch=1000.0)
+    assert "backwards" in (backwards.reset_since(base) or "")
+    grown = VariantCounters(13500, 1, {k: v + 10 for k, v in FAST.items()}, dict(BINS), epoch=1000.0)
+    assert grown.reset_since(base) is None
+
+
+def test_a_step_holds_while_the_stable_variant_was_failed_over() -> None:
+    """Traffic the candidate took because the stable's server was down is no evidence for it."""
+    stable = counters(300)
+    stable.failovers = 40
+    verdict = analyse(stable, counters(400), {}, interval_over=True)
+    assert verdict.passed is None and "failed over away from the stable" in verdict.reasons[0]
+    # A candidate that fails on its own is still rolled back.
+    assert analyse(stable, counters(100, errors=20), {}, interval_over=True).passed is False
+
+
+def test_a_pass_needs_stable_requests_too() -> None:
+    verdict = analyse(counters(5), counters(300), {}, interval_over=True)
+    assert verdict.passed is None and "stable requests" in verdict.reasons[0]
