@@ -131,7 +131,7 @@ def deploy(
     bake: str = typer.Option(
         None, "--bake", help="blue_green: warm green up, switch, bake this long, then retire blue (e.g. 60s)."
     ),
-    expected_revision: int = EXPECTED_REVISION,
+    expected_revision: int | None = EXPECTED_REVISION,
     force: bool = FORCE,
     reason: str = REASON,
     actor: str = ACTOR,
@@ -188,7 +188,7 @@ def promote(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Model name."),
     variant: str = typer.Option(None, "--variant", help="Variant to promote (default: the candidate)."),
-    expected_revision: int = EXPECTED_REVISION,
+    expected_revision: int | None = EXPECTED_REVISION,
     force: bool = FORCE,
     reason: str = REASON,
     actor: str = ACTOR,
@@ -205,7 +205,7 @@ def promote(
 def rollback(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Model name."),
-    expected_revision: int = EXPECTED_REVISION,
+    expected_revision: int | None = EXPECTED_REVISION,
     force: bool = FORCE,
     reason: str = REASON,
     actor: str = ACTOR,
@@ -275,7 +275,7 @@ def weights(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Model name."),
     assignments: list[str] = typer.Argument(..., help="VARIANT=PERCENT pairs, e.g. triton-v2=25."),
-    expected_revision: int = EXPECTED_REVISION,
+    expected_revision: int | None = EXPECTED_REVISION,
     force: bool = FORCE,
     reason: str = REASON,
     actor: str = ACTOR,

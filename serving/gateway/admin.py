@@ -20,6 +20,7 @@ from model_store.manifest import Signature
 from serving.backends.base import BackendError, BackendUnavailableError, ModelBackend
 from serving.gateway.routing_table import RoutingTable
 from serving.protocols.v2 import V2_TO_NUMPY
+from serving.rollout import promotion
 from serving.routing import operations
 from serving.routing.spec import RoutingSpec, SpecError
 from serving.routing.spec_store import SpecNotFoundError, SpecStore
@@ -131,7 +132,10 @@ class AdminService:
         reason: str = "",
         metrics: dict[str, Any] | None = None,
     ) -> RoutingSpec:
-        spec = await self._write(
+        spec = await asyncio.to_thread(
+            promotion.promote,
+            self.spec_store,
+            self.store,
             model,
             lambda current: operations.promote(self._existing(model, current), variant),
             actor=actor,
@@ -140,10 +144,7 @@ class AdminService:
             metrics=metrics,
             expected_revision=expected_revision,
         )
-        winner = operations.stable_variant(spec)
-        await asyncio.to_thread(
-            self.store.set_alias, model, "champion", winner.version, actor=actor, reason=f"promoted: {reason}"
-        )
+        await self.table.refresh(only=model)
         return spec
 
     async def rollback(

@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.gateway.admin import AdminService
-from serving.gateway.rest import Handler, json_response, read_json
+from serving.gateway.rest import Handler, json_response, read_body, read_json
 from serving.gateway.retrain import RetrainService
 from serving.routing.spec import RoutingSpec
 
@@ -83,7 +83,7 @@ def create_admin_app(
 
     async def body(request: web.Request, model: type[BaseModel]) -> Any:
         # An empty body means "all defaults" (``POST .../rollback`` needs nothing else).
-        return model.model_validate(await read_json(request) if await request.read() else {})
+        return model.model_validate(await read_json(request) if await read_body(request) else {})
 
     async def list_deployments(request: web.Request) -> web.Response:
         return json_response({"deployments": await admin.deployments()})

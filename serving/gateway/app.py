@@ -90,7 +90,11 @@ async def serve(settings: FlywheelSettings, admin_token: str, airflow_password: 
     if gateway.retrain is not None:
         gateway.tasks.append(asyncio.create_task(gateway.retrain.run()))
     runner = web.AppRunner(
-        gateway.app, access_log=None, keepalive_timeout=settings.gateway_keepalive_timeout_s
+        gateway.app,
+        access_log=None,
+        keepalive_timeout=settings.gateway_keepalive_timeout_s,
+        # Bodies are decoded by rest.read_body, so a bad one gets a 400 instead of a reset.
+        auto_decompress=False,
     )
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.gateway_http_port).start()

@@ -137,17 +137,15 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
         )
     if verdict.passed is None:
         return None
-    decision = controller.write(
+    decision = controller.promote(
         spec,
         lambda current: operations.update_rollout(
             operations.keep_only(current, green.name), status="promoted", last_verdict=verdict.to_json()
         ),
+        green.version,
         f"blue-green: retire {blue.name}",
         "; ".join(verdict.reasons),
         verdict.to_json(),
-    )
-    controller.store.set_alias(
-        spec.model, "champion", green.version, actor="rollout-controller", reason="bake passed"
     )
     controller.lease.release(spec.model)
     return decision

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from model_store import ModelStore
-from serving.rollout import blue_green
+from serving.rollout import blue_green, promotion
 from serving.rollout.analysis import MetricsSource, VariantCounters, Verdict, analyse, counters_json
 from serving.rollout.lease import Lease
 from serving.routing import operations
@@ -47,6 +47,16 @@ class RolloutController:
         """One pass over every running rollout; returns what was decided (for logs and tests)."""
         decisions = []
         for model in self.spec_store.models():
+            # A promote that crashed between the spec and the alias is finished here, whoever
+            # started it (admin API, a driver, an earlier life of this controller).
+            try:
+                crowned = promotion.finish_promotion(self.spec_store, self.store, model, actor=ACTOR)
+            except StaleRevisionError:
+                crowned = None
+            if crowned is not None:
+                decisions.append(
+                    {"model": model, "action": f"champion -> v{crowned}", "reason": "reconciled"}
+                )
             spec = self.spec_store.find(model)
             if spec is None or spec.rollout is None or not spec.rollout.running:
                 continue
@@ -126,17 +136,15 @@ class RolloutController:
         if verdict.passed is None:
             return None
         if rollout.step + 1 == len(rollout.steps):
-            decision = self.write(
+            decision = self.promote(
                 spec,
                 lambda current: operations.update_rollout(
                     operations.promote(current, candidate.name), last_verdict=verdict.to_json()
                 ),
+                candidate.version,
                 f"promote {candidate.name} after {step}",
                 "; ".join(verdict.reasons),
                 verdict.to_json(),
-            )
-            self.store.set_alias(
-                spec.model, "champion", candidate.version, actor=ACTOR, reason="rollout passed"
             )
             self.lease.release(spec.model)
             return decision
@@ -181,6 +189,30 @@ class RolloutController:
             "; ".join(verdict.reasons),
             verdict.to_json(),
         )
+
+    def promote(
+        self,
+        spec: RoutingSpec,
+        change: Any,
+        version: int,
+        action: str,
+        reason: str,
+        metrics: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The traffic change and the champion alias through the one crash-safe promote."""
+        written = promotion.promote(
+            self.spec_store,
+            self.store,
+            spec.model,
+            change,
+            version,
+            actor=ACTOR,
+            action=action,
+            reason=reason,
+            metrics=metrics,
+            expected_revision=spec.revision,
+        )
+        return {"model": spec.model, "revision": written.revision, "action": action, "reason": reason}
 
     def write(
         self, spec: RoutingSpec, change: Any, action: str, reason: str, metrics: dict[str, Any]

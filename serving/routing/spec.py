@@ -95,6 +95,10 @@ class RoutingSpec(BaseModel):
     rollout: RolloutState | None = Field(
         default=None, description="The progressive rollout driving this spec, if any (last one kept)."
     )
+    #: Set in the same write that promotes a version, cleared once the ``champion`` alias names it:
+    #: the promotion's durable record, from which the rollout controller finishes a promote that
+    #: crashed between the two writes (serving.rollout.promotion).
+    pending_champion: int | None = Field(default=None, ge=1)
     history: list[HistoryEntry] = Field(default_factory=list)
 
     @field_validator("model")
