@@ -84,10 +84,11 @@ def test_cli_rolls_a_version_out_and_back(canary: GatewayStack) -> None:
     assert promoted["history"][-1]["actor"] == "ops"
     shown = ok(flywheel(canary, "routing", MODEL, "--json"))
     assert shown["revision"] == promoted["revision"]
-    assert [entry["action"] for entry in shown["history"][-3:]] == [
+    assert [entry["action"] for entry in shown["history"][-4:]] == [
         "deploy triton-v2 (canary)",
         "set weights {'triton-v2': 80.0, 'torchserve-v1': 20.0}",
         "promote candidate",
+        "champion -> v2",  # the promotion's second half, recorded (serving.rollout.promotion)
     ]
     assert ok(flywheel(canary, "predict", MODEL, "--json"))["variant"] == "triton-v2"
 

@@ -174,6 +174,11 @@ def roll_out(
         if during is not None:
             during()
         wait_until(lambda: rollout_of(stack).get("status") != "running", 90, "the rollout to end")
+        wait_until(
+            lambda: stack.admin("GET", f"/deployments/{MODEL}").json().get("pending_champion") is None,
+            30,
+            "the promotion to finish (champion alias)",
+        )
         served = len(load.seen)
     spec = stack.admin("GET", f"/deployments/{MODEL}").json()
     start = max(i for i, entry in enumerate(spec["history"]) if entry["reason"] == deploy["reason"])
@@ -205,6 +210,7 @@ def test_a_good_candidate_reaches_100_percent_by_itself(
         "step 2 of 3: 50% to triton-v2",
         "step 3 of 3: 100% to triton-v2",
         "promote triton-v2 after step 3 of 3 (100%)",
+        "champion -> v2",
     ]
     assert run.load.failures() == 0
     assert ModelStore.open(controller.settings.resolve_store_uri()).aliases(MODEL)["champion"] == 2
@@ -253,6 +259,7 @@ def test_a_controller_killed_mid_canary_resumes_without_skipping_or_repeating(
         "step 2 of 3: 50% to triton-v2",
         "step 3 of 3: 100% to triton-v2",
         "promote triton-v2 after step 3 of 3 (100%)",
+        "champion -> v2",
     ], "each step exactly once across the restart"
     assert run.load.failures() == 0
 
@@ -271,6 +278,7 @@ def test_a_blue_green_rollout_switches_under_load_without_failures_and_retires_b
         "blue-green: warming triton-v2 beside torchserve-v1",
         "blue-green: switch all traffic to triton-v2",
         "blue-green: retire torchserve-v1",
+        "champion -> v2",
     ]
     assert run.load.failures() == 0, "a blue-green switch under load fails no request"
     colours = [variant for _, variant in run.load.seen]
