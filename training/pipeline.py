@@ -126,6 +126,7 @@ def step_preprocess(context: PipelineContext, force: bool = False) -> dict[str, 
             master=context.settings.spark_master,
             app_name=f"flywheel-preprocess-{context.model}",
             driver_memory=context.settings.spark_driver_memory,
+            log_file=context.settings.log_dir / "spark.log",
         )
         report = run_preprocess(spark, raw_dir, output_dir)
         return run.upload("preprocess", output_dir, {"snapshot_id": snapshot.snapshot_id, **report.as_dict()})

@@ -6,10 +6,15 @@ through ``spark-submit``. Session start costs 14-16 s here, so tests share one p
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+
+LOG4J2_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 
 
 def build_spark_session(
@@ -17,14 +22,26 @@ def build_spark_session(
     app_name: str = "flywheel",
     driver_memory: str = "4g",
     shuffle_partitions: int = 8,
+    log_file: Path | None = None,
 ) -> SparkSession:
     """A session tuned for a small machine: few shuffle partitions, no UI, loopback driver.
 
     ``master=None`` leaves the master to spark-submit (or PySpark's default, ``local[*]``).
+    ``log_file``: the driver's log4j output goes there instead of the terminal, and the stage
+    progress bar is off, so a command's own progress is what the user reads.
     """
     from pyspark.sql import SparkSession
 
+    # The JVM inherits this process's environment: without it Spark warns that the host name
+    # resolves to loopback and picks another interface's address.
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder if master is None else SparkSession.builder.master(master)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        builder = builder.config(
+            "spark.driver.extraJavaOptions",
+            f"-Dlog4j.configurationFile=file:{LOG4J2_CONFIG} -Dflywheel.spark.log={log_file}",
+        ).config("spark.ui.showConsoleProgress", "false")
     return (
         builder.appName(app_name)
         .config("spark.driver.memory", driver_memory)

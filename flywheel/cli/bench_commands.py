@@ -45,7 +45,9 @@ def preprocess(
         with console.status("starting Spark"):
             started = time.perf_counter()
             spark = build_spark_session(
-                master=settings.spark_master, driver_memory=settings.spark_driver_memory
+                master=settings.spark_master,
+                driver_memory=settings.spark_driver_memory,
+                log_file=settings.log_dir / "spark.log",
             )
             session_start_s = time.perf_counter() - started
         spark.sparkContext.setLogLevel("ERROR")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 from pydantic import ValidationError
 
@@ -53,4 +55,7 @@ def load_settings(ctx: typer.Context) -> None:
 
 
 def main() -> None:
+    # TensorFlow's C++ start-up notices (oneDNN, CPU features) are not the user's business on a
+    # command line; errors still show. Set before any command imports TensorFlow.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     app()

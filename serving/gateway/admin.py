@@ -29,6 +29,24 @@ from serving.routing.strategies import STRATEGIES
 log = logging.getLogger(__name__)
 
 
+async def wait_ready(server: ModelBackend, model: str, version: int, timeout_s: float = 60.0) -> None:
+    """Until the server reports the version ready, loading it again if it vanished meanwhile.
+
+    A load can return while the server still finishes it (a worker starting, or the tail of an
+    unload of the same version that the server completes asynchronously); one immediate ready
+    check would fail such a deploy for nothing.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await server.ready(model, version):
+        if asyncio.get_running_loop().time() > deadline:
+            raise BackendUnavailableError(
+                f"{server.kind} loaded {model} v{version} but it is not ready after {timeout_s:g} s"
+            )
+        if version not in await server.loaded_versions(model):
+            await server.load(model, version)
+        await asyncio.sleep(0.2)
+
+
 class AdminService:
     def __init__(
         self,
@@ -86,8 +104,7 @@ class AdminService:
         current = await asyncio.to_thread(self.spec_store.find, model)
         operations.refuse_during_rollout(current)
         await server.load(model, version)
-        if not await server.ready(model, version):
-            raise BackendUnavailableError(f"{backend} loaded {model} v{version} but it is not ready")
+        await wait_ready(server, model, version)
         await warm_up(server, model, version, manifest.signature)
         if bake_s is not None:
             if strategy != "blue_green":

@@ -142,6 +142,7 @@ def gateway_stack(drifted_run: Any, tmp_path_factory: pytest.TempPathFactory) ->
             "drift_sample_rate": 1.0,
             "gateway_max_body_bytes": 1024 * 1024,
             "gateway_body_timeout_s": 2.0,
+            "gateway_keepalive_timeout_s": 3.0,
         }
     )
     specs = {

@@ -257,6 +257,16 @@ def test_a_body_that_never_arrives_gets_408_and_frees_the_connection(canary: Gat
     assert canary.infer(FEATURES).status_code == 200
 
 
+def test_a_header_that_never_ends_and_an_idle_connection_are_closed(canary: GatewayStack) -> None:
+    """Slow headers and idle keep-alive connections hold nothing past the keep-alive timeout."""
+    host, port = canary.url.removeprefix("http://").split(":")
+    for opening in (f"POST {INFER} HTTP/1.1\r\nHost: x\r\n".encode(), b""):
+        with socket.create_connection((host, int(port)), timeout=30) as connection:
+            connection.sendall(opening)
+            assert connection.recv(65536) == b"", "the gateway closes the connection"
+    assert canary.infer(FEATURES).status_code == 200
+
+
 def test_protocol_edges_405_allow_and_v2_slash(canary: GatewayStack) -> None:
     wrong_method = canary.client.put(f"{canary.url}{INFER}", json=v2_body(FEATURES))
     assert wrong_method.status_code == 405

@@ -63,7 +63,11 @@ class SteadyLoad:
         body = v2_body(windows(seed=seed))
         with httpx.Client(timeout=30) as client:
             while not self._stop.is_set():
-                response = client.post(f"{self.url}/v2/models/{MODEL}/infer", json=body)
+                try:
+                    response = client.post(f"{self.url}/v2/models/{MODEL}/infer", json=body)
+                except httpx.HTTPError:  # the gateway itself restarting: counted as a failure
+                    self.seen.append((0, ""))
+                    continue
                 self.seen.append((response.status_code, response.headers.get("x-flywheel-variant", "")))
 
     def __enter__(self) -> SteadyLoad:
@@ -344,3 +348,61 @@ def test_prometheus_and_the_gateway_give_the_analysis_the_same_counters(
         assert embedded.snapshot(MODEL, variants)["torchserve-v1"].requests > 0
     finally:
         stop_process(prometheus, 10)
+
+
+def test_a_gateway_restarted_mid_step_restarts_the_window_instead_of_judging_it(
+    controller: GatewayStack, canary: GatewayStack
+) -> None:
+    """Its counters start from zero again: the step holds, then decides on fresh counters."""
+    serve_only(controller, "torchserve-v1", 1, "torchserve")
+
+    def restart_gateway_at_step_two() -> None:
+        wait_until(lambda: rollout_of(controller).get("step") == 1, 60, "step 2")
+        controller.restart("gateway")
+
+    run = roll_out(
+        controller, 2, "triton", "canary", during=restart_gateway_at_step_two,
+        steps=[20, 50, 100], interval_s=3, params=NO_PSI_GATE, reason="rollout test: gateway restart",
+    )  # fmt: skip
+    assert run.spec["rollout"]["status"] == "promoted", run.spec["rollout"]
+    assert "step 2 of 3 (50%): window restarted" in run.actions, run.actions
+    entry = next(e for e in run.spec["history"] if e["action"] == "step 2 of 3 (50%): window restarted")
+    assert "counters restarted" in entry["reason"]
+    verdicts = [
+        e["metrics"] for e in run.spec["history"] if e["actor"] == "rollout-controller" and e["metrics"]
+    ]
+    assert all(v.get("stable_requests", 0) >= 0 and v.get("candidate_requests", 0) >= 0 for v in verdicts)
+
+
+def test_a_rollout_holds_while_the_stable_server_is_down_then_goes_on(
+    controller: GatewayStack, canary: GatewayStack
+) -> None:
+    """The candidate silently taking all traffic is no evidence: the step holds and says why."""
+    serve_only(controller, "torchserve-v1", 1, "torchserve")
+    held: list[dict[str, Any]] = []
+
+    def stable_server_down_in_step_one() -> None:
+        wait_until(lambda: rollout_of(controller).get("baseline") not in (None, {}), 60, "step 1 baking")
+        os.killpg(controller.records["torchserve"].pid, signal.SIGKILL)
+        wait_until(
+            lambda: (
+                "holding" in " ".join((rollout_of(controller).get("last_verdict") or {}).get("reasons", []))
+            ),
+            60,
+            "the step to hold",
+        )
+        held.append(rollout_of(controller))
+        controller.restart("torchserve")
+
+    run = roll_out(
+        controller, 2, "triton", "canary", during=stable_server_down_in_step_one,
+        steps=[20, 50, 100], interval_s=3, params=NO_PSI_GATE, reason="rollout test: stable down",
+    )  # fmt: skip
+    assert held and held[0]["step"] == 0, "the step neither passed nor advanced while the stable was down"
+    assert run.spec["rollout"]["status"] == "promoted", run.spec["rollout"]
+    assert run.actions[:3] == [
+        "step 1 of 3: 20% to triton-v2",
+        "step 1 of 3 (20%): holding",
+        "step 1 of 3 (20%): window restarted",
+    ], run.actions
+    assert run.load.failures() == 0, "failover while down, failover while TorchServe reloads"
