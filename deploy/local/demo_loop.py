@@ -136,6 +136,21 @@ def main() -> int:
 
     wait_for(promoted, 600, "the canary to promote itself")
     timeline.mark(f"rollout controller: v{new_version} promoted, serving 100 % (champion -> v{new_version})")
+    promoted_after = timeline.events[-1][0]
+
+    def share_of_new_version() -> float | None:
+        """The dashboard's traffic-share query (a 1-minute rate) for the new version's variant."""
+        query = f'sum by (variant) (rate(flywheel_gateway_requests_total{{model="{model}"}}[1m]))'
+        rows = httpx.get(f"{settings.prometheus_url}/api/v1/query", params={"query": query}, timeout=10)
+        rates = {r["metric"].get("variant", ""): float(r["value"][1]) for r in rows.json()["data"]["result"]}
+        total = sum(rates.values())
+        share = sum(v for k, v in rates.items() if k.endswith(f"-v{new_version}")) / total if total else 0.0
+        return share if share >= 0.99 else None
+
+    # Traffic keeps flowing until Prometheus's 1-minute rates show the promotion, so the rendered
+    # traffic-share panel ends at 100 % instead of mid-climb.
+    wait_for(share_of_new_version, 150, "Prometheus to see all traffic on the new version", interval_s=2)
+    timeline.mark(f"Prometheus: traffic share of v{new_version} at 100 % (the dashboard's 1-minute rate)")
     stop.set()
     sender.join(timeout=30)
 
@@ -145,8 +160,7 @@ def main() -> int:
     for elapsed, what in timeline.events:
         table.add_row(f"{elapsed:.0f}", what)
     console.print(table)
-    total = timeline.events[-1][0]
-    console.print(f"[bold]drift onset -> v{new_version} serving 100 %: {total:.0f} s[/] "
+    console.print(f"[bold]drift onset -> v{new_version} serving 100 %: {promoted_after:.0f} s[/] "
                   f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")  # fmt: skip
     return 0
 

@@ -20,7 +20,7 @@ import httpx
 
 from monitoring.grafana.panels import FLYWHEEL, Dashboard
 
-Series = list[tuple[str, list[float], list[float]]]  # (legend, timestamps, values)
+Series = list[tuple[str, list[float], list[float], dict[str, str]]]  # (legend, times, values, labels)
 
 
 def _legend(template: str, labels: dict[str, str]) -> str:
@@ -67,7 +67,8 @@ def fetch(
                 points = [(float(t), float(v)) for t, v in item["values"] if v not in ("NaN", "+Inf", "-Inf")]
                 if points:
                     times, values = zip(*points, strict=True)
-                    series.append((_legend(query.legend, item["metric"]), list(times), list(values)))
+                    labels = dict(item["metric"])
+                    series.append((_legend(query.legend, labels), list(times), list(values), labels))
         panels.append(RenderedPanel(panel.title, series))
     events = []
     for annotation in dashboard.annotations:
@@ -88,18 +89,28 @@ def render_png(
 
     columns = 2
     rows = (len(panels) + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(16, 3.6 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(20, 3.8 * rows), squeeze=False)
+    start, end = data_span(panels, span)
     for axis, panel in zip(axes.flat, panels, strict=False):
         axis.set_title(panel.title, fontsize=11)
-        for legend, times, values in panel.series[:12]:
-            axis.plot([_as_date(t) for t in times], values, label=legend, linewidth=1.2)
+        styles = _line_styles(panel.series[:12])
+        for (legend, times, values, _labels), (colour, dashes) in zip(panel.series[:12], styles, strict=True):
+            axis.plot(
+                [_as_date(t) for t in times],
+                values,
+                label=legend,
+                linewidth=1.4,
+                color=colour,
+                linestyle=dashes,
+            )
         for when, _label in events:
             axis.axvline(_as_date(when), color="grey", linestyle=":", linewidth=0.8)
         if panel.series:
-            axis.legend(fontsize=7, loc="upper left")
+            # Beside the plot, never over the lines it explains.
+            axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
         else:
             axis.text(0.5, 0.5, "no data", ha="center", va="center", transform=axis.transAxes)
-        axis.set_xlim(_as_date(span[0]), _as_date(span[1]))
+        axis.set_xlim(_as_date(start), _as_date(end))
         axis.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=8))
         axis.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
         axis.grid(alpha=0.3)
@@ -110,6 +121,42 @@ def render_png(
     figure.savefig(path, dpi=90)
     plt.close(figure)
     return path
+
+
+def data_span(panels: list[RenderedPanel], span: tuple[float, float]) -> tuple[float, float]:
+    """The time the data covers (2 % padding), inside the requested span; the span if there is none.
+
+    A 15-minute axis over 3 minutes of data squeezes every line into a corner.
+    """
+    times = [t for panel in panels for _, series_times, _, _ in panel.series for t in series_times]
+    if not times:
+        return span
+    first, last = max(min(times), span[0]), min(max(times), span[1])
+    padding = max((last - first) * 0.02, 1.0)
+    return first - padding, last + padding
+
+
+def _line_styles(series: Series) -> list[tuple[str, str]]:
+    """(colour, line style) per series: one colour per feature or variant, one style per version.
+
+    Series that differ only in their version (v1 and v2 of one feature) share a colour, solid
+    for the newest version and dashed, dotted, ... for older ones, so they read as a pair.
+    """
+    palette = [f"C{index}" for index in range(10)]
+    dash_cycle = ["-", "--", ":", "-."]
+    versions = sorted({labels.get("version", "") for *_, labels in series}, key=_version_key, reverse=True)
+    colours: dict[str, str] = {}
+    styles = []
+    for legend, _, _, labels in series:
+        version = labels.get("version", "")
+        identity = legend.replace(f"v{version}", "").strip() if version else legend
+        colour = colours.setdefault(identity, palette[len(colours) % len(palette)])
+        styles.append((colour, dash_cycle[versions.index(version) % len(dash_cycle)]))
+    return styles
+
+
+def _version_key(version: str) -> int:
+    return int(version) if version.isdigit() else -1
 
 
 def _as_date(epoch: float) -> datetime:
@@ -130,7 +177,27 @@ def render_html(png: Path, events: list[tuple[float, str]], path: Path, title: s
     return path
 
 
+def wait_for_next_scrape(prometheus_url: str, after: float, timeout_s: float = 30.0) -> bool:
+    """Until Prometheus holds a sample scraped after ``after`` (so the picture ends at "now").
+
+    Polls with a deadline; False when none came (Prometheus idle or down): render what there is.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            rows = httpx.get(
+                f"{prometheus_url}/api/v1/query", params={"query": "max(timestamp(up))"}, timeout=10
+            ).json()["data"]["result"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False
+        if rows and float(rows[0]["value"][1]) >= after:
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def render(prometheus_url: str, out_dir: Path, minutes: float = 30) -> dict[str, Any]:
+    wait_for_next_scrape(prometheus_url, time.time())
     end = time.time()
     panels, events = fetch(prometheus_url, minutes=minutes, end=end)
     png = render_png(panels, events, out_dir / "flywheel-panels.png", (end - minutes * 60, end))

@@ -4,6 +4,7 @@ panel has a query (the queries themselves run against live Prometheus in tests/e
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import yaml
 
@@ -30,3 +31,24 @@ def test_dashboard_has_the_panels_the_issue_names_with_queries_and_annotations()
     provisioning = yaml.safe_load((GRAFANA_DIR / "provisioning/datasources/flywheel.yml").read_text())
     assert provisioning["datasources"][0]["uid"] == model["panels"][0]["datasource"]["uid"]
     json.dumps(model)  # serialisable as Grafana imports it
+
+
+def test_the_rendered_axis_spans_the_data_and_versions_of_one_feature_pair_up(tmp_path: Path) -> None:
+    from monitoring.grafana.render import RenderedPanel, _line_styles, data_span, render_png
+
+    times = [1000.0 + 2 * index for index in range(90)]  # three minutes of data
+    drift = RenderedPanel(
+        "Feature drift (PSI) per feature",
+        [
+            (f"m v{version} {feature}", times, [0.1] * 90, {"version": str(version), "feature": feature})
+            for version in (1, 2)
+            for feature in ("ret_1d", "volume_z")
+        ],
+    )
+    start, end = data_span([drift], (0.0, 1000.0 + 900))  # asked for 15 minutes
+    assert 990 < start < 1000 and 1178 < end < 1190
+    styles = dict(zip([legend for legend, *_ in drift.series], _line_styles(drift.series), strict=True))
+    assert styles["m v1 ret_1d"][0] == styles["m v2 ret_1d"][0] != styles["m v2 volume_z"][0]
+    assert styles["m v2 ret_1d"][1] == "-" and styles["m v1 ret_1d"][1] == "--", "newest solid, older dashed"
+    png = render_png([drift, RenderedPanel("Server health", [])], [], tmp_path / "p.png", (0.0, 1900.0))
+    assert png.stat().st_size > 10_000
