@@ -12,6 +12,7 @@ from flywheel.cli import (
     batch_commands,
     bench_commands,
     data_commands,
+    fault_bench_commands,  # noqa: F401  (registers `flywheel bench faults`)
     gateway_commands,
     models_commands,
     monitoring_commands,

@@ -142,6 +142,12 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
     status = json_of(flywheel(stack_env, "status", "--json"))
     assert {s["state"] for s in status["services"]} == {"running"}
     assert status["services"][0]["urls"]["s3"].startswith("http://127.0.0.1:")
+    # On an 80-column terminal every URL still prints whole (a cut URL cannot be copied).
+    table = flywheel({**stack_env, "COLUMNS": "80"}, "status")
+    assert table.returncode == 0, table.stderr
+    for service in status["services"]:
+        for url in service["urls"].values():
+            assert url in table.stdout, f"{url} is not printed whole"
 
     ports = {
         int(value) for key, value in stack_env.items() if key.startswith("FLYWHEEL_") and key.endswith("PORT")
