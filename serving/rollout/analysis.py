@@ -217,8 +217,15 @@ class Verdict:
 
 
 def analyse(
-    stable: VariantCounters, candidate: VariantCounters, thresholds: dict[str, float], interval_over: bool
+    stable: VariantCounters,
+    candidate: VariantCounters,
+    thresholds: dict[str, float],
+    interval_over: bool,
+    stable_has_traffic: bool = False,
 ) -> Verdict:
+    """The verdict on one window. ``stable_has_traffic``: the split sends the stable variant requests
+    in this step (a canary below 100 %), so a pass also waits for enough of those to compare with.
+    """
     limits = {**DEFAULT_THRESHOLDS, **thresholds}
     metrics: dict[str, Any] = {"candidate_requests": candidate.requests, "stable_requests": stable.requests}
     failures: list[str] = []
@@ -279,7 +286,7 @@ def analyse(
     needed = max(limits["min_requests"], limits["min_latency_requests"])  # a pass needs a latency verdict
     if candidate.requests < needed:
         return Verdict(None, [f"waiting for {needed:.0f} candidate requests"], metrics)
-    if stable.requests < limits["min_requests"] or stable_p99 is None:
+    if stable_has_traffic and (stable.requests < limits["min_requests"] or stable_p99 is None):
         return Verdict(None, [f"waiting for {limits['min_requests']:.0f} stable requests"], metrics)
     return Verdict(True, ["errors, latency and predictions within bounds"], metrics)
 

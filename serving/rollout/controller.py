@@ -110,7 +110,13 @@ class RolloutController:
             return self.restart_window(spec, now, step, f"counters restarted: {reset}")
         window = {name: counters.minus(baseline[name]) for name, counters in now.items()}
         baked = (datetime.now(UTC) - rollout.step_started_at).total_seconds() >= rollout.interval_s
-        verdict = analyse(window[stable.name], window[candidate.name], spec.params.analysis, baked)
+        verdict = analyse(
+            window[stable.name],
+            window[candidate.name],
+            spec.params.analysis,
+            baked,
+            stable_has_traffic=rollout.weight < 100,
+        )
         if verdict.passed is None and window[stable.name].failovers > 0:
             if self.candidate_ready(spec, stable.version):
                 return self.restart_window(

@@ -107,6 +107,8 @@ def test_a_step_holds_while_the_stable_variant_was_failed_over() -> None:
     assert analyse(stable, counters(100, errors=20), {}, interval_over=True).passed is False
 
 
-def test_a_pass_needs_stable_requests_too() -> None:
-    verdict = analyse(counters(5), counters(300), {}, interval_over=True)
+def test_a_pass_needs_stable_requests_while_the_stable_gets_traffic() -> None:
+    verdict = analyse(counters(5), counters(300), {}, interval_over=True, stable_has_traffic=True)
     assert verdict.passed is None and "stable requests" in verdict.reasons[0]
+    # At 100 % (or blue-green's bake) the stable gets nothing by design: no wait for it.
+    assert analyse(counters(0), counters(300), {}, interval_over=True).passed is True
