@@ -11,7 +11,6 @@ The same calls work against the real ``tensorflow/serving`` image.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import httpx
 import numpy as np
 import orjson
 
+from flywheel.native_logs import quiet_import
 from model_store import ModelStore
 from serving.backends.base import (
     BackendUnavailableError,
@@ -64,8 +64,8 @@ class TFServingBackend:
 
     # gRPC plumbing (imports TensorFlow's protos, so only when first needed) ----------------------
     def _channel(self) -> Any:
-        # TF Serving's protos import TensorFlow, which logs its CPU features at INFO unless told not to.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # TF Serving's protos import TensorFlow, which logs its CPU features while it loads.
+        quiet_import("tensorflow")
         if self._grpc is None:
             import grpc
 
@@ -73,6 +73,7 @@ class TFServingBackend:
         return self._grpc
 
     def _read_config(self) -> Any:
+        quiet_import("tensorflow")  # the config protos below import it
         from google.protobuf import text_format
         from tensorflow_serving.config import model_server_config_pb2
 

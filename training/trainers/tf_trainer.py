@@ -7,13 +7,13 @@ so TF Serving clients send raw features by name.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from flywheel.native_logs import quiet_import
 from training.contract import FEATURE_COLUMNS, INPUT_NAME, OUTPUT_NAME, WINDOW
 from training.dataset import WindowedSplit
 from training.metrics import holdout_report
@@ -30,10 +30,7 @@ class TensorFlowParams:
 
 
 def _tensorflow() -> Any:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    return tf
+    return quiet_import("tensorflow")
 
 
 def train_tensorflow(
