@@ -32,7 +32,9 @@ class OpenLoopLoad:
     url: str
     body: bytes
     rate: float
-    outcomes: list[tuple[float, int]] = field(default_factory=list)  # (sent at, status; 0 = no answer)
+    #: (sent at, status, seconds to the answer); status 0 = no answer (refused, reset, timed out)
+    outcomes: list[tuple[float, int, float]] = field(default_factory=list)
+    in_flight: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -66,6 +68,7 @@ class OpenLoopLoad:
 
     async def _one(self, session: aiohttp.ClientSession) -> None:
         sent = time.monotonic()
+        self.in_flight += 1
         try:
             async with session.post(
                 self.url, data=self.body, headers={"Content-Type": "application/json"}
@@ -74,10 +77,17 @@ class OpenLoopLoad:
                 status = response.status
         except (aiohttp.ClientError, TimeoutError):
             status = 0
-        self.outcomes.append((sent, status))
+        finally:
+            self.in_flight -= 1
+        self.outcomes.append((sent, status, time.monotonic() - sent))
 
-    def between(self, start: float, end: float) -> list[int]:
-        return [status for sent, status in list(self.outcomes) if start <= sent <= end]
+    def between(self, start: float, end: float) -> list[tuple[int, float]]:
+        """(status, latency) of the requests sent in [start, end] (wait for them first: settle)."""
+        return [(status, took) for sent, status, took in list(self.outcomes) if start <= sent <= end]
+
+    def settle(self, timeout_s: float = 45.0) -> None:
+        """Until every request sent so far has its answer (or the client's own timeout)."""
+        wait_until(lambda: self.in_flight <= 0, timeout_s)
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> float | None:
@@ -111,16 +121,24 @@ def run_case(
     began = time.monotonic()
     fault()
     repair()
-    took = wait_until(recovered, timeout_s)
+    repaired = time.monotonic() - began
+    came_back = wait_until(recovered, timeout_s)
+    took = None if came_back is None else time.monotonic() - began
     time.sleep(settle_s)  # a few more seconds of load after recovery: does anything still fail?
-    statuses = load.between(began, time.monotonic())
-    failures = collections.Counter(status for status in statuses if status != 200)
+    ended = time.monotonic()
+    load.settle()  # requests still in flight belong to this case: wait for their answers
+    answers = load.between(began, ended)
+    failures = collections.Counter(status for status, _ in answers if status != 200)
+    latencies = sorted(took for _, took in answers)
     return {
         "case": name,
-        "requests": len(statuses),
+        "requests": len(answers),
         "failed": sum(failures.values()),
+        "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))] * 1000, 1) if latencies else None,
+        "max_ms": round(latencies[-1] * 1000, 1) if latencies else None,
         "failures": {
             ("no answer" if status == 0 else str(status)): count for status, count in failures.items()
         },
-        "recovered_s": None if took is None else round(took, 1),
+        "up_s": round(repaired, 1),  # the repair itself (`flywheel up` restarting what died)
+        "recovered_s": None if took is None else round(took, 1),  # fault -> serving again
     }

@@ -120,7 +120,17 @@ def faults(
 
     def render(data: dict[str, Any]) -> None:
         table = Table(title=f"{name} v{version}: faults under {rate:g} req/s (routed, open loop)")
-        for column in ("case", "requests", "failed", "failures", "serving again after (s)"):
+        columns = (
+            "case",
+            "requests",
+            "failed",
+            "failures",
+            "p99 ms",
+            "max ms",
+            "up took s",
+            "fault to serving s",
+        )
+        for column in columns:
             table.add_column(column, justify="left" if column in ("case", "failures") else "right")
         for row in data["cases"]:
             failures = ", ".join(f"{key}: {count}" for key, count in row["failures"].items()) or "-"
