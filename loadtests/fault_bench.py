@@ -51,7 +51,7 @@ class OpenLoopLoad:
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=256), timeout=timeout
+            connector=aiohttp.TCPConnector(limit=2048), timeout=timeout
         ) as session:
             pending: set[asyncio.Task[None]] = set()
             start, index = time.monotonic(), 0

@@ -110,6 +110,7 @@ def faults(
                 with console.status(f"{label}: injecting, repairing with `flywheel up`, measuring"):
                     results.append(run_case(load, label, fault, repair, recovered))
                 wait_until(answers(routed), 60)
+                load.settle()  # the next case starts calm: no backlog from this one
     finally:
         if original:
             spec = {key: value for key, value in original.items() if key not in ("revision", "history")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections import OrderedDict
@@ -25,14 +26,15 @@ from serving.backends.base import (
     InvalidInputError,
     ModelBackend,
     ModelNotLoadedError,
-    OutputFaultError,
     Tensors,
     VersionReloadingError,
 )
+from serving.gateway.breaker import CircuitBreakers
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.routing_table import LiveModel, RoutingTable
 from serving.gateway.sampling import ProfileSampler
-from serving.protocols.v2 import MAX_REQUEST_ID, V2_TO_NUMPY, valid_request_id
+from serving.gateway.validation import check_finite_outputs, check_signature
+from serving.protocols.v2 import MAX_REQUEST_ID, valid_request_id
 from serving.routing.spec import Variant
 from serving.routing.strategies import Route, RouteRequest
 
@@ -70,69 +72,6 @@ class ServedRequest:
     prediction: float
 
 
-def _refuse_non_finite(name: str, array: np.ndarray) -> None:
-    """NaN, infinity, and numbers out of the datatype's range (they became infinity when cast)."""
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InvalidInputError(
-            f"input {name!r} holds NaN, infinity or a value out of range for {array.dtype}; "
-            "floating-point inputs must be finite (a model's signature can allow them: allow_non_finite)"
-        )
-
-
-def check_signature(model: str, signature: Signature, inputs: Tensors, coerce: bool = False) -> Tensors:
-    """Inputs named, shaped and typed as the version's signature says.
-
-    v2 requests declare their datatype, which must match. ``coerce`` is for the compatibility
-    paths, whose JSON numbers carry no type: numbers are cast to a floating-point signature.
-    """
-    if not signature.inputs:
-        for name, array in inputs.items():
-            _refuse_non_finite(name, array)
-        return inputs
-    expected = {spec.name: spec for spec in signature.inputs}
-    if set(inputs) != set(expected):
-        raise InvalidInputError(f"{model} expects inputs {sorted(expected)}, got {sorted(inputs)}")
-    checked = {}
-    for name, array in inputs.items():
-        spec = expected[name]
-        want = V2_TO_NUMPY.get(spec.datatype)
-        if want is not None and array.dtype != want:
-            if coerce and array.dtype.kind in "fiu" and want.kind == "f":
-                array = array.astype(want)  # JSON numbers on the compatibility paths
-            else:
-                raise InvalidInputError(
-                    f"input {name!r} has datatype {array.dtype}, {model} expects {spec.datatype}"
-                )
-        if len(array.shape) != len(spec.shape) or any(
-            want_dim >= 0 and got != want_dim for got, want_dim in zip(array.shape, spec.shape, strict=True)
-        ):
-            raise InvalidInputError(
-                f"input {name!r} has shape {list(array.shape)}, {model} expects {spec.shape}"
-            )
-        if array.shape and array.shape[0] == 0:
-            raise InvalidInputError(f"input {name!r} has an empty batch")
-        if signature.max_batch_size is not None and array.shape and array.shape[0] > signature.max_batch_size:
-            raise InvalidInputError(
-                f"input {name!r} has a batch of {array.shape[0]} rows; {model} takes at most "
-                f"{signature.max_batch_size} per request (max_batch_size in its metadata): split it"
-            )
-        if not spec.allow_non_finite:
-            _refuse_non_finite(name, array)
-        checked[name] = array
-    return checked
-
-
-def check_finite_outputs(model: str, variant: Variant, outputs: Tensors) -> None:
-    """NaN or infinity cannot travel in OIP JSON (it would become ``null``): a model fault, said so."""
-    for name, array in outputs.items():
-        if array.dtype.kind in "fc" and not np.isfinite(array).all():
-            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-            raise OutputFaultError(
-                f"{variant.name} ({model} v{variant.version}) returned {bad} non-finite value(s) "
-                f"(NaN or infinity) in output {name!r}; the model, not the request, is at fault"
-            )
-
-
 class GatewayCore:
     def __init__(
         self,
@@ -154,6 +93,8 @@ class GatewayCore:
         self._shadows_in_flight = 0
         #: Below the adapters' connection pools (64), so shadows never starve callers.
         self.max_shadows_in_flight = 16
+        self.breakers = CircuitBreakers(cool_down_s=1.0)
+        self._last_failover_log: dict[tuple[str, str], float] = {}
 
     # Lookups -----------------------------------------------------------------------------------
     def live(self, model: str) -> LiveModel:
@@ -276,44 +217,74 @@ class GatewayCore:
     async def _call(
         self, live: LiveModel, variant: Variant, inputs: Tensors, allow_failover: bool
     ) -> tuple[Tensors, Variant]:
+        """Ask the routed variant's server; on an unavailable one, the spec's other variants.
+
+        While failover targets remain, an attempt gets half the remaining time, so a server that
+        accepts connections but never answers (shutting down, starting) leaves time to fail over.
+        A variant whose server just failed has its circuit breaker open (``serving.gateway.breaker``):
+        routed requests try the others first instead of each waiting on it again. Skipping it
+        still counts as a failover away from it, which the rollout analysis reads.
+        """
+        model = live.spec.model
         deadline = time.monotonic() + self.timeout_s
         candidates = [variant]
         if allow_failover and live.spec.retry_unavailable:
             candidates += live.strategy.fallbacks(variant)
+            candidates = self._healthy_first(model, candidates)
+            if candidates[0].name != variant.name:
+                self.metrics.retries.labels(model, variant.name, candidates[0].name).inc()
         for attempt, candidate in enumerate(candidates):
             backend = self.backends.get(candidate.backend)
+            last = attempt + 1 >= len(candidates)
+            key = (model, candidate.name)
+            trial = self.breakers.begin(key)
             try:
                 if backend is None:
                     raise BackendUnavailableError(f"no {candidate.backend} adapter is configured")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise BackendUnavailableError(f"no answer from {candidate.name} within {self.timeout_s}s")
+                budget = remaining if last else remaining / 2
                 try:
-                    outputs = await asyncio.wait_for(
-                        backend.infer(live.spec.model, candidate.version, inputs), remaining
-                    )
+                    outputs = await asyncio.wait_for(backend.infer(model, candidate.version, inputs), budget)
+                except TimeoutError:
+                    raise BackendUnavailableError(
+                        f"{candidate.name} on {candidate.backend} did not answer within {budget:.1f}s"
+                    ) from None
                 except ModelNotLoadedError as error:
                     # The spec deploys it, so the server lost it (a restart): reload it now, and
                     # meanwhile treat the server like an unavailable one.
-                    self.table.request_reload(live.spec.model)
+                    self.table.request_reload(model)
                     raise VersionReloadingError(
-                        f"version {candidate.version} of {live.spec.model!r} is deployed but "
+                        f"version {candidate.version} of {model!r} is deployed but "
                         f"{candidate.backend} has not loaded it (yet); the gateway is reloading it: "
                         f"{error.message}"
                     ) from None
-                check_finite_outputs(live.spec.model, candidate, outputs)
+                self.breakers.success(key)
+                check_finite_outputs(model, candidate, outputs)
                 return outputs, candidate
-            except TimeoutError:
-                raise BackendUnavailableError(
-                    f"{candidate.name} on {candidate.backend} did not answer within {self.timeout_s}s"
-                ) from None
             except BackendUnavailableError as error:
-                if attempt + 1 >= len(candidates):
+                self.breakers.failure(key)
+                if last:
                     raise
                 successor = candidates[attempt + 1]
-                log.warning("%s unavailable (%s), failing over to %s", candidate.name, error, successor.name)
-                self.metrics.retries.labels(live.spec.model, candidate.name, successor.name).inc()
+                self._log_failover(key, error, successor)
+                self.metrics.retries.labels(model, candidate.name, successor.name).inc()
+            finally:
+                if trial:
+                    self.breakers.end_trial(key)
         raise AssertionError("unreachable: the loop returns or raises")
+
+    def _healthy_first(self, model: str, candidates: list[Variant]) -> list[Variant]:
+        healthy = [c for c in candidates if self.breakers.available((model, c.name))]
+        return healthy + [c for c in candidates if c not in healthy]
+
+    def _log_failover(self, key: tuple[str, str], error: Exception, successor: Variant) -> None:
+        """One line per variant every 5 s: under load a dead server would flood the log."""
+        now = time.monotonic()
+        if now - self._last_failover_log.get(key, -math.inf) >= 5.0:
+            self._last_failover_log[key] = now
+            log.warning("%s unavailable (%s), failing over to %s", key[1], error, successor.name)
 
     async def _shadow(
         self, live: LiveModel, shadow: Variant, inputs: Tensors, primary: Tensors, primary_s: float
