@@ -18,6 +18,7 @@ import pytest
 from flywheel.settings import FlywheelSettings
 from flywheel.stack.process import ProcessRecord, ServiceSpec, stop_process
 from flywheel.stack.services import model_server_services
+from model_store import ModelStore
 from serving.gateway.service import gateway_service
 from tests.pipeline_fixtures import MODEL
 from tests.support import free_port, start_and_wait
@@ -59,6 +60,26 @@ def two_variants(strategy: str, weights: tuple[float, float], **params: Any) -> 
             {"name": "tfserving-v2", "version": 2, "backend": "tfserving", "weight": weights[1]},
         ],
     }
+
+
+def publish_patched_copy(store: ModelStore, workdir: Path, old: str, new: str) -> int:
+    """v2's Triton entry with one edit to its model.py, published as a new version."""
+    source = workdir / "v2"
+    manifest = store.fetch(MODEL, 2, source, prefix="triton/")
+    store.fetch(MODEL, 2, source, prefix="profile.json")
+    model_py = source / "triton" / MODEL / "2" / "model.py"
+    text = model_py.read_text()
+    assert old in text, "the packaged Triton entry changed; update the fault injection"
+    model_py.write_text(text.replace(old, new, 1))
+    artifacts = {
+        str(path.relative_to(source)).replace(f"triton/{MODEL}/2/", f"triton/{MODEL}/{{version}}/"): path
+        for path in source.rglob("*")
+        if path.is_file()
+    }
+    published = store.publish(
+        MODEL, artifacts, framework=manifest.framework, backends=["triton"], signature=manifest.signature
+    )
+    return published.version
 
 
 @dataclass

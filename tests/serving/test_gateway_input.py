@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import grpc
 import httpx
@@ -11,8 +12,10 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from model_store import ModelStore
 from tests.pipeline_fixtures import MODEL
-from tests.serving.gateway_fixtures import ADMIN_TOKEN, GatewayStack, v2_body, windows
+from tests.serving.gateway_fixtures import ADMIN_TOKEN, GatewayStack, publish_patched_copy, v2_body, windows
+from tests.serving.test_gateway import metric_value
 
 FEATURES = windows(2)
 INFER = f"/v2/models/{MODEL}/infer"
@@ -312,3 +315,25 @@ def test_grpc_refuses_raw_and_typed_contents_for_one_input(canary: GatewayStack)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "one or the other" in (error.value.details() or "")
     channel.close()
+
+
+def test_a_model_answering_nan_is_a_counted_model_fault_never_null(
+    canary: GatewayStack, tmp_path: Path
+) -> None:
+    """The OIP tensor schema has no NaN: a non-finite output is a 500 naming the model, and counted."""
+    store = ModelStore.open(canary.settings.resolve_store_uri())
+    broken = publish_patched_copy(
+        store,
+        tmp_path,
+        "        return hidden.astype(np.float32)",
+        "        return (hidden * np.nan).astype(np.float32)",
+    )
+    canary.deploy(broken, "triton", "canary", weight=0)
+    response = canary.infer(FEATURES, version=broken)
+    assert response.status_code == 500, response.text
+    assert "non-finite" in response.json()["error"] and f"v{broken}" in response.json()["error"]
+    assert b"null" not in response.content
+    assert (
+        metric_value(canary.metrics(), "flywheel_gateway_errors_total", error_class="OutputFaultError") >= 1
+    )
+    assert canary.infer(FEATURES).status_code == 200, "routed traffic is unaffected"

@@ -22,7 +22,7 @@ from flywheel.stack.process import stop_process
 from model_store import ModelStore
 from serving.rollout.service import rollout_service
 from tests.pipeline_fixtures import MODEL
-from tests.serving.gateway_fixtures import GatewayStack, v2_body, windows
+from tests.serving.gateway_fixtures import GatewayStack, publish_patched_copy, v2_body, windows
 from tests.support import start_and_wait, wait_until
 
 
@@ -118,26 +118,6 @@ BAD_CANDIDATES = {
         "        return (hidden * 1000.0).astype(np.float32)",
     ),
 }
-
-
-def publish_patched_copy(store: ModelStore, workdir: Path, old: str, new: str) -> int:
-    """v2's Triton entry with one edit to its model.py, published as a new version."""
-    source = workdir / "v2"
-    manifest = store.fetch(MODEL, 2, source, prefix="triton/")
-    store.fetch(MODEL, 2, source, prefix="profile.json")
-    model_py = source / "triton" / MODEL / "2" / "model.py"
-    text = model_py.read_text()
-    assert old in text, "the packaged Triton entry changed; update the fault injection"
-    model_py.write_text(text.replace(old, new, 1))
-    artifacts = {
-        str(path.relative_to(source)).replace(f"triton/{MODEL}/2/", f"triton/{MODEL}/{{version}}/"): path
-        for path in source.rglob("*")
-        if path.is_file()
-    }
-    published = store.publish(
-        MODEL, artifacts, framework=manifest.framework, backends=["triton"], signature=manifest.signature
-    )
-    return published.version
 
 
 #: Test windows are random, not market data: two versions' prediction histograms differ for that
