@@ -182,6 +182,15 @@ async def read_json(request: web.Request) -> Any:
         raise InvalidInputError(f"request body is not valid JSON: {error}") from None
 
 
+def tf_path(pattern: re.Pattern[str], request: web.Request) -> tuple[str, int | None, re.Match[str]]:
+    """(model, version or None, the match) of a TF Serving path, or 404."""
+    match = pattern.match(request.match_info["tail"])
+    if match is None:
+        raise web.HTTPNotFound(reason=f"no such TF Serving path: {request.path}")
+    version = validate_version(match["version"]) if match["version"] else None
+    return match["model"], version, match
+
+
 def outcome_response(outcome: InferenceOutcome, payload: Any) -> web.Response:
     return json_response(payload, headers=outcome.headers)
 
@@ -244,11 +253,7 @@ class RestGateway:
         return web.Response(body=body, headers=headers, content_type="application/octet-stream")
 
     async def tf_predict(self, request: web.Request) -> web.Response:
-        match = _TF_PATH.match(request.match_info["tail"])
-        if match is None:
-            raise web.HTTPNotFound(reason=f"no such TF Serving path: {request.path}")
-        model = match["model"]
-        version = validate_version(match["version"]) if match["version"] else None
+        model, version, _ = tf_path(_TF_PATH, request)
         body = await read_json(request)
         if not isinstance(body, dict):
             raise InvalidInputError("the request body must be a JSON object")
@@ -267,11 +272,7 @@ class RestGateway:
 
     async def tf_status_or_metadata(self, request: web.Request) -> web.Response:
         """TF Serving's ``GET /v1/models/M[/versions/N][/metadata]``, from the routing spec."""
-        match = _TF_GET_PATH.match(request.match_info["tail"])
-        if match is None:
-            raise web.HTTPNotFound(reason=f"no such TF Serving path: {request.path}")
-        model = match["model"]
-        version = validate_version(match["version"]) if match["version"] else None
+        model, version, match = tf_path(_TF_GET_PATH, request)
         live = self.core.live(model)
         if match["metadata"]:
             chosen = version if version is not None else live.spec.routable()[0].version

@@ -137,15 +137,15 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
         )
     if verdict.passed is None:
         return None
-    decision = controller.promote(
+    decision = controller.write(
         spec,
         lambda current: operations.update_rollout(
             operations.keep_only(current, green.name), status="promoted", last_verdict=verdict.to_json()
         ),
-        green.version,
         f"blue-green: retire {blue.name}",
         "; ".join(verdict.reasons),
         verdict.to_json(),
+        champion=green.version,
     )
     controller.lease.release(spec.model)
     return decision

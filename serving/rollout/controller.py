@@ -142,15 +142,15 @@ class RolloutController:
         if verdict.passed is None:
             return None
         if rollout.step + 1 == len(rollout.steps):
-            decision = self.promote(
+            decision = self.write(
                 spec,
                 lambda current: operations.update_rollout(
                     operations.promote(current, candidate.name), last_verdict=verdict.to_json()
                 ),
-                candidate.version,
                 f"promote {candidate.name} after {step}",
                 "; ".join(verdict.reasons),
                 verdict.to_json(),
+                champion=candidate.version,
             )
             self.lease.release(spec.model)
             return decision
@@ -196,42 +196,25 @@ class RolloutController:
             verdict.to_json(),
         )
 
-    def promote(
+    def write(
         self,
         spec: RoutingSpec,
         change: Any,
-        version: int,
         action: str,
         reason: str,
         metrics: dict[str, Any],
+        champion: int | None = None,
     ) -> dict[str, Any]:
-        """The traffic change and the champion alias through the one crash-safe promote."""
-        written = promotion.promote(
-            self.spec_store,
-            self.store,
-            spec.model,
-            change,
-            version,
-            actor=ACTOR,
-            action=action,
-            reason=reason,
-            metrics=metrics,
-            expected_revision=spec.revision,
-        )
-        return {"model": spec.model, "revision": written.revision, "action": action, "reason": reason}
-
-    def write(
-        self, spec: RoutingSpec, change: Any, action: str, reason: str, metrics: dict[str, Any]
-    ) -> dict[str, Any]:
-        written = self.spec_store.update(
-            spec.model,
-            lambda current: change(current),
-            actor=ACTOR,
-            action=action,
-            reason=reason,
-            metrics=metrics,
-            expected_revision=spec.revision,
-        )
+        """One CAS write of the spec at the revision decided on; with ``champion``, the crash-safe
+        promote (serving.rollout.promotion) that also makes that version the champion."""
+        history: dict[str, Any] = {"actor": ACTOR, "action": action, "reason": reason, "metrics": metrics}
+        if champion is None:
+            written = self.spec_store.update(spec.model, change, expected_revision=spec.revision, **history)
+        else:
+            written = promotion.promote(
+                self.spec_store, self.store, spec.model, change, champion,
+                expected_revision=spec.revision, **history,
+            )  # fmt: skip
         return {"model": spec.model, "revision": written.revision, "action": action, "reason": reason}
 
     def run(self, tick_s: float, heartbeat: Any = None) -> None:
