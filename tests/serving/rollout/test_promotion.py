@@ -51,6 +51,20 @@ def _two_versions(store: ModelStore, tmp_path: Path) -> SpecStore:
     return spec_store
 
 
+def _promote_candidate(
+    spec_store: SpecStore, store: ModelStore, fault: promotion.FaultHook | None = None
+) -> RoutingSpec:
+    return promotion.promote(
+        spec_store,
+        store,
+        MODEL,
+        lambda current: operations.promote(current),  # type: ignore[arg-type]
+        actor="admin-api",
+        action="promote candidate",
+        fault=fault,
+    )
+
+
 @pytest.mark.parametrize("point", ["between-spec-and-alias", "between-alias-and-clear"])
 def test_a_promote_that_crashes_between_its_writes_converges_on_the_next_tick(
     store: ModelStore, tmp_path: Path, point: str
@@ -62,15 +76,7 @@ def test_a_promote_that_crashes_between_its_writes_converges_on_the_next_tick(
             raise Crash(where)
 
     with pytest.raises(Crash):
-        promotion.promote(
-            spec_store,
-            store,
-            MODEL,
-            lambda current: operations.promote(current),  # type: ignore[arg-type]
-            actor="admin-api",
-            action="promote candidate",
-            fault=crash_at,
-        )
+        _promote_candidate(spec_store, store, fault=crash_at)
     spec = spec_store.get(MODEL)
     assert [v.name for v in spec.variants] == ["triton-v2"] and spec.pending_champion == 2
     expected_alias = 1 if point == "between-spec-and-alias" else 2
@@ -90,13 +96,6 @@ def test_a_promote_without_a_crash_moves_the_alias_and_leaves_no_record(
     store: ModelStore, tmp_path: Path
 ) -> None:
     spec_store = _two_versions(store, tmp_path)
-    written = promotion.promote(
-        spec_store,
-        store,
-        MODEL,
-        lambda current: operations.promote(current),  # type: ignore[arg-type]
-        actor="admin-api",
-        action="promote candidate",
-    )
+    written = _promote_candidate(spec_store, store)
     assert written.pending_champion is None and store.aliases(MODEL)["champion"] == 2
     assert [entry.action for entry in written.history[-2:]] == ["promote candidate", "champion -> v2"]
