@@ -67,3 +67,60 @@ def generate(
             f"wrote {len(data['objects'])} CSVs to s3://{data['bucket']}/{settings.raw_prefix}{data['batch']}/"
         ),
     )
+
+
+@data_app.command()
+def msft(
+    ctx: typer.Context,
+    since: str = typer.Option(None, "--since", help="First day to land, YYYY-MM-DD (default: 1986-03-13)."),
+    until: str = typer.Option(None, "--until", help="Last day to land, YYYY-MM-DD (default: 2017-11-10)."),
+    batch: str = typer.Option(None, "--batch", help="Sub-prefix for this batch; default: msft-SINCE-UNTIL."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Land real daily OHLCV (Microsoft 1986-2017, shipped with pmdarima) as s3://RAW_BUCKET/RAW_PREFIX/BATCH/MSFT.csv.
+
+    The same Yahoo-style CSV ingest reads, so it trains like the synthetic data. For a real drift
+    story: land --until 1999-12-31 and train, then land --since 2000-01-01 --until 2002-12-31.
+    """
+    from model_store.backends.s3 import s3_client
+    from model_store.names import validate_name
+    from training.real_data import SYMBOL, msft_daily
+
+    settings: FlywheelSettings = ctx.obj
+    try:
+        first = date.fromisoformat(since) if since else None
+        last = date.fromisoformat(until) if until else None
+    except ValueError as error:
+        fail(f"--since/--until must be YYYY-MM-DD: {error}", as_json, exit_code=2)
+    try:
+        frame = msft_daily(first, last)
+    except ValueError as error:
+        fail(str(error), as_json, exit_code=2)
+    batch_name = batch or f"msft-{frame['Date'].iloc[0]}-{frame['Date'].iloc[-1]}"
+    validate_name(batch_name, "batch name")
+    key = f"{settings.raw_prefix}{batch_name}/{SYMBOL}.csv"
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    try:
+        s3_client(settings).put_object(Bucket=settings.raw_bucket, Key=key, Body=buffer.getvalue().encode())
+    except (BotoCoreError, ClientError) as error:
+        fail(
+            f"cannot write to s3://{settings.raw_bucket} at {settings.s3_url}: {error} "
+            "(is `flywheel up` running?)",
+            as_json,
+        )
+    data = {
+        "bucket": settings.raw_bucket,
+        "key": key,
+        "rows": len(frame),
+        "first_day": str(frame["Date"].iloc[0]),
+        "last_day": str(frame["Date"].iloc[-1]),
+    }
+    emit(
+        data,
+        as_json,
+        lambda data: console.print(
+            f"wrote {data['rows']} trading days ({data['first_day']} to {data['last_day']}) "
+            f"to s3://{data['bucket']}/{data['key']}"
+        ),
+    )
