@@ -82,9 +82,7 @@ def msft(
     The same Yahoo-style CSV ingest reads, so it trains like the synthetic data. For a real drift
     story: land --until 1999-12-31 and train, then land --since 2000-01-01 --until 2002-12-31.
     """
-    from model_store.backends.s3 import s3_client
-    from model_store.names import validate_name
-    from training.real_data import SYMBOL, msft_daily
+    from training.real_data import land_msft
 
     settings: FlywheelSettings = ctx.obj
     try:
@@ -93,29 +91,15 @@ def msft(
     except ValueError as error:
         fail(f"--since/--until must be YYYY-MM-DD: {error}", as_json, exit_code=2)
     try:
-        frame = msft_daily(first, last)
+        data = land_msft(settings, first, last, batch)
     except ValueError as error:
         fail(str(error), as_json, exit_code=2)
-    batch_name = batch or f"msft-{frame['Date'].iloc[0]}-{frame['Date'].iloc[-1]}"
-    validate_name(batch_name, "batch name")
-    key = f"{settings.raw_prefix}{batch_name}/{SYMBOL}.csv"
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False)
-    try:
-        s3_client(settings).put_object(Bucket=settings.raw_bucket, Key=key, Body=buffer.getvalue().encode())
     except (BotoCoreError, ClientError) as error:
         fail(
             f"cannot write to s3://{settings.raw_bucket} at {settings.s3_url}: {error} "
             "(is `flywheel up` running?)",
             as_json,
         )
-    data = {
-        "bucket": settings.raw_bucket,
-        "key": key,
-        "rows": len(frame),
-        "first_day": str(frame["Date"].iloc[0]),
-        "last_day": str(frame["Date"].iloc[-1]),
-    }
     emit(
         data,
         as_json,

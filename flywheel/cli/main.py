@@ -17,6 +17,7 @@ from flywheel.cli import (
     models_commands,
     monitoring_commands,
     pipeline_commands,
+    real_data_bench_commands,  # noqa: F401  (registers `flywheel bench real-data`)
     retrain_commands,
     stack_commands,
 )

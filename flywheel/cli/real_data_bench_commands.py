@@ -1,0 +1,55 @@
+"""``flywheel bench real-data``: Microsoft 1986-1999, then the crash years, through the real pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from flywheel.cli.bench_commands import bench_app
+from flywheel.cli.output import JSON_OPTION, console, emit
+from flywheel.settings import FlywheelSettings
+
+
+@bench_app.command("real-data")
+def real_data(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Train on MSFT 1986-1999, show the drift 2000-2002 brings, retrain on it; RMSE vs naive throughout.
+
+    Needs the stack's S3 (`flywheel up`). Uses its own model (msft-forecaster) and raw prefix
+    (real-msft/), so the stack's own model and data are not touched. A second run finds nothing
+    new to ingest: remove the prefix and the model to measure again.
+    """
+    from loadtests.real_data_case import run
+
+    settings: FlywheelSettings = ctx.obj
+    with console.status("real-data case") as status:
+        data = run(settings, lambda message: status.update(f"real-data case: {message}"))
+
+    def render(data: dict[str, Any]) -> None:
+        def metrics_row(label: str, report: dict[str, Any]) -> tuple[str, ...]:
+            return (label, f"{report['rmse']:.5f}", f"{report['rmse_naive']:.5f}", f"{report['skill']:+.3f}",
+                    f"{report['directional_accuracy']:.3f}")  # fmt: skip
+
+        table = Table(title="RMSE of next-day return forecasts (PyTorch) against the naive zero forecast")
+        for column in ("model, data", "rmse", "rmse naive", "skill", "direction"):
+            table.add_column(column, justify="left" if column == "model, data" else "right")
+        table.add_row(*metrics_row("v1, its 1986-1999 holdout", data["v1"]["holdout_1990s"]["pytorch"]))
+        table.add_row(*metrics_row("v1, all 2000-2002 windows", data["v1_on_all_crash_windows"]))
+        late = data["v2"]["holdout_late_2002"]
+        if late["v1"]:
+            table.add_row(*metrics_row("v1, late-2002 holdout", late["v1"]["pytorch"]))
+        table.add_row(*metrics_row("v2 (retrained), late-2002 holdout", late["v2"]["pytorch"]))
+        console.print(table)
+        drift = Table(title="2000-2002 against v1's training profile (newest day of each window)")
+        for column in ("feature", "PSI", "KS", "KS p-value"):
+            drift.add_column(column, justify="left" if column == "feature" else "right")
+        for name, row in data["crash_drift_vs_v1_profile"].items():
+            drift.add_row(name, f"{row['psi']:.3f}", f"{row['ks']:.3f}", f"{row['ks_p']:.2g}")
+        console.print(drift)
+        gate = data["v2"]["gate"]
+        console.print(
+            f"gate for v2: {'passed' if gate['passed'] else 'failed'}: {'; '.join(gate['reasons'])}"
+        )
+
+    emit(data, as_json, render)
