@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,15 +60,20 @@ def test_new_data_starts_a_run_by_itself_which_publishes_and_deploys_v1(loop_sta
     stack = loop_stack
     generate(stack, "--start", "2021-01-04")
     wait_until(lambda: 1 in stack.store.list_versions(MODEL), 240, "a scheduled run to publish v1", 1)
-    published = [
-        run
-        for run in stack.runs()
-        if any(
-            t.task_id == "publish" and t.state == "success"
-            for t in stack.airflow.task_states(DAG_ID, run["dag_run_id"])
-        )
-    ]
-    assert [run["run_type"] for run in published] == ["scheduled"], "nobody triggered it"
+
+    def published() -> list[dict[str, Any]]:
+        return [
+            run
+            for run in stack.runs()
+            if any(
+                t.task_id == "publish" and t.state == "success"
+                for t in stack.airflow.task_states(DAG_ID, run["dag_run_id"])
+            )
+        ]
+
+    # The manifest appears a moment before Airflow records the publish task's success.
+    wait_until(lambda: bool(published()), 60, "the publish task to be recorded", 1)
+    assert [run["run_type"] for run in published()] == ["scheduled"], "nobody triggered it"
     wait_until(
         lambda: [(v["version"], v["weight"]) for v in stack.deployment()["variants"]] == [(1, 100.0)],
         120,

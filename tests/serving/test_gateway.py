@@ -177,7 +177,8 @@ def test_blue_green_switch_is_atomic_and_drops_nothing(canary: GatewayStack) -> 
     assert set(colours[:switch]) == {"torchserve-v1"} and set(colours[switch:]) == {"tfserving-v2"}
     spec = promoted.json()
     assert spec["params"]["active"] == "tfserving-v2" and len(spec["variants"]) == 2, "blue stays loaded"
-    assert spec["history"][-1]["reason"] == "green is good"
+    promoted_entry, finished_entry = spec["history"][-2:]
+    assert promoted_entry["reason"] == "green is good" and finished_entry["action"] == "champion -> v2"
     assert canary.admin("POST", f"/deployments/{MODEL}/rollback").status_code == 200
     assert canary.infer(features).headers["x-flywheel-variant"] == "torchserve-v1"
 
