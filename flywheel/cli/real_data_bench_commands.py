@@ -16,9 +16,8 @@ from flywheel.settings import FlywheelSettings
 def real_data(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """Train on MSFT 1986-1999, show the drift 2000-2002 brings, retrain on it; RMSE vs naive throughout.
 
-    Needs the stack's S3 (`flywheel up`). Uses its own model (msft-forecaster) and raw prefix
-    (real-msft/), so the stack's own model and data are not touched. A second run finds nothing
-    new to ingest: remove the prefix and the model to measure again.
+    Needs the stack's S3 (`flywheel up`). Each run uses a model and raw prefix of its own
+    (msft-<UTC time>, real/msft-<UTC time>/), so the stack's own model and data are not touched.
     """
     from loadtests.real_data_case import run
 
