@@ -97,9 +97,8 @@ class GatewayServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         status = error.status if isinstance(error, BackendError) else 400
         message = getattr(error, "message", None) or str(error)
         retry_after = getattr(error, "retry_after_s", None)
-        if retry_after is not None:
-            context.set_trailing_metadata((("retry-after", str(retry_after)),))
-        await context.abort(GRPC_STATUS.get(status, grpc.StatusCode.INTERNAL), message)
+        trailing = (("retry-after", str(retry_after)),) if retry_after is not None else ()
+        await context.abort(GRPC_STATUS.get(status, grpc.StatusCode.INTERNAL), message, trailing)
 
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return service_pb2.ServerLiveResponse(live=True)

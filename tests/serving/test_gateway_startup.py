@@ -56,6 +56,14 @@ def test_before_its_specs_load_the_gateway_is_not_ready_and_answers_503(tmp_path
         channel = grpc.insecure_channel(f"127.0.0.1:{settings.gateway_grpc_port}")
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         assert stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=10).ready is False
+        request = service_pb2.ModelInferRequest(model_name="anything")
+        request.inputs.add(name="x", datatype="FP32", shape=[1, 1]).contents.fp32_contents.append(0.5)
+        try:
+            stub.ModelInfer(request, timeout=10)
+            raise AssertionError("ModelInfer answered before the routes were loaded")
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            assert ("retry-after", "1") in tuple(error.trailing_metadata() or ())
 
         # The store comes up: the gateway loads (no specs), turns ready, and now "not deployed" is true.
         s3 = start_and_wait(s3_server_spec(s3_port, tmp_path / "s3"), tmp_path, f"s3 on {s3_port}")
