@@ -42,24 +42,35 @@ def _listening_inodes() -> dict[str, tuple[str, int]]:
 
 
 def listeners(ports: set[int] | None = None) -> list[Listener]:
-    """Every TCP listener (optionally only on ``ports``) with the process holding it."""
+    """Every TCP listener (optionally only on ``ports``) with the process holding it.
+
+    A listening socket whose owner cannot be inspected (another user's process, or one in
+    another PID namespace) is still reported, with ``pid`` and ``pgid`` -1: "someone holds it".
+    """
     inodes = _listening_inodes()
     if ports is not None:
         inodes = {inode: where for inode, where in inodes.items() if where[1] in ports}
     if not inodes:
         return []
-    found = []
+    found: dict[str, Listener] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
         try:
-            targets = [os.readlink(descriptor) for descriptor in (entry / "fd").iterdir()]
+            descriptors = list((entry / "fd").iterdir())
             pgid = os.getpgid(pid)
         except (ProcessLookupError, PermissionError, FileNotFoundError, NotADirectoryError):
-            continue  # the process ended while we looked
-        for target in targets:
-            if target.startswith("socket:[") and target[8:-1] in inodes:
-                address, port = inodes[target[8:-1]]
-                found.append(Listener(pid, pgid, address, port))
-    return found
+            continue  # ended while we looked, or not ours to read: see the unowned ones below
+        for descriptor in descriptors:
+            try:
+                target = os.readlink(descriptor)
+            except OSError:
+                continue  # that descriptor closed meanwhile; the others still count
+            inode = target[8:-1] if target.startswith("socket:[") else None
+            if inode in inodes:
+                address, port = inodes[inode]
+                found.setdefault(f"{inode}/{pid}", Listener(pid, pgid, address, port))
+    owned = {key.split("/")[0] for key in found}
+    unowned = [Listener(-1, -1, *where) for inode, where in inodes.items() if inode not in owned]
+    return [*found.values(), *unowned]

@@ -112,10 +112,15 @@ class StackSupervisor:
         foreign = [held for held in listeners(service_ports(spec)) if held.pgid not in ours]
         if foreign:
             held = foreign[0]
+            holder = (
+                f"PID {held.pid} ({_command_of(held.pid)})"
+                if held.pid > 0
+                else "a process this user cannot inspect"
+            )
             raise ServiceStartError(
                 spec.name,
-                f"port {held.port} is already in use (Address already in use) by PID {held.pid} "
-                f"({_command_of(held.pid)}), which this stack did not start; stop it or choose another port",
+                f"port {held.port} is already in use (Address already in use) by {holder}, which this "
+                "stack did not start; stop it or choose another port",
                 "(not started)",
             )
 
@@ -148,6 +153,15 @@ class StackSupervisor:
                     # launcher: stop the whole group, then start afresh.
                     if stop_process(existing, self.stop_timeout_s) or orphans(existing):
                         notify(spec.name, "stopped what was left of it")
+                    survivors = group_members(existing)
+                    if survivors:
+                        # Keep the record: it is what lets a later `down` find them again.
+                        raise ServiceStartError(
+                            spec.name,
+                            f"processes of its old group survive SIGKILL: PIDs {survivors} "
+                            "(uninterruptible I/O?); not starting a second copy beside them",
+                            tail(Path(existing.log)),
+                        )
                     (self.run_dir / f"{spec.name}.json").unlink(missing_ok=True)
                 self._check_ports_free(spec)
                 notify(spec.name, "starting")

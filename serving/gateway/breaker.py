@@ -18,6 +18,7 @@ Key = tuple[str, str]  # (model, variant name)
 
 @dataclass
 class _Open:
+    opened_at: float
     until: float
     trial_in_flight: bool = False
 
@@ -40,11 +41,17 @@ class CircuitBreakers:
         state.trial_in_flight = True
         return True
 
-    def success(self, key: Key) -> None:
-        self._open.pop(key, None)
+    def success(self, key: Key, started: float) -> None:
+        """An answer from an attempt begun at ``started`` (monotonic). Only one begun after the
+        breaker opened closes it: requests in flight when a server starts draining still finish
+        well, and must not declare it healthy."""
+        state = self._open.get(key)
+        if state is not None and started >= state.opened_at:
+            del self._open[key]
 
     def failure(self, key: Key) -> None:
-        self._open[key] = _Open(time.monotonic() + self.cool_down_s)
+        now = time.monotonic()
+        self._open[key] = _Open(now, now + self.cool_down_s)
 
     def end_trial(self, key: Key) -> None:
         """A trial that ended in neither (the request itself was refused): let another try."""

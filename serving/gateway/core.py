@@ -232,19 +232,23 @@ class GatewayCore:
             candidates += live.strategy.fallbacks(variant)
             candidates = self._healthy_first(model, candidates)
             if candidates[0].name != variant.name:
-                self.metrics.retries.labels(model, variant.name, candidates[0].name).inc()
+                # Not a failure of this request: the breaker saw the failure already.
+                self.metrics.breaker_skips.labels(model, variant.name).inc()
         for attempt, candidate in enumerate(candidates):
             backend = self.backends.get(candidate.backend)
             last = attempt + 1 >= len(candidates)
             key = (model, candidate.name)
             trial = self.breakers.begin(key)
+            attempt_started = time.monotonic()
             try:
                 if backend is None:
                     raise BackendUnavailableError(f"no {candidate.backend} adapter is configured")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise BackendUnavailableError(f"no answer from {candidate.name} within {self.timeout_s}s")
-                budget = remaining if last else remaining / 2
+                # Half the time while a healthy alternative remains, to have time to fail over.
+                alternative = any(self.breakers.available((model, c.name)) for c in candidates[attempt + 1 :])
+                budget = remaining / 2 if alternative else remaining
                 try:
                     outputs = await asyncio.wait_for(backend.infer(model, candidate.version, inputs), budget)
                 except TimeoutError:
@@ -260,7 +264,7 @@ class GatewayCore:
                         f"{candidate.backend} has not loaded it (yet); the gateway is reloading it: "
                         f"{error.message}"
                     ) from None
-                self.breakers.success(key)
+                self.breakers.success(key, attempt_started)
                 check_finite_outputs(model, candidate, outputs)
                 return outputs, candidate
             except BackendUnavailableError as error:

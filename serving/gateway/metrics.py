@@ -64,6 +64,12 @@ class GatewayMetrics:
             ["model", "from_variant", "to_variant"],
             registry=registry,
         )
+        self.breaker_skips = Counter(
+            "flywheel_gateway_breaker_skips",
+            "Routed requests sent to another variant first because this one's circuit breaker was open.",
+            ["model", "variant"],
+            registry=registry,
+        )
         self.shadow_requests = Counter(
             "flywheel_gateway_shadow_requests",
             "Shadow copies sent, by outcome (ok or an error class).",

@@ -150,29 +150,57 @@ async def read_body(request: web.Request) -> bytes:
 
     The gateway's server runs with aiohttp's automatic decompression off: decoding inside
     aiohttp's parser fails mid-stream, and the connection is reset before the client reads an
-    answer. Decoding here turns a body that is not what its header says into a plain 400.
+    answer. Decoding here turns a body that is not what its header says into a plain 400, and
+    caps what a small compressed body may inflate to (a decompression bomb stops there).
     """
     raw = await request.read()
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
         return raw
+    if encoding not in ("gzip", "x-gzip", "deflate", "br"):
+        raise InvalidInputError(
+            f"Content-Encoding {encoding!r} is not supported; use gzip, deflate, br or none"
+        )
     limit = request.app._client_max_size * _MAX_INFLATION
     try:
-        if encoding in ("gzip", "x-gzip", "deflate"):
-            wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
-            decoder = zlib.decompressobj(wbits)
-            body = decoder.decompress(raw, limit)
-            if decoder.unconsumed_tail or not decoder.eof:
-                raise ValueError("truncated, or larger than the body limit once decompressed")
-            return body
-        if encoding == "br":
-            body = brotli.decompress(raw)
-            if len(body) > limit:
-                raise ValueError("larger than the body limit once decompressed")
-            return bytes(body)
+        # Off the event loop: inflating megabytes would stall every other request meanwhile.
+        return await asyncio.to_thread(decode_body, raw, encoding, limit)
     except (zlib.error, brotli.error, ValueError) as error:
         raise InvalidInputError(f"the request body could not be read as {encoding}: {error}") from None
-    raise InvalidInputError(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate, br or none")
+
+
+def decode_body(raw: bytes, encoding: str, limit: int) -> bytes:
+    """Decoded bytes, never more than ``limit`` of them (ValueError past it, or when truncated)."""
+    if encoding == "br":
+        decoder = brotli.Decompressor()
+        body = decoder.process(raw, output_buffer_limit=limit + 1)
+        if len(body) > limit:
+            raise ValueError("larger than the body limit once decompressed")
+        if not decoder.is_finished():
+            raise ValueError("truncated")
+        return body
+    parts, total, data = [], 0, raw
+    # gzip may hold several members back to back; deflate comes with or without its zlib header.
+    wbits = (
+        16 + zlib.MAX_WBITS
+        if encoding != "deflate"
+        else (zlib.MAX_WBITS if _zlib_header(raw) else -zlib.MAX_WBITS)
+    )
+    while data:
+        decoder = zlib.decompressobj(wbits)
+        part = decoder.decompress(data, limit - total + 1)
+        total += len(part)
+        if total > limit or decoder.unconsumed_tail:
+            raise ValueError("larger than the body limit once decompressed")
+        if not decoder.eof:
+            raise ValueError("truncated")
+        parts.append(part)
+        data = decoder.unused_data if encoding != "deflate" else b""
+    return b"".join(parts)
+
+
+def _zlib_header(raw: bytes) -> bool:
+    return len(raw) >= 2 and raw[0] & 0x0F == 8 and (raw[0] << 8 | raw[1]) % 31 == 0
 
 
 async def read_json(request: web.Request) -> Any:

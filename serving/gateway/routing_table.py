@@ -34,6 +34,8 @@ from serving.routing.spec_store import SpecNotFoundError, SpecStore
 from serving.routing.strategies import RoutingStrategy, build_strategy
 
 log = logging.getLogger(__name__)
+#: Shortest and longest gap between reloads a "not loaded" answer may start (see request_reload).
+_RELOAD_GAP_S = (0.5, 10.0)
 
 
 @dataclass
@@ -73,6 +75,7 @@ class RoutingTable:
         self._reconciling: set[asyncio.Task[None]] = set()
         self._reconcile_locks: dict[str, asyncio.Lock] = {}
         self._reload_requested: dict[str, float] = {}
+        self._reload_gap: dict[str, float] = {}
         self._refresh_lock = asyncio.Lock()
         #: Models whose stored spec could not be loaded, with the reason (shown by /admin/routing).
         self.spec_errors: dict[str, str] = {}
@@ -137,6 +140,8 @@ class RoutingTable:
                 for gone in set(self.models) - set(names):
                     self.models.pop(gone)
                     changed.append(gone)
+                for gone in set(self.spec_errors) - set(names):  # deleted since: a true 404 now
+                    self.spec_errors.pop(gone)
             return changed
 
     async def _refresh_one(self, name: str) -> bool:
@@ -170,8 +175,12 @@ class RoutingTable:
 
     async def reconcile(self, live: LiveModel) -> None:
         """Load any variant its server lacks; record which variants are ready."""
-        async with self._lock(live.spec.model):
+        model = live.spec.model
+        async with self._lock(model):
             await self._reconcile(live)
+        low, high = _RELOAD_GAP_S
+        all_ready = all(live.ready.get(name, False) for name in live.spec.names())
+        self._reload_gap[model] = low if all_ready else min(self._reload_gap.get(model, low) * 2, high)
 
     async def _reconcile(self, live: LiveModel) -> None:
         for variant in live.spec.variants:
@@ -188,21 +197,23 @@ class RoutingTable:
                 log.warning("cannot load %s on %s: %s", variant.name, variant.backend, error)
                 live.ready[variant.name] = False
 
-    def request_reload(self, model: str, min_interval_s: float = 0.5) -> bool:
+    def request_reload(self, model: str) -> bool:
         """Reconcile ``model`` now, because a server answered that it lacks a deployed version.
 
         Called from the request path when a restarted server comes back empty, so the reload
         starts the moment the server is reachable again rather than at the next periodic pass.
-        At most one reload runs per model, and a burst of such answers starts one every
-        ``min_interval_s``. Returns whether a reload was started.
+        At most one reload runs per model. The gap between reloads starts at 0.5 s and doubles
+        (to 10 s) while reloads leave a variant unready, so a version that cannot load is not
+        fetched and retried twice a second. Returns whether a reload was started.
         """
         live = self.models.get(model)
         now = time.monotonic()
+        gap = self._reload_gap.get(model, _RELOAD_GAP_S[0])
         if (
             live is None
             or not self.reconcile_enabled
             or self._lock(model).locked()
-            or now - self._reload_requested.get(model, -math.inf) < min_interval_s
+            or now - self._reload_requested.get(model, -math.inf) < gap
         ):
             return False
         self._reload_requested[model] = now

@@ -66,6 +66,9 @@ class VariantCounters:
     reward: float = 0.0  # sum of their rewards, each in [0, 1]
     #: Requests the gateway failed over *away from* this variant (its server down or reloading).
     failovers: float = 0.0
+    #: Requests routed to this variant but sent elsewhere first because its circuit breaker was
+    #: open (its server had just failed): evidence of disruption, not errors of the variant.
+    skipped: float = 0.0
     #: Identity of the counters' source: the gateway's start time (summed over replicas). A
     #: change means some counter restarted from zero, whatever the values look like.
     epoch: float = 0.0
@@ -79,6 +82,7 @@ class VariantCounters:
             self.feedback - base.feedback,
             self.reward - base.reward,
             self.failovers - base.failovers,
+            self.skipped - base.skipped,
             self.epoch - base.epoch,
         )
 
@@ -87,7 +91,14 @@ class VariantCounters:
         if self.epoch != base.epoch:
             return "the gateway restarted (its start time changed)"
         window = self.minus(base)
-        scalars = (window.requests, window.errors, window.feedback, window.reward, window.failovers)
+        scalars = (
+            window.requests,
+            window.errors,
+            window.feedback,
+            window.reward,
+            window.failovers,
+            window.skipped,
+        )
         series = [*window.latency_buckets.values(), *window.prediction_bins.values()]
         if any(value < 0 for value in (*scalars, *series)):
             return "a counter went backwards (a gateway restarted)"
@@ -120,12 +131,20 @@ class GatewayMetricsSource:
         self.timeout_s = timeout_s
 
     def snapshot(self, model: str, variants: dict[str, int]) -> dict[str, VariantCounters]:
-        text = httpx.get(self.metrics_url, timeout=self.timeout_s).text
+        return self.parse(httpx.get(self.metrics_url, timeout=self.timeout_s).text, model, variants)
+
+    @staticmethod
+    def parse(text: str, model: str, variants: dict[str, int]) -> dict[str, VariantCounters]:
+        """The counters of ``variants`` in one Prometheus exposition of a gateway."""
         counters = {name: VariantCounters() for name in variants}
         by_version = {str(version): name for name, version in variants.items()}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 labels = sample.labels
+                if sample.name == "flywheel_gateway_start_time_seconds":  # unlabelled: per process
+                    for item in counters.values():
+                        item.epoch = sample.value
+                    continue
                 if labels.get("model") != model:
                     continue
                 if sample.name == "flywheel_gateway_requests_total" and labels.get("variant") in counters:
@@ -140,9 +159,11 @@ class GatewayMetricsSource:
                     counters[labels["from_variant"]].errors += sample.value
                     counters[labels["from_variant"]].requests += sample.value
                     counters[labels["from_variant"]].failovers += sample.value
-                elif sample.name == "flywheel_gateway_start_time_seconds":
-                    for item in counters.values():
-                        item.epoch = sample.value
+                elif (
+                    sample.name == "flywheel_gateway_breaker_skips_total"
+                    and labels.get("variant") in counters
+                ):
+                    counters[labels["variant"]].skipped += sample.value
                 elif (
                     sample.name == "flywheel_gateway_request_duration_seconds_bucket"
                     and labels.get("variant") in counters
@@ -216,6 +237,14 @@ class Verdict:
         return {"passed": self.passed, "reasons": self.reasons, "metrics": self.metrics}
 
 
+def stable_disrupted(stable: VariantCounters, max_error_rate: float) -> bool:
+    """Enough of the stable's traffic went elsewhere to spoil the comparison: at least 3 requests
+    and more than ``max_error_rate`` of its share (one hiccup in thousands does not count)."""
+    moved = stable.failovers + stable.skipped
+    routed = stable.requests + stable.skipped  # failovers are already counted in requests
+    return moved >= 3 and moved > max_error_rate * max(routed, 1.0)
+
+
 def analyse(
     stable: VariantCounters,
     candidate: VariantCounters,
@@ -270,7 +299,7 @@ def analyse(
         failures.append(f"feedback says the candidate is worse (P = {worse:.3f})")
     if failures:
         return Verdict(False, failures, metrics)
-    if stable.failovers > 0:
+    if stable_has_traffic and stable_disrupted(stable, limits["max_error_rate"]):
         # The stable's server was down or reloading, so the candidate took its traffic too: that
         # is no evidence for the candidate, so the step neither passes nor advances.
         return Verdict(
@@ -279,7 +308,7 @@ def analyse(
                 "holding: requests failed over away from the stable variant (its server down or "
                 "reloading) in this window; the candidate's traffic in it proves nothing"
             ],
-            metrics | {"stable_failovers": stable.failovers},
+            metrics | {"stable_failovers": stable.failovers, "stable_skipped": stable.skipped},
         )
     if not interval_over:
         return Verdict(None, ["baking"], metrics)
@@ -330,6 +359,10 @@ class PrometheusMetricsSource:
                 counters[name].errors += float(row["value"][1])
                 counters[name].requests += float(row["value"][1])
                 counters[name].failovers += float(row["value"][1])
+        for row in self._query(f"sum by (variant) (flywheel_gateway_breaker_skips_total{{{selector}}})"):
+            name = row["metric"].get("variant")
+            if name in counters:
+                counters[name].skipped = float(row["value"][1])
         # Summed start times of every replica: any replica restarting changes it.
         for row in self._query("sum(flywheel_gateway_start_time_seconds)"):
             for item in counters.values():

@@ -18,7 +18,15 @@ import httpx
 
 from model_store import ModelStore
 from serving.rollout import blue_green, promotion
-from serving.rollout.analysis import MetricsSource, VariantCounters, Verdict, analyse, counters_json
+from serving.rollout.analysis import (
+    DEFAULT_THRESHOLDS,
+    MetricsSource,
+    VariantCounters,
+    Verdict,
+    analyse,
+    counters_json,
+    stable_disrupted,
+)
 from serving.rollout.lease import Lease
 from serving.routing import operations
 from serving.routing.spec import RoutingSpec
@@ -26,6 +34,11 @@ from serving.routing.spec_store import SpecStore, StaleRevisionError
 
 log = logging.getLogger(__name__)
 ACTOR = "rollout-controller"
+
+
+def verdict_limit(spec: RoutingSpec, name: str) -> float:
+    """A threshold of the spec's analysis, or its default."""
+    return float({**DEFAULT_THRESHOLDS, **spec.params.analysis}[name])
 
 
 class RolloutController:
@@ -52,6 +65,9 @@ class RolloutController:
             try:
                 crowned = promotion.finish_promotion(self.spec_store, self.store, model, actor=ACTOR)
             except StaleRevisionError:
+                crowned = None  # changed meanwhile: the next tick looks again
+            except Exception as error:  # one model's store trouble must not stop every rollout
+                log.exception("%s: finishing its promotion failed, retrying next tick: %s", model, error)
                 crowned = None
             if crowned is not None:
                 decisions.append(
@@ -117,14 +133,19 @@ class RolloutController:
             baked,
             stable_has_traffic=rollout.weight < 100,
         )
-        if verdict.passed is None and window[stable.name].failovers > 0:
+        moved = window[stable.name].failovers + window[stable.name].skipped
+        if (
+            verdict.passed is None
+            and rollout.weight < 100
+            and stable_disrupted(window[stable.name], verdict_limit(spec, "max_error_rate"))
+        ):
             if self.candidate_ready(spec, stable.version):
                 return self.restart_window(
                     spec,
                     now,
                     step,
-                    f"{stable.name} was failed over ({window[stable.name].failovers:.0f} requests): its "
-                    "server was down or reloading, so the candidate's traffic in that window proves nothing",
+                    f"{stable.name} was failed over ({moved:.0f} requests): its server was down or "
+                    "reloading, so the candidate's traffic in that window proves nothing",
                 )
             return self.record_hold(spec, verdict, step)
         if verdict.passed is not False and not self.candidate_ready(spec, candidate.version):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from model_store import ModelStore
+from model_store.errors import AliasConflictError
 from serving.routing.operations import stable_variant
 from serving.routing.spec import RoutingSpec
 from serving.routing.spec_store import SpecStore
@@ -68,31 +69,49 @@ def promote(
     return spec_store.find(model) or written
 
 
+class _NothingToClear(Exception):
+    """The record changed meanwhile: no write."""
+
+
 def finish_promotion(
     spec_store: SpecStore, store: ModelStore, model: str, *, actor: str, fault: FaultHook | None = None
 ) -> int | None:
     """Move ``champion`` to the spec's pending promotion, then clear it; the version, or None.
 
-    Idempotent: run again after a crash at any point, it converges on the same state.
+    Idempotent: run again after a crash at any point, it converges on the same state. A record
+    whose version no longer serves as the spec's stable variant (rolled back or replaced since)
+    is cleared without touching the alias. The alias moves by compare-and-swap on the value read
+    here, so a slow finisher never overwrites a newer promotion's alias.
     """
     spec = spec_store.find(model)
     if spec is None or spec.pending_champion is None:
         return None
     version = spec.pending_champion
-    if store.aliases(model).get("champion") != version:
-        store.set_alias(
-            model, "champion", version, actor=actor, reason=f"promoted in routing spec r{spec.revision}"
-        )
+    superseded = stable_variant(spec).version != version
+    current = store.aliases(model).get("champion")
+    if not superseded and current != version:
+        try:
+            store.set_alias(
+                model,
+                "champion",
+                version,
+                expected=current,
+                actor=actor,
+                reason=f"promoted in routing spec r{spec.revision}",
+            )
+        except AliasConflictError:
+            return None  # someone moved it meanwhile: look again next time
     if fault is not None:
         fault("between-alias-and-clear")
 
-    def clear(current: RoutingSpec | None) -> RoutingSpec:
-        assert current is not None
-        if current.pending_champion != version:
-            return current  # a newer promotion arrived meanwhile: it finishes on its own
-        return current.model_copy(update={"pending_champion": None})
+    def clear(latest: RoutingSpec | None) -> RoutingSpec:
+        if latest is None or latest.pending_champion != version:
+            raise _NothingToClear  # a newer promotion arrived meanwhile: it finishes on its own
+        return latest.model_copy(update={"pending_champion": None})
 
-    spec_store.update(
-        model, clear, actor=actor, action=f"champion -> v{version}", reason="promotion finished"
-    )
-    return version
+    action = f"champion unchanged: v{version} no longer serves" if superseded else f"champion -> v{version}"
+    try:
+        spec_store.update(model, clear, actor=actor, action=action, reason="promotion finished")
+    except _NothingToClear:
+        return None
+    return None if superseded else version

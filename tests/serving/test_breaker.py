@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from serving.gateway.breaker import CircuitBreakers
 from tests.support import wait_until
 
@@ -20,8 +22,19 @@ def test_a_failure_opens_the_breaker_and_one_trial_at_a_time_closes_it() -> None
     assert not breakers.available(KEY)
     wait_until(lambda: breakers.available(KEY), 5, "the second cool-down")
     assert breakers.begin(KEY)
-    breakers.success(KEY)
+    breakers.success(KEY, time.monotonic())
     assert breakers.available(KEY) and breakers.open_variants() == []
+
+
+def test_an_answer_to_a_request_sent_before_the_failure_does_not_close_the_breaker() -> None:
+    """A draining server still finishes what it had: those answers prove nothing about it now."""
+    breakers = CircuitBreakers(cool_down_s=60)
+    sent_before = time.monotonic()
+    breakers.failure(KEY)
+    breakers.success(KEY, sent_before)
+    assert not breakers.available(KEY)
+    breakers.success(KEY, time.monotonic())
+    assert breakers.available(KEY)
 
 
 def test_a_trial_that_ends_without_a_verdict_frees_the_slot() -> None:

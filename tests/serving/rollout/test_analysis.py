@@ -101,10 +101,21 @@ def test_a_step_holds_while_the_stable_variant_was_failed_over() -> None:
     """Traffic the candidate took because the stable's server was down is no evidence for it."""
     stable = counters(300)
     stable.failovers = 40
-    verdict = analyse(stable, counters(400), {}, interval_over=True)
+    verdict = analyse(stable, counters(400), {}, interval_over=True, stable_has_traffic=True)
     assert verdict.passed is None and "failed over away from the stable" in verdict.reasons[0]
+    # Requests the breaker sent elsewhere count the same way (without being errors).
+    skipped = counters(300)
+    skipped.skipped = 40
+    assert analyse(skipped, counters(400), {}, interval_over=True, stable_has_traffic=True).passed is None
     # A candidate that fails on its own is still rolled back.
-    assert analyse(stable, counters(100, errors=20), {}, interval_over=True).passed is False
+    failing = analyse(stable, counters(100, errors=20), {}, interval_over=True, stable_has_traffic=True)
+    assert failing.passed is False
+    # One hiccup in hundreds is not a disruption; nor is anything while the stable gets no traffic
+    # by design (a blue-green bake, the 100 % step).
+    hiccup = counters(300)
+    hiccup.failovers = 2
+    assert analyse(hiccup, counters(400), {}, interval_over=True, stable_has_traffic=True).passed is True
+    assert analyse(stable, counters(400), {}, interval_over=True).passed is True
 
 
 def test_a_pass_needs_stable_requests_while_the_stable_gets_traffic() -> None:
@@ -112,3 +123,20 @@ def test_a_pass_needs_stable_requests_while_the_stable_gets_traffic() -> None:
     assert verdict.passed is None and "stable requests" in verdict.reasons[0]
     # At 100 % (or blue-green's bake) the stable gets nothing by design: no wait for it.
     assert analyse(counters(0), counters(300), {}, interval_over=True).passed is True
+
+
+def test_the_gateway_source_reads_the_unlabelled_start_time_and_breaker_skips() -> None:
+    """A scrape of a real gateway's exposition: the epoch must come through the model filter."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from serving.gateway.metrics import GatewayMetrics
+    from serving.rollout.analysis import GatewayMetricsSource
+
+    metrics = GatewayMetrics(CollectorRegistry())
+    metrics.requests.labels("m", "stable", "1", "triton").inc(10)
+    metrics.breaker_skips.labels("m", "stable").inc(4)
+    text = generate_latest(metrics.registry).decode()
+
+    counters = GatewayMetricsSource.parse(text, "m", {"stable": 1, "canary": 2})
+    assert counters["stable"].requests == 10 and counters["stable"].skipped == 4
+    assert counters["stable"].epoch > 0 and counters["canary"].epoch == counters["stable"].epoch

@@ -99,3 +99,36 @@ def test_a_promote_without_a_crash_moves_the_alias_and_leaves_no_record(
     written = _promote_candidate(spec_store, store)
     assert written.pending_champion is None and store.aliases(MODEL)["champion"] == 2
     assert [entry.action for entry in written.history[-2:]] == ["promote candidate", "champion -> v2"]
+
+
+def test_a_crashed_promotion_overtaken_by_a_later_deploy_leaves_the_alias_alone(
+    store: ModelStore, tmp_path: Path
+) -> None:
+    spec_store = _two_versions(store, tmp_path)
+
+    def crash(where: str) -> None:
+        raise Crash(where)
+
+    with pytest.raises(Crash):
+        _promote_candidate(spec_store, store, fault=crash)
+    # Before anything finished it, traffic went back to v1 by an edit that carries the record
+    # along (as a blue-green switch back does).
+    v1 = RoutingSpec.model_validate(
+        {
+            "model": MODEL,
+            "variants": [{"name": "triton-v1", "version": 1, "backend": "triton", "weight": 100}],
+        }
+    ).variants
+    spec_store.update(
+        MODEL,
+        lambda current: current.model_copy(update={"variants": v1}),  # type: ignore[union-attr]
+        actor="ops",
+        action="back to triton-v1",
+    )
+    assert spec_store.get(MODEL).pending_champion == 2
+    controller = RolloutController(store, NoMetrics(), "http://127.0.0.1:9", holder="controller-test")
+    controller.tick()
+    spec = spec_store.get(MODEL)
+    assert store.aliases(MODEL)["champion"] == 1, "v2 no longer serves: the old record must not crown it"
+    assert spec.pending_champion is None
+    assert spec.history[-1].action == "champion unchanged: v2 no longer serves"
