@@ -41,17 +41,13 @@ class Target:
     pid: int | None = None  # the process whose CPU time is charged per request
 
 
-def infer_body(rows: int = 1, seed: int = 0) -> bytes:
-    from training.contract import FEATURE_COLUMNS, WINDOW
+def infer_body(signature: Any, rows: int = 1, seed: int = 0) -> bytes:
+    """A v2 JSON infer body of example inputs built from a manifest's ``signature``."""
+    from serving.protocols.examples import example_inputs, v2_request
 
-    features = np.random.default_rng(seed).normal(0, 0.01, size=(rows, WINDOW, len(FEATURE_COLUMNS)))
-    tensor = {
-        "name": "features",
-        "shape": list(features.shape),
-        "datatype": "FP32",
-        "data": features.astype(np.float32).ravel().tolist(),
-    }
-    return orjson.dumps({"inputs": [tensor]})
+    specs = [spec.protocol_view() for spec in signature.inputs]
+    arrays = example_inputs(specs, rows, seed)
+    return orjson.dumps(v2_request(arrays, {spec["name"]: spec["datatype"] for spec in specs}))
 
 
 def cpu_seconds(group: int) -> float:

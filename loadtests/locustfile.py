@@ -12,7 +12,8 @@ Environment (read by Locust's own process, not by Flywheel settings):
 ``FLYWHEEL_LOADTEST_MODEL`` (default ``stock-forecaster``), ``FLYWHEEL_LOADTEST_GRPC``
 (default ``127.0.0.1:9081``) and ``FLYWHEEL_LOADTEST_ROWS`` (windows per request, default 1).
 Each request names its variant in the response; the REST user reports the split as Locust
-request names (``infer -> <variant>``) so the CSV shows the canary's share and latency.
+request names (``infer -> <variant>``) so the CSV shows the canary's share and latency. Inputs
+are built from the model's v2 metadata (its signature), so any model can be load-tested.
 """
 
 from __future__ import annotations
@@ -21,18 +22,29 @@ import os
 import time
 from typing import Any
 
+import httpx
 import numpy as np
 import orjson
 from locust import FastHttpUser, User, between, events, task
 
+from serving.protocols.examples import example_inputs, v2_request
+
 MODEL = os.environ.get("FLYWHEEL_LOADTEST_MODEL", "stock-forecaster")
 GRPC_TARGET = os.environ.get("FLYWHEEL_LOADTEST_GRPC", "127.0.0.1:9081")
 ROWS = int(os.environ.get("FLYWHEEL_LOADTEST_ROWS", "1"))
-WINDOW, FEATURES = 10, 8
+HTTP_TARGET = os.environ.get("FLYWHEEL_LOADTEST_HTTP", "http://127.0.0.1:9080")
 
 
-def windows(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).normal(0, 0.01, size=(ROWS, WINDOW, FEATURES)).astype(np.float32)
+def signature_inputs(host: str | None) -> list[dict[str, Any]]:
+    """The model's inputs from the gateway's v2 metadata (names, datatypes, shapes)."""
+    response = httpx.get(f"{host or HTTP_TARGET}/v2/models/{MODEL}", timeout=30)
+    response.raise_for_status()
+    return list(response.json()["inputs"])
+
+
+def example(host: str | None, seed: int) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    specs = signature_inputs(host)
+    return example_inputs(specs, ROWS, seed), {spec["name"]: spec["datatype"] for spec in specs}
 
 
 class RestInferUser(FastHttpUser):
@@ -41,19 +53,8 @@ class RestInferUser(FastHttpUser):
     wait_time = between(0.0, 0.01)
 
     def on_start(self) -> None:
-        features = windows(id(self) % 1000)
-        self.body = orjson.dumps(
-            {
-                "inputs": [
-                    {
-                        "name": "features",
-                        "shape": list(features.shape),
-                        "datatype": "FP32",
-                        "data": features.ravel().tolist(),
-                    }
-                ]
-            }
-        ).decode()
+        arrays, datatypes = example(self.host, id(self) % 1000)
+        self.body = orjson.dumps(v2_request(arrays, datatypes)).decode()
         self.headers = {"Content-Type": "application/json", "x-user-id": f"locust-{id(self)}"}
 
     @task
@@ -90,9 +91,12 @@ class GrpcInferUser(User):
         import tritonclient.grpc as triton_grpc
 
         self.client: Any = triton_grpc.InferenceServerClient(GRPC_TARGET)
-        features = windows(id(self) % 1000)
-        self.inputs = [triton_grpc.InferInput("features", list(features.shape), "FP32")]
-        self.inputs[0].set_data_from_numpy(features)
+        arrays, datatypes = example(self.host, id(self) % 1000)
+        self.inputs = []
+        for name, array in arrays.items():
+            tensor = triton_grpc.InferInput(name, list(array.shape), datatypes[name])
+            tensor.set_data_from_numpy(array)
+            self.inputs.append(tensor)
 
     def on_stop(self) -> None:
         self.client.close()

@@ -224,7 +224,7 @@ def gateway(
         asyncio.run(load_both())
     gateway_pid = ProcessRecord.from_file(settings.run_dir / "gateway.json").pid
     triton = f"{settings.host}:{settings.triton_http_port}"
-    body = infer_body()
+    body = infer_body(open_store(settings).get_manifest(name, version).signature)
     with tempfile.TemporaryDirectory(prefix="flywheel-nginx-") as scratch:
         import socket
 

@@ -92,7 +92,7 @@ def faults(
 
         return check
 
-    body = infer_body()
+    body = infer_body(store.get_manifest(name, version).signature)
     routed = f"{settings.gateway_url}/v2/models/{name}/infer"
     cases: list[tuple[str, Callable[[], None], Callable[[], bool]]] = [
         ("TorchServe launcher SIGKILLed alone", lambda: kill_pid(record("torchserve")),

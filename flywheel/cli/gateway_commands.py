@@ -23,6 +23,7 @@ from rich.table import Table
 from flywheel.cli.output import JSON_OPTION, console, emit, fail
 from flywheel.settings import FlywheelSettings
 from flywheel.stack.credentials import admin_token
+from serving.protocols.examples import v2_request
 
 EXPECTED_REVISION = typer.Option(
     None,
@@ -312,18 +313,38 @@ def routing(
         )
 
 
-def _load_inputs(input_file: Path | None, rows: int) -> np.ndarray:
-    if input_file is not None:
-        document = json.loads(input_file.read_text())
-        instances = (
-            document.get("instances", document.get("inputs")) if isinstance(document, dict) else document
-        )
-        return np.asarray(instances, dtype=np.float32)
-    from training.contract import FEATURE_COLUMNS, WINDOW
+def _model_inputs(
+    settings: FlywheelSettings, name: str, version: int | None, as_json: bool
+) -> list[dict[str, Any]]:
+    """The model's inputs as its v2 metadata on the gateway describes them."""
+    path = f"/versions/{version}" if version else ""
+    try:
+        response = httpx.get(f"{settings.gateway_url}/v2/models/{name}{path}", timeout=30)
+    except httpx.HTTPError as error:
+        fail(f"the gateway at {settings.gateway_url} is not reachable ({error}); is the stack up?", as_json)
+    if response.status_code >= 400:
+        fail(f"{response.status_code}: {response.json().get('error', response.text)}", as_json)
+    inputs = list(response.json().get("inputs") or [])
+    if not inputs:
+        fail(f"{name} publishes no input signature; pass --input with a JSON body", as_json)
+    return inputs
 
-    return (
-        np.random.default_rng(0).normal(0, 0.01, size=(rows, WINDOW, len(FEATURE_COLUMNS))).astype(np.float32)
-    )
+
+def _load_inputs(
+    input_file: Path | None, rows: int, specs: list[dict[str, Any]], as_json: bool
+) -> dict[str, np.ndarray]:
+    """--input's instances for a one-input model, else example inputs built from the signature."""
+    from serving.protocols.examples import example_inputs
+    from serving.protocols.v2 import V2_TO_NUMPY
+
+    if input_file is None:
+        return example_inputs(specs, rows)
+    if len(specs) != 1:
+        fail(f"--input takes instances for a one-input model; this one has {len(specs)} inputs", as_json)
+    document = json.loads(input_file.read_text())
+    instances = document.get("instances", document.get("inputs")) if isinstance(document, dict) else document
+    dtype = V2_TO_NUMPY.get(specs[0]["datatype"], np.dtype(np.float32))
+    return {specs[0]["name"]: np.asarray(instances, dtype=dtype)}
 
 
 def predict(
@@ -333,7 +354,9 @@ def predict(
     input_file: Path = typer.Option(
         None, "--input", exists=True, dir_okay=False, help='JSON: {"instances": [...]} or a list of windows.'
     ),
-    rows: int = typer.Option(1, "--rows", min=1, help="Random windows to send when --input is not given."),
+    rows: int = typer.Option(
+        1, "--rows", min=1, help="Rows of example inputs (built from the model's signature) without --input."
+    ),
     repeat: int = typer.Option(1, "--repeat", min=1, help="Send the request N times and show the split."),
     protocol: str = typer.Option("rest", "--protocol", help="rest (KServe v2 JSON) or grpc."),
     header: list[str] = typer.Option([], "--header", help="Extra request header NAME=VALUE (ab routing)."),
@@ -341,16 +364,20 @@ def predict(
 ) -> None:
     """Send a prediction through the gateway and show which variant answered."""
     settings: FlywheelSettings = ctx.obj
-    features = _load_inputs(input_file, rows)
-    headers = dict(item.split("=", 1) for item in header if "=" in item)
     if protocol not in ("rest", "grpc"):
         fail("--protocol must be rest or grpc", as_json, exit_code=2)
+    specs = _model_inputs(settings, name, version, as_json)
+    datatypes = {str(spec["name"]): str(spec["datatype"]) for spec in specs}
+    arrays = _load_inputs(input_file, rows, specs, as_json)
+    headers = dict(item.split("=", 1) for item in header if "=" in item)
     split: collections.Counter[str] = collections.Counter()
     last: dict[str, Any] = {}
     started = time.perf_counter()
     with httpx.Client(timeout=60) as client:  # one keep-alive connection for every repeat
         for _ in range(repeat):
-            last = _predict_once(client, settings, name, version, features, protocol, headers, as_json)
+            last = _predict_once(
+                client, settings, name, version, arrays, datatypes, protocol, headers, as_json
+            )
             split[last["variant"]] += 1
     elapsed = time.perf_counter() - started
     result = {**last, "split": dict(split), "requests": repeat, "mean_latency_ms": 1000 * elapsed / repeat}
@@ -373,7 +400,8 @@ def _predict_once(
     settings: FlywheelSettings,
     name: str,
     version: int | None,
-    features: np.ndarray,
+    arrays: dict[str, np.ndarray],
+    datatypes: dict[str, str],
     protocol: str,
     headers: dict[str, str],
     as_json: bool,
@@ -383,10 +411,13 @@ def _predict_once(
         from tritonclient.utils import InferenceServerException
 
         grpc_client = triton_grpc.InferenceServerClient(f"{settings.host}:{settings.gateway_grpc_port}")
-        tensor = triton_grpc.InferInput("features", list(features.shape), "FP32")
-        tensor.set_data_from_numpy(features)
+        tensors = []
+        for input_name, array in arrays.items():
+            tensor = triton_grpc.InferInput(input_name, list(array.shape), datatypes[input_name])
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
         try:
-            result = grpc_client.infer(name, [tensor], model_version=str(version or ""), headers=headers)
+            result = grpc_client.infer(name, tensors, model_version=str(version or ""), headers=headers)
         except InferenceServerException as error:
             fail(f"{error.status()}: {error.message()}", as_json)
         finally:
@@ -400,16 +431,7 @@ def _predict_once(
             "predictions": result.as_numpy(output).tolist(),
         }
     path = f"/versions/{version}" if version else ""
-    body = {
-        "inputs": [
-            {
-                "name": "features",
-                "shape": list(features.shape),
-                "datatype": "FP32",
-                "data": features.ravel().tolist(),
-            }
-        ]
-    }
+    body = v2_request(arrays, datatypes)
     try:
         http = client.post(
             f"{settings.gateway_url}/v2/models/{name}{path}/infer", json=body, headers=headers, timeout=60
