@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import numpy as np
 
+from serving.protocols.examples import example_inputs, v2_request
 from serving.rollout.analysis import VariantCounters, Verdict, analyse, counters_json
 from serving.routing import operations
 from serving.routing.spec import RoutingSpec, Variant
@@ -32,15 +33,9 @@ DEFAULT_MAX_WARMUP_MEAN_ABS_DIFF = 1.0
 
 
 def _sample_inputs(signature: dict[str, Any], seed: int) -> dict[str, Any]:
-    rng = np.random.default_rng(seed)
-    tensors = []
-    for spec in signature["inputs"]:
-        shape = [1 if dim < 0 else dim for dim in spec["shape"]]
-        data = rng.normal(0, 0.01, size=shape).astype(np.float32)
-        tensors.append(
-            {"name": spec["name"], "shape": shape, "datatype": "FP32", "data": data.ravel().tolist()}
-        )
-    return {"inputs": tensors}
+    """One row of example inputs in the signature's own datatypes (not always FP32)."""
+    arrays = example_inputs(signature["inputs"], rows=1, seed=seed)
+    return v2_request(arrays, {spec["name"]: spec["datatype"] for spec in signature["inputs"]})
 
 
 def warm_up(
