@@ -62,10 +62,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ModelStore:
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator[object]:
-    """One Spark session for the whole test run: starting one costs 14-16 s here."""
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One Spark session for the whole test run: starting one costs 14-16 s here. Its driver logs
+    go to a file, as the commands' sessions do (``session.flywheel_log_file`` names it)."""
     from training.spark import build_spark_session
 
-    session = build_spark_session(app_name="flywheel-tests")
+    log_file = tmp_path_factory.mktemp("spark-logs") / "spark.log"
+    session = build_spark_session(app_name="flywheel-tests", log_file=log_file)
+    session.flywheel_log_file = log_file  # type: ignore[attr-defined]
     yield session
     session.stop()
