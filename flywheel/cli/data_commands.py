@@ -11,6 +11,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from flywheel.cli.output import JSON_OPTION, console, emit, fail
 from flywheel.settings import FlywheelSettings
 
+
+def _landing_error(settings: FlywheelSettings, error: Exception) -> str:
+    return f"cannot write to s3://{settings.raw_bucket} at {settings.s3_url}: {error} (is `flywheel up` running?)"
+
+
 data_app = typer.Typer(help="Generate and inspect raw data in the S3 landing zone.", no_args_is_help=True)
 
 
@@ -55,11 +60,7 @@ def generate(
             client.put_object(Bucket=settings.raw_bucket, Key=key, Body=buffer.getvalue().encode())
             written.append({"key": key, "rows": len(frame)})
     except (BotoCoreError, ClientError) as error:
-        fail(
-            f"cannot write to s3://{settings.raw_bucket} at {settings.s3_url}: {error} "
-            "(is `flywheel up` running?)",
-            as_json,
-        )
+        fail(_landing_error(settings, error), as_json)
     emit(
         {"bucket": settings.raw_bucket, "batch": batch_name, "drift": drift, "objects": written},
         as_json,
@@ -95,11 +96,7 @@ def msft(
     except ValueError as error:
         fail(str(error), as_json, exit_code=2)
     except (BotoCoreError, ClientError) as error:
-        fail(
-            f"cannot write to s3://{settings.raw_bucket} at {settings.s3_url}: {error} "
-            "(is `flywheel up` running?)",
-            as_json,
-        )
+        fail(_landing_error(settings, error), as_json)
     emit(
         data,
         as_json,
