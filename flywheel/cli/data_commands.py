@@ -13,7 +13,8 @@ from flywheel.settings import FlywheelSettings
 
 
 def _landing_error(settings: FlywheelSettings, error: Exception) -> str:
-    return f"cannot write to s3://{settings.raw_bucket} at {settings.s3_url}: {error} (is `flywheel up` running?)"
+    where = f"s3://{settings.raw_bucket} at {settings.s3_url}"
+    return f"cannot write to {where}: {error} (is `flywheel up` running?)"
 
 
 data_app = typer.Typer(help="Generate and inspect raw data in the S3 landing zone.", no_args_is_help=True)
