@@ -28,6 +28,11 @@ class CircuitBreakers:
         self.cool_down_s = cool_down_s
         self._open: dict[Key, _Open] = {}
 
+    @property
+    def any_open(self) -> bool:
+        """False in the common case: the request path then skips every per-variant look-up."""
+        return bool(self._open)
+
     def available(self, key: Key) -> bool:
         """Closed, or half-open with no trial running: worth trying before the others."""
         state = self._open.get(key)
@@ -35,6 +40,8 @@ class CircuitBreakers:
 
     def begin(self, key: Key) -> bool:
         """An attempt starts; True when it is the half-open trial (end it with success/failure)."""
+        if not self._open:
+            return False
         state = self._open.get(key)
         if state is None or time.monotonic() < state.until or state.trial_in_flight:
             return False
@@ -45,6 +52,8 @@ class CircuitBreakers:
         """An answer from an attempt begun at ``started`` (monotonic). Only one begun after the
         breaker opened closes it: requests in flight when a server starts draining still finish
         well, and must not declare it healthy."""
+        if not self._open:
+            return
         state = self._open.get(key)
         if state is not None and started >= state.opened_at:
             del self._open[key]

@@ -247,7 +247,10 @@ class GatewayCore:
                 if remaining <= 0:
                     raise BackendUnavailableError(f"no answer from {candidate.name} within {self.timeout_s}s")
                 # Half the time while a healthy alternative remains, to have time to fail over.
-                alternative = any(self.breakers.available((model, c.name)) for c in candidates[attempt + 1 :])
+                alternative = not last and (
+                    not self.breakers.any_open
+                    or any(self.breakers.available((model, c.name)) for c in candidates[attempt + 1 :])
+                )
                 budget = remaining / 2 if alternative else remaining
                 try:
                     outputs = await asyncio.wait_for(backend.infer(model, candidate.version, inputs), budget)
@@ -280,6 +283,8 @@ class GatewayCore:
         raise AssertionError("unreachable: the loop returns or raises")
 
     def _healthy_first(self, model: str, candidates: list[Variant]) -> list[Variant]:
+        if not self.breakers.any_open:
+            return candidates
         healthy = [c for c in candidates if self.breakers.available((model, c.name))]
         return healthy + [c for c in candidates if c not in healthy]
 
