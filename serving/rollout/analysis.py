@@ -13,8 +13,9 @@ Checks, each with a reason in the verdict:
   ``max_error_rate`` of the stable variant's;
 - **latency**: the candidate's p99 (from the histogram buckets of the window) at most
   ``max_p99_ratio`` times the stable p99 (with ``min_p99_slack_s`` of slack for tiny numbers),
-  judged once the candidate has ``min_latency_requests`` requests: a p99 of fewer samples is
-  their maximum, and one scheduler hiccup on a busy node would roll back a good version;
+  judged once the candidate has ``min_latency_requests`` requests and the stable ``min_requests``:
+  a p99 of fewer samples is their maximum, and one scheduler hiccup on a busy node would roll
+  back a good version (at the 100 % step the stable's window holds only stragglers);
 - **prediction drift**: PSI between the two versions' prediction histograms (the gateway's drift
   sampling bins) at most ``max_prediction_psi``;
 - **quality**, where feedback arrives (``/v2/models/{m}/feedback``): the posterior probability
@@ -276,7 +277,11 @@ def analyse(
             )
     candidate_p99, stable_p99 = p99(candidate.latency_buckets), p99(stable.latency_buckets)
     metrics |= {"candidate_p99_s": candidate_p99, "stable_p99_s": stable_p99}
-    enough = candidate.requests >= limits["min_latency_requests"]
+    # Both sides need a sample: a stable p99 from a handful of requests (the stragglers of the
+    # last step, once the candidate has 100 %) is their maximum, not a baseline.
+    enough = (
+        candidate.requests >= limits["min_latency_requests"] and stable.requests >= limits["min_requests"]
+    )
     if candidate_p99 is not None and stable_p99 is not None and enough:
         allowed = max(stable_p99 * limits["max_p99_ratio"], stable_p99 + limits["min_p99_slack_s"])
         if candidate_p99 > allowed:

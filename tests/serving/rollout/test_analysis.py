@@ -140,3 +140,12 @@ def test_the_gateway_source_reads_the_unlabelled_start_time_and_breaker_skips() 
     counters = GatewayMetricsSource.parse(text, "m", {"stable": 1, "canary": 2})
     assert counters["stable"].requests == 10 and counters["stable"].skipped == 4
     assert counters["stable"].epoch > 0 and counters["canary"].epoch == counters["stable"].epoch
+
+
+def test_a_stable_p99_from_a_few_stragglers_is_no_baseline() -> None:
+    """The e2e rollback at 100 %: 23 stable requests (2 ms p99) against 380 candidate ones (10 ms)."""
+    stragglers = counters(23)
+    verdict = analyse(stragglers, counters(380, buckets=SLOW), {}, interval_over=True)
+    assert verdict.passed is True, verdict
+    # With a real stable sample the same candidate is judged, and fails.
+    assert analyse(counters(300), counters(380, buckets=SLOW), {}, interval_over=True).passed is False
