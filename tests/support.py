@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -11,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from flywheel.stack.process import ProcessRecord, ServiceSpec, is_running, start_process, stop_process, tail
+from flywheel.stack.sockets import listeners
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,26 +59,5 @@ def start_and_wait(
 
 def wildcard_listeners(process_groups: set[int]) -> list[tuple[int, int]]:
     """(pid, port) of every TCP socket listening on all interfaces (0.0.0.0 or ::) that a process in
-    one of ``process_groups`` holds. Read from /proc, so it needs no tools installed."""
-    inodes: dict[str, int] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as handle:
-            for line in list(handle)[1:]:
-                fields = line.split()
-                address, port_hex = fields[1].rsplit(":", 1)
-                if fields[3] == "0A" and set(address) == {"0"}:  # LISTEN on the wildcard address
-                    inodes[fields[9]] = int(port_hex, 16)
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry.name)) not in process_groups:
-                continue
-            for descriptor in (entry / "fd").iterdir():
-                target = os.readlink(descriptor)
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    found.append((int(entry.name), inodes[target[8:-1]]))
-        except (ProcessLookupError, PermissionError, FileNotFoundError):
-            continue
-    return found
+    one of ``process_groups`` holds (the kernel's socket table, as the supervisor reads it)."""
+    return [(held.pid, held.port) for held in listeners() if held.wildcard and held.pgid in process_groups]

@@ -189,8 +189,3 @@ def _group_pids(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] not in {"Z", "X"}:
             pids.append(int(entry.name))
     return pids
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process remains in process group ``pgid``."""
-    return bool(_group_pids(pgid))

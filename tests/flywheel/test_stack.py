@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from flywheel.settings import FlywheelSettings
-from flywheel.stack.process import ProcessRecord, ServiceSpec, group_alive, group_members, is_running
+from flywheel.stack.process import ProcessRecord, ServiceSpec, group_members, is_running
 from flywheel.stack.sockets import listeners
 from flywheel.stack.supervisor import ServiceStartError, StackSupervisor
 from model_store import ModelStore
@@ -179,7 +179,7 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
     assert down["stopped"] == list(reversed(names))
     assert listeners(ports) == [], "down leaves nothing listening on the stack's ports"
     assert not any(is_running(r) for r in records)
-    assert not any(group_alive(r.pid) for r in records), "no child process (Java, stubs, workers) is left"
+    assert not any(group_members(r) for r in records), "no child process (Java, stubs, workers) is left"
     assert not http_ok(settings.s3_url + "/")
     assert not list((tmp_path / "var" / "run").glob("*.json"))
     assert {s["state"] for s in json_of(flywheel(stack_env, "status", "--json"))["services"]} == {"stopped"}
