@@ -15,7 +15,7 @@ setup:  ## install Debian packages and both virtual environments (idempotent)
 lint: setup  ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy flywheel model_store serving training monitoring
+	$(VENV)/bin/mypy flywheel model_store serving training monitoring tasks loadtests
 
 test: setup lint  ## set-up, lint, then the whole test suite against real servers
 	@$(VENV)/bin/pytest $(PYTEST_ARGS); status=$$?; \

@@ -80,8 +80,22 @@ class FlywheelSettings(BaseSettings):
     spark_driver_memory: str = Field(
         default="4g", description="spark.driver.memory for the preprocessing job."
     )
-    gate_metric: str = Field(
-        default="rmse", description="Holdout metric the evaluation gate compares (lower is better)."
+    default_task: str = Field(
+        default="stock_forecast",
+        description="Task (tasks/registry.py) a model gets at its first pipeline run when no "
+        "`flywheel models register` named one.",
+    )
+    label_confidence: float = Field(
+        default=0.95,
+        ge=0.0,
+        le=1.0,
+        description="Batch scoring of a classifier sends rows whose max-softmax confidence is below this "
+        "to the labeling prefix.",
+    )
+    gate_metric: str | None = Field(
+        default=None,
+        description="Holdout metric the evaluation gate compares; unset means the task's primary metric "
+        "(rmse for the forecaster, accuracy for the classifier), with the task's direction.",
     )
     gate_min_improvement: float = Field(
         default=0.0,
@@ -89,7 +103,8 @@ class FlywheelSettings(BaseSettings):
     )
     gate_max_regression: float = Field(
         default=0.05,
-        description="Largest relative regression allowed on the guard metrics (mae, directional_accuracy).",
+        description="Largest relative regression allowed on the task's guard metrics "
+        "(the forecaster's mae and directional_accuracy).",
     )
     triton_http_port: int = Field(default=8000, description="Triton HTTP (KServe v2) port.")
     triton_grpc_port: int = Field(default=8001, description="Triton gRPC port.")

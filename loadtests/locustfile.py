@@ -9,8 +9,8 @@ Name one user class to run only it (``... RestInferUser`` or ``... GrpcInferUser
 user's calls block, so mixed in one Locust process they delay the REST user's greenlets.
 
 Environment (read by Locust's own process, not by Flywheel settings):
-``FLYWHEEL_LOADTEST_MODEL`` (default ``stock-forecaster``), ``FLYWHEEL_LOADTEST_GRPC``
-(default ``127.0.0.1:9081``) and ``FLYWHEEL_LOADTEST_ROWS`` (windows per request, default 1).
+``FLYWHEEL_LOADTEST_MODEL`` (default: the ``FLYWHEEL_MODEL_NAME`` setting), ``FLYWHEEL_LOADTEST_GRPC``
+(default ``127.0.0.1:9081``) and ``FLYWHEEL_LOADTEST_ROWS`` (rows per request, default 1).
 Each request names its variant in the response; the REST user reports the split as Locust
 request names (``infer -> <variant>``) so the CSV shows the canary's share and latency. Inputs
 are built from the model's v2 metadata (its signature), so any model can be load-tested.
@@ -27,9 +27,10 @@ import numpy as np
 import orjson
 from locust import FastHttpUser, User, between, events, task
 
+from flywheel.settings import FlywheelSettings
 from serving.protocols.examples import example_inputs, v2_request
 
-MODEL = os.environ.get("FLYWHEEL_LOADTEST_MODEL", "stock-forecaster")
+MODEL = os.environ.get("FLYWHEEL_LOADTEST_MODEL") or FlywheelSettings().model_name
 GRPC_TARGET = os.environ.get("FLYWHEEL_LOADTEST_GRPC", "127.0.0.1:9081")
 ROWS = int(os.environ.get("FLYWHEEL_LOADTEST_ROWS", "1"))
 HTTP_TARGET = os.environ.get("FLYWHEEL_LOADTEST_HTTP", "http://127.0.0.1:9080")

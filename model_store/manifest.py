@@ -53,6 +53,22 @@ class Signature(BaseModel):
     )
 
 
+class OutputKind(StrEnum):
+    """What a model's first output means; the gateway turns feedback labels into rewards by it."""
+
+    REGRESSION = "regression"
+    CLASSIFICATION = "classification"
+
+
+class OutputSpec(BaseModel):
+    """How to read the model's output: a value per row, or probabilities over named classes."""
+
+    kind: OutputKind = OutputKind.REGRESSION
+    class_names: list[str] = Field(
+        default_factory=list, description="Classification only: the class of each output column, in order."
+    )
+
+
 class ArtifactRecord(BaseModel):
     """A stored file, with what a loader must verify before trusting it."""
 
@@ -97,6 +113,10 @@ class Manifest(BaseModel):
     version: int
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     framework: str
+    task: str | None = Field(
+        default=None, description="The task plug-in that trained it (tasks/); None for an imported model."
+    )
+    output: OutputSpec = Field(default_factory=OutputSpec)
     backends: list[ServingBackend] = Field(default_factory=list)
     signature: Signature = Field(default_factory=Signature)
     artifacts: list[ArtifactRecord] = Field(default_factory=list)

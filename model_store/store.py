@@ -6,6 +6,7 @@ Layout below the storage root (see docs/architecture.md):
     models/<name>/<version>/<artifacts...>  uploaded next, each recorded with its sha256
     models/<name>/<version>/manifest.json   written last (create-if-absent): the version now exists
     models/<name>/aliases.json              alias -> version, replaced by compare-and-swap
+    models/<name>/registration.json         the model's task, written once (create-if-absent)
 
 A version exists if and only if its manifest exists, so a publisher that dies half-way leaves
 nothing visible; its number is simply never reused.
@@ -39,6 +40,7 @@ MODELS_PREFIX = "models/"
 MANIFEST_FILE = "manifest.json"
 CLAIM_FILE = "claim.json"
 ALIASES_FILE = "aliases.json"
+REGISTRATION_FILE = "registration.json"
 #: Artifact paths may contain this placeholder; publish replaces it with the allocated version.
 VERSION_PLACEHOLDER = "{version}"
 _RESERVED_FILES = {MANIFEST_FILE, CLAIM_FILE}
@@ -237,6 +239,33 @@ class ModelStore:
         if actual != record.sha256:
             raise ChecksumMismatchError(name, manifest.version, record.path, record.sha256, actual)
         return data
+
+    # Registration --------------------------------------------------------------------------
+    def registration(self, name: str) -> dict[str, Any] | None:
+        """What the model was registered as (``{"task": ...}``), or None before its first run."""
+        try:
+            return dict(json.loads(self.storage.get(f"{self._model_prefix(name)}{REGISTRATION_FILE}").data))
+        except ObjectNotFoundError:
+            return None
+
+    def register(self, name: str, task: str, actor: str = "cli") -> dict[str, Any]:
+        """Record ``name``'s task once. Registering again with the same task is a no-op; with
+        another task it is refused (``AliasConflictError``): a model's versions must stay comparable."""
+        validate_name(task, kind="task name")
+        document = {"task": task, "registered_at": datetime.now(UTC).isoformat(), "by": actor}
+        try:
+            self.storage.put_if_absent(
+                f"{self._model_prefix(name)}{REGISTRATION_FILE}", json.dumps(document).encode()
+            )
+            return document
+        except PreconditionFailedError:
+            current = self.registration(name) or {}
+            if current.get("task") != task:
+                raise AliasConflictError(
+                    f"model {name!r} is registered for task {current.get('task')!r}, not {task!r}; "
+                    "publish under another model name"
+                ) from None
+            return current
 
     # Aliases -------------------------------------------------------------------------------
     def _aliases_document(self, name: str) -> JsonDocument:

@@ -8,8 +8,10 @@ and a window is a difference of cumulative counts, so nothing here needs raw sam
 - **KS** for numeric features from binned CDFs: the largest CDF gap at the bin edges (a lower
   bound of the exact KS statistic), with the asymptotic Kolmogorov p-value for ``n`` live samples
   against a reference taken as known (``scipy.special.kolmogorov``).
-- **chi-squared** for categorical features: goodness of fit of live counts to the reference
-  frequencies (``scipy.stats.chisquare``).
+- **chi-squared** for categorical features and a classifier's predicted-class histogram: goodness
+  of fit of live counts to the reference frequencies (``scipy.stats.chisquare``).
+- A classifier's **confidence** (max softmax) is judged like a numeric feature: black-box shift
+  detection on softmax outputs (Rabanser et al. 2019, "Failing Loudly").
 - **Verdict**: a feature warns at PSI >= ``psi_warn`` and alerts at PSI >= ``psi_alert``, only
   with at least ``min_samples`` live samples; the dataset drifts when the alerting share of
   features reaches ``dataset_share`` (or the prediction alerts).
@@ -147,11 +149,24 @@ def assess(
     for name, entry in (profile.get("features") or {}).items():
         if name in live:
             features.append(assess_feature(name, np.asarray(entry["frequencies"]), live[name], thresholds))
+    # A classifier's max-softmax confidence is judged like a feature (KS): it falls when inputs
+    # leave what the model knows, before any label arrives.
+    confidence = profile.get("confidence")
+    if confidence and "frequencies" in confidence and "confidence" in live:
+        features.append(
+            assess_feature(
+                "confidence", np.asarray(confidence["frequencies"]), live["confidence"], thresholds
+            )
+        )
     prediction = None
     reference = profile.get("prediction")
     if reference and "frequencies" in reference and "prediction" in live:
         prediction = assess_feature(
-            "prediction", np.asarray(reference["frequencies"]), live["prediction"], thresholds
+            "prediction",
+            np.asarray(reference["frequencies"]),
+            live["prediction"],
+            thresholds,
+            categorical=reference.get("kind") == "classes",  # predicted-class histogram: chi-squared
         )
     judged = [f for f in features if f.level != "insufficient"]
     share = sum(f.level == "alert" for f in judged) / len(judged) if judged else 0.0

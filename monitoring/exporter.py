@@ -6,7 +6,8 @@ against the version's ``profile.json`` and publishes gauges that Prometheus scra
 ``FeatureDrift`` / ``PredictionDrift`` rules alert on:
 
 - ``flywheel_feature_psi{model,version,feature}`` and ``flywheel_feature_ks{...}``
-- ``flywheel_prediction_psi{model,version}``
+- ``flywheel_prediction_psi{model,version}`` and ``flywheel_prediction_p_value{...}`` (chi-squared
+  for a classifier's predicted classes, KS for a regression's values)
 - ``flywheel_drift_share{model,version}`` and ``flywheel_drift_detected{model,version}``
 - ``flywheel_drift_window_samples{model,version}``
 
@@ -102,6 +103,12 @@ class DriftExporter:
         self.prediction_psi = Gauge(
             "flywheel_prediction_psi", "PSI of the live prediction window.", labels, registry=registry
         )
+        self.prediction_p_value = Gauge(
+            "flywheel_prediction_p_value",
+            "p-value of the live prediction window against the reference (chi-squared or KS).",
+            labels,
+            registry=registry,
+        )
         self.drift_share = Gauge(
             "flywheel_drift_share", "Share of features alerting.", labels, registry=registry
         )
@@ -173,6 +180,7 @@ class DriftExporter:
         self._published[(model, version)] = features
         if report.prediction is not None:
             self.prediction_psi.labels(model, version).set(report.prediction.psi)
+            self.prediction_p_value.labels(model, version).set(report.prediction.p_value)
         self.drift_share.labels(model, version).set(report.drifted_share)
         self.drift_detected.labels(model, version).set(1.0 if report.detected else 0.0)
 
@@ -181,7 +189,7 @@ class DriftExporter:
             for gauge in (self.feature_psi, self.feature_ks):
                 with contextlib.suppress(KeyError):
                     gauge.remove(model, version, feature)
-        for gauge in (self.prediction_psi, self.drift_share, self.drift_detected):
+        for gauge in (self.prediction_psi, self.prediction_p_value, self.drift_share, self.drift_detected):
             with contextlib.suppress(KeyError):
                 gauge.remove(model, version)
 

@@ -12,8 +12,8 @@ import pytest
 from flywheel.settings import FlywheelSettings
 from model_store import ModelStore
 from model_store.backends.s3 import s3_client
+from tasks.stock_forecast.synthetic import generate
 from training.pipeline import PipelineContext, run_all
-from training.synthetic import generate
 
 MODEL = "forecaster"
 

@@ -3,16 +3,19 @@
 1. **New data**: the raw CSVs under ``raw_prefix`` that no earlier scoring took, by key and ETag
    (the ledger ``scoring/<model>/ledger.json`` in the model store, updated by compare-and-swap
    after the outputs are written, so a crash re-scores and never skips).
-2. **Features**: the same Spark cleaning and feature code as training, keeping the newest day
-   (which has no next-day target yet: it is the day worth predicting).
+2. **Inputs**: the model's task turns the raw files into model inputs with the same Spark code as
+   training (``Task.scoring_inputs``; the forecaster keeps the newest day, which has no next-day
+   target yet: it is the day worth predicting), and a key per row (symbol and date; image reference).
 3. **Scores**: the pinned champion version on TorchServe (the PyTorch model) and on the
-   TF-Serving runtime (the TensorFlow model), through the same backend adapters the gateway uses.
-4. **Confidence** for a regression with two independently trained models: their disagreement,
-   ``|pytorch - tensorflow|``. The prediction is the PyTorch answer; rows whose disagreement is in
-   the top ``label_share`` of the batch go to the labeling prefix for people to label.
+   TF-Serving runtime (the TensorFlow model), through the same backend adapters the gateway uses,
+   with the input and output names of the version's signature.
+4. **Confidence**, by the manifest's output kind. A classifier's is its max-softmax probability:
+   rows below ``label_confidence`` go to labeling (the prediction is the PyTorch model's class). A
+   regression with two independently trained models: their disagreement ``|pytorch -
+   tensorflow|``; rows whose disagreement is in the top ``label_share`` of the batch go to labeling.
 5. **Outputs**: ``s3://<raw_bucket>/scored/<model>/<batch>.parquet`` with the model version in each
-   row, and ``s3://<raw_bucket>/labeling/<model>/<batch>.parquet`` with the inputs of the rows
-   to label.
+   row, and ``s3://<raw_bucket>/labeling/<model>/<batch>.parquet`` with the rows to label and
+   their inputs.
 """
 
 from __future__ import annotations
@@ -34,12 +37,11 @@ import numpy as np
 from flywheel.settings import FlywheelSettings
 from model_store import ModelStore
 from model_store.errors import ObjectNotFoundError, PreconditionFailedError
-from training.contract import FEATURE_COLUMNS, INPUT_NAME, OUTPUT_NAME
-from training.dataset import windows_by_symbol
+from model_store.manifest import Manifest, OutputKind
 from training.ingest import list_raw_objects
 
 SCORING_BACKENDS = ("torchserve", "tfserving")  # PyTorch's answer first: it is the prediction
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.[cC][sS][vV]")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class NothingNewError(LookupError):
@@ -56,7 +58,9 @@ class BatchScoreResult:
     to_label: int
     predictions_uri: str
     labeling_uri: str
-    disagreement_threshold: float
+    #: Regression: the disagreement from which rows go to labeling; classification: the confidence
+    #: below which they do.
+    label_threshold: float
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -74,9 +78,12 @@ def _read_ledger(store: ModelStore, model: str) -> tuple[dict[str, str], str | N
     return dict(json.loads(stored.data)["scored"]), stored.etag
 
 
-async def _predict(settings: FlywheelSettings, store: ModelStore, model: str, version: int,
-                   windows: np.ndarray, batch_rows: int = 512) -> dict[str, np.ndarray]:  # fmt: skip
+async def _predict(settings: FlywheelSettings, store: ModelStore, manifest: Manifest,
+                   inputs: np.ndarray, batch_rows: int = 512) -> dict[str, np.ndarray]:  # fmt: skip
     from serving.backends.factory import build_backend
+
+    model, version = manifest.name, manifest.version
+    input_name, output_name = manifest.signature.inputs[0].name, manifest.signature.outputs[0].name
 
     answers = {}
     for kind in SCORING_BACKENDS:
@@ -87,10 +94,10 @@ async def _predict(settings: FlywheelSettings, store: ModelStore, model: str, ve
             if not await backend.ready(model, version):
                 await backend.load(model, version)
             parts = [
-                (await backend.infer(model, version, {INPUT_NAME: windows[start : start + batch_rows]}))[
-                    OUTPUT_NAME
-                ].reshape(-1)
-                for start in range(0, len(windows), batch_rows)
+                (await backend.infer(model, version, {input_name: inputs[start : start + batch_rows]}))[
+                    output_name
+                ].reshape(min(batch_rows, len(inputs) - start), -1)
+                for start in range(0, len(inputs), batch_rows)
             ]
             answers[kind] = np.concatenate(parts).astype(np.float64)
         finally:
@@ -105,17 +112,20 @@ def score_new_data(
     version: int | None = None,
     label_share: float = 0.05,
     progress: Callable[[str], None] = lambda message: None,
+    label_confidence: float = 0.95,
 ) -> BatchScoreResult:
     from model_store.backends.s3 import s3_client
-    from training.preprocess import engineer_features, parse_and_clean
+    from training.pipeline import task_of
     from training.spark import build_spark_session
 
     version = version or store.aliases(model).get("champion")
     if version is None:
         raise LookupError(f"{model} has no champion to score with; pass --version")
+    manifest = store.get_manifest(model, version)
+    task = task_of(store, model, settings.default_task)
     client = s3_client(settings)
     scored, ledger_etag = _read_ledger(store, model)
-    listed = list_raw_objects(client, settings.raw_bucket, settings.raw_prefix)
+    listed = list_raw_objects(client, settings.raw_bucket, settings.raw_prefix, task.raw_suffixes)
     new = [item for item in listed if scored.get(item["key"]) != item["etag"]]
     if not new:
         raise NothingNewError(f"nothing new under s3://{settings.raw_bucket}/{settings.raw_prefix}")
@@ -132,10 +142,10 @@ def score_new_data(
         raw_dir = Path(scratch) / "raw"
         for item in new:
             # One folder per object (hashed key: no path from S3 reaches the file system); the file
-            # name is the symbol, as in training.
+            # name is kept (the forecaster's is the symbol), as in training.
             name = item["key"].rsplit("/", 1)[-1]
             if not _SAFE_NAME.fullmatch(name):
-                raise ValueError(f"s3://{settings.raw_bucket}/{item['key']}: not a SYMBOL.csv file name")
+                raise ValueError(f"s3://{settings.raw_bucket}/{item['key']}: not a plain file name")
             local = raw_dir / hashlib.sha256(item["key"].encode()).hexdigest()[:16] / name
             local.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(settings.raw_bucket, item["key"], str(local))
@@ -146,30 +156,36 @@ def score_new_data(
             settings.spark_driver_memory,
             log_file=settings.log_dir / "spark.log",
         )
-        clean, _ = parse_and_clean(spark, raw_dir)
-        features = (
-            engineer_features(clean, require_target=False)
-            .select("symbol", "date", *FEATURE_COLUMNS)
-            .toPandas()
-        )
-    keys, windows = windows_by_symbol(features)
-    progress(f"scoring {len(windows)} windows with {model} v{version}")
-    answers = asyncio.run(_predict(settings, store, model, version, windows))
-    disagreement = np.abs(answers["torchserve"] - answers["tfserving"])
-    threshold = float(np.quantile(disagreement, 1.0 - label_share)) if label_share > 0 else float("inf")
+        keys, inputs = task.scoring_inputs(spark, raw_dir)
+    progress(f"scoring {len(inputs)} rows with {model} v{version}")
+    answers = asyncio.run(_predict(settings, store, manifest, inputs))
     scored_at = datetime.now(UTC).isoformat()
-    predictions = keys.assign(
-        prediction=answers["torchserve"],
-        prediction_tensorflow=answers["tfserving"],
-        disagreement=disagreement,
-        model=model,
-        model_version=version,
-        batch=batch,
-        scored_at=scored_at,
-    )
-    to_label_mask = disagreement >= threshold if label_share > 0 else np.zeros(len(keys), dtype=bool)
+    if manifest.output.kind is OutputKind.CLASSIFICATION:
+        probabilities = answers["torchserve"]
+        predicted = np.argmax(probabilities, axis=1)
+        confidence = probabilities.max(axis=1)
+        names = manifest.output.class_names or [str(index) for index in range(probabilities.shape[1])]
+        threshold = label_confidence
+        to_label_mask = confidence < threshold
+        columns: dict[str, Any] = {
+            "predicted_class": predicted,
+            "predicted_label": [names[index] for index in predicted],
+            "confidence": confidence,
+            "agrees_tensorflow": predicted == np.argmax(answers["tfserving"], axis=1),
+        }
+    else:
+        prediction, tensorflow = answers["torchserve"][:, 0], answers["tfserving"][:, 0]
+        disagreement = np.abs(prediction - tensorflow)
+        threshold = float(np.quantile(disagreement, 1.0 - label_share)) if label_share > 0 else float("inf")
+        to_label_mask = disagreement >= threshold if label_share > 0 else np.zeros(len(keys), dtype=bool)
+        columns = {
+            "prediction": prediction,
+            "prediction_tensorflow": tensorflow,
+            "disagreement": disagreement,
+        }
+    predictions = keys.assign(**columns, model=model, model_version=version, batch=batch, scored_at=scored_at)
     to_label = predictions[to_label_mask].assign(
-        features=[json.dumps(window.tolist()) for window in windows[to_label_mask]]
+        features=[json.dumps(row.tolist()) for row in inputs[to_label_mask]]
     )
     predictions_key = f"scored/{model}/{batch}.parquet"
     labeling_key = f"labeling/{model}/{batch}.parquet"
@@ -198,5 +214,5 @@ def score_new_data(
         to_label=int(to_label_mask.sum()),
         predictions_uri=f"s3://{settings.raw_bucket}/{predictions_key}",
         labeling_uri=f"s3://{settings.raw_bucket}/{labeling_key}",
-        disagreement_threshold=threshold,
+        label_threshold=threshold,
     )

@@ -1,20 +1,18 @@
 """The evaluation gate: a candidate replaces the champion only on evidence.
 
 For each framework, the candidate and the champion are scored on the *same* holdout (the
-candidate's test split). The gate passes when the gate metric (lower is better, ``rmse`` by
-default) improves by at least ``min_improvement`` (relative) and no guard metric regresses by
-more than ``max_regression`` (relative). With no champion yet, the reference is the naive
-random-walk baseline on the same holdout, so a first model must beat "tomorrow = today".
+candidate's test split). The gate passes when the task's primary metric (in its direction:
+``rmse`` lower for the forecaster, ``accuracy`` higher for the classifier) improves by at least
+``min_improvement`` (relative) and no guard metric regresses by more than ``max_regression``
+(relative). With no champion yet, the reference is the task's baseline on the same holdout (the
+``*_naive`` entries of its report), so a first model must beat, say, "tomorrow = today".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from model_store.manifest import GateResult
-
-#: Guard metrics and whether higher is better.
-GUARD_METRICS = {"mae": False, "directional_accuracy": True}
 
 
 @dataclass(frozen=True)
@@ -22,6 +20,9 @@ class GatePolicy:
     metric: str = "rmse"
     min_improvement: float = 0.0
     max_regression: float = 0.05
+    higher_is_better: bool = False
+    #: Guard metrics and whether higher is better.
+    guards: dict[str, bool] = field(default_factory=dict)
 
 
 def relative_change(candidate: float, reference: float, higher_is_better: bool) -> float:
@@ -41,14 +42,16 @@ def judge(
 ) -> tuple[bool, list[str]]:
     """One framework's verdict with a reason for each check."""
     reasons = []
-    improvement = relative_change(candidate[policy.metric], reference[policy.metric], higher_is_better=False)
+    improvement = relative_change(
+        candidate[policy.metric], reference[policy.metric], higher_is_better=policy.higher_is_better
+    )
     passed = improvement >= policy.min_improvement
     reasons.append(
         f"{framework}: {policy.metric} {candidate[policy.metric]:.6f} vs {reference_name} "
         f"{reference[policy.metric]:.6f} ({improvement:+.2%}; needs >= {policy.min_improvement:+.2%})"
         + ("" if passed else " -> FAIL")
     )
-    for metric, higher_is_better in GUARD_METRICS.items():
+    for metric, higher_is_better in policy.guards.items():
         if metric not in reference:
             continue
         change = relative_change(candidate[metric], reference[metric], higher_is_better)

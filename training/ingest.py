@@ -1,7 +1,7 @@
 """Incremental S3 ingest: snapshot only the raw objects no earlier snapshot took.
 
 Objects are identified by (key, ETag), so a rewritten object counts as new and an unchanged one
-never does. Each new object's header is checked against the CSV contract before anything is
+never does. Each new object is checked by the task (the forecaster checks a CSV header) before anything is
 written; the objects are copied into ``datasets/<name>/<snapshot>/raw/``; the manifest is
 written last. When nothing is new, the result says so and the caller skips the run.
 """
@@ -17,11 +17,10 @@ from typing import Any
 from model_store.backends.base import ObjectStorage
 from model_store.datasets import DatasetStore, SnapshotManifest, SourceObject
 from model_store.store import sha256_file
-from training.contract import REQUIRED_CSV_COLUMNS
+from tasks.base import RawDataError, Task
 
-
-class IngestError(ValueError):
-    """A raw object that cannot be ingested; the message names it and says why."""
+#: A raw object that cannot be ingested; the task's check names it and says why.
+IngestError = RawDataError
 
 
 @dataclass(frozen=True)
@@ -35,45 +34,31 @@ class IngestResult:
         return self.snapshot is None
 
 
-def check_csv_header(path: Path, source: str) -> None:
-    """Refuse files whose header lacks a required column, or that hold no data row."""
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
-        header = handle.readline().strip()
-        first_row = handle.readline().strip()
-    if not header:
-        raise IngestError(f"{source}: the file is empty")
-    columns = [column.strip() for column in header.split(",")]
-    missing = [column for column in REQUIRED_CSV_COLUMNS if column not in columns]
-    if missing:
-        raise IngestError(
-            f"{source}: schema mismatch: missing column(s) {', '.join(missing)}; "
-            f"expected a Yahoo-style header {','.join(REQUIRED_CSV_COLUMNS)} (Adj Close optional); "
-            f"got {header!r}"
-        )
-    if not first_row:
-        raise IngestError(f"{source}: the file has a header but no data rows")
-
-
 def snapshot_id_for(objects: list[tuple[str, str]]) -> str:
     digest = hashlib.sha256("\n".join(f"{key}\t{etag}" for key, etag in sorted(objects)).encode())
     return f"snap-{digest.hexdigest()[:16]}"
 
 
-def list_raw_objects(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+def list_raw_objects(
+    client: Any, bucket: str, prefix: str, suffixes: tuple[str, ...] = (".csv",)
+) -> list[dict[str, Any]]:
+    """The objects under ``s3://bucket/prefix`` whose key ends with one of ``suffixes``."""
     objects = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
-            if item["Key"].lower().endswith(".csv"):
+            if item["Key"].lower().endswith(suffixes):
                 objects.append({"key": item["Key"], "etag": item["ETag"].strip('"'), "size": item["Size"]})
     return objects
 
 
-def ingest(client: Any, bucket: str, prefix: str, storage: ObjectStorage, dataset: str) -> IngestResult:
-    """Snapshot the new objects under ``s3://bucket/prefix`` into ``dataset``."""
+def ingest(
+    client: Any, bucket: str, prefix: str, storage: ObjectStorage, dataset: str, task: Task
+) -> IngestResult:
+    """Snapshot the new objects of ``task``'s raw kinds under ``s3://bucket/prefix`` into ``dataset``."""
     datasets = DatasetStore(storage)
     previous = datasets.list_snapshots(dataset)
     seen = {(item.key, item.etag) for snapshot in previous for item in snapshot.objects}
-    listed = list_raw_objects(client, bucket, prefix)
+    listed = list_raw_objects(client, bucket, prefix, task.raw_suffixes)
     new = [item for item in listed if (item["key"], item["etag"]) not in seen]
     if not new:
         return IngestResult(snapshot=None, new_objects=0, already_seen=len(listed))
@@ -89,7 +74,7 @@ def ingest(client: Any, bucket: str, prefix: str, storage: ObjectStorage, datase
             with local.open("wb") as handle:
                 for chunk in response["Body"].iter_chunks(1 << 20):
                     handle.write(chunk)
-            check_csv_header(local, f"s3://{bucket}/{item['key']}")
+            task.check_raw(local, f"s3://{bucket}/{item['key']}")
             relative = (
                 item["key"][len(prefix) :].lstrip("/") if item["key"].startswith(prefix) else item["key"]
             )

@@ -5,8 +5,8 @@ Layout produced (paths relative to the version folder; ``{version}`` is filled i
     torchscript/model.pt                     TorchScript, for the gate and for libtorch
     torchserve/<name>.mar                    torch-model-archiver, batch-aware handler
     triton/<name>/config.pbtxt               Python backend, dynamic batching
-    triton/<name>/{version}/model.py         numpy forward pass over weights.npz
-    triton/<name>/{version}/weights.npz
+    triton/<name>/{version}/model.py         runs model.pt with torch inside the backend
+    triton/<name>/{version}/model.pt         the same TorchScript
     savedmodel/{version}/...                 TF Serving layout, serving_default signature
     profile.json                             drift reference: features and predictions
     normalization.json, signature.json       the contract, as data
@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 from model_store.manifest import Signature, TensorSpec
-from training.contract import model_signature
 
 HANDLERS = Path(__file__).parent / "serving_handlers"
 _TRITON_DATATYPES = {"FP32": "TYPE_FP32", "FP64": "TYPE_FP64", "INT64": "TYPE_INT64", "INT32": "TYPE_INT32"}
@@ -84,13 +83,12 @@ def build_mar(name: str, torchscript: Path, signature_file: Path, export_dir: Pa
 
 
 def package_model(
-    name: str, torch_dir: Path, tensorflow_dir: Path, preprocess_dir: Path, output: Path
+    name: str, signature: Signature, torch_dir: Path, tensorflow_dir: Path, preprocess_dir: Path, output: Path
 ) -> Path:
     """Assemble every artifact under ``output`` from the trainers' and preprocessing's outputs."""
     if output.exists():
         shutil.rmtree(output)
     output.mkdir(parents=True)
-    signature = model_signature()
     signature_file = output / "signature.json"
     signature_file.write_text(signature.model_dump_json(indent=2))
     shutil.copy(preprocess_dir / "normalization.json", output / "normalization.json")
@@ -104,11 +102,12 @@ def package_model(
     (triton_dir / "{version}").mkdir(parents=True)
     (triton_dir / "config.pbtxt").write_text(triton_config(name, signature))
     shutil.copy(HANDLERS / "triton_model.py", triton_dir / "{version}" / "model.py")
-    shutil.copy(torch_dir / "weights.npz", triton_dir / "{version}" / "weights.npz")
+    shutil.copy(torchscript, triton_dir / "{version}" / "model.pt")
 
     shutil.copytree(tensorflow_dir / "savedmodel", output / "savedmodel" / "{version}")
 
     profile = json.loads((preprocess_dir / "profile.json").read_text())
-    profile["prediction"] = json.loads((torch_dir / "prediction_profile.json").read_text())
+    # The task's output references: "prediction" (and a classifier's "confidence").
+    profile.update(json.loads((torch_dir / "prediction_profile.json").read_text()))
     (output / "profile.json").write_text(json.dumps(profile, indent=2))
     return output

@@ -25,11 +25,10 @@ from model_store.datasets import DatasetStore
 from model_store.lineage import git_state, package_versions
 from model_store.manifest import GateResult, Lineage, ServingBackend
 from model_store.store import artifacts_from_directory
-from training.contract import model_signature
+from tasks.base import FRAMEWORKS, Task
 from training.gate import GatePolicy, gate
 from training.run_area import RunArea
 
-FRAMEWORKS = ("pytorch", "tensorflow")
 #: Called with a short description of what a step is doing, for progress display.
 Progress = Callable[[str], None]
 
@@ -50,11 +49,27 @@ class PipelineContext:
     def dataset(self) -> str:
         return self.settings.dataset_name or self.model
 
+    @property
+    def task(self) -> Task:
+        return task_of(self.store, self.model, self.settings.default_task)
+
     def resolve_run(self) -> RunArea:
         """The run area of ``run_id``, or of the dataset's latest snapshot."""
         run_id = self.run_id or DatasetStore(self.store.storage).latest(self.dataset).snapshot_id
         self.run_id = run_id
         return RunArea(self.store.storage, self.model, run_id)
+
+
+def task_of(store: ModelStore, model: str, default: str) -> Task:
+    """The model's task: its registration, else its latest manifest's, else ``default``."""
+    from tasks.registry import get_task
+
+    registration = store.registration(model)
+    if registration is not None:
+        return get_task(registration["task"])
+    versions = store.list_versions(model)
+    recorded = store.get_manifest(model, versions[-1]).task if versions else None
+    return get_task(recorded or default)
 
 
 def _scratch() -> tempfile.TemporaryDirectory[str]:
@@ -66,9 +81,16 @@ def step_ingest(context: PipelineContext) -> dict[str, Any]:
     from training.ingest import ingest
 
     settings = context.settings
-    context.progress(f"listing s3://{settings.raw_bucket}/{settings.raw_prefix}")
+    task = context.task
+    context.store.register(context.model, task.name, actor="pipeline")
+    context.progress(f"listing s3://{settings.raw_bucket}/{settings.raw_prefix} for {task.name} data")
     result = ingest(
-        s3_client(settings), settings.raw_bucket, settings.raw_prefix, context.store.storage, context.dataset
+        s3_client(settings),
+        settings.raw_bucket,
+        settings.raw_prefix,
+        context.store.storage,
+        context.dataset,
+        task,
     )
     if result.snapshot is None:
         unfinished = _unfinished_snapshot(context)
@@ -108,7 +130,6 @@ def _unfinished_snapshot(context: PipelineContext) -> Any:
 
 
 def step_preprocess(context: PipelineContext, force: bool = False) -> dict[str, Any]:
-    from training.preprocess import run_preprocess
     from training.spark import build_spark_session
 
     run = context.resolve_run()
@@ -128,75 +149,58 @@ def step_preprocess(context: PipelineContext, force: bool = False) -> dict[str, 
             driver_memory=context.settings.spark_driver_memory,
             log_file=context.settings.log_dir / "spark.log",
         )
-        report = run_preprocess(spark, raw_dir, output_dir)
-        return run.upload("preprocess", output_dir, {"snapshot_id": snapshot.snapshot_id, **report.as_dict()})
+        report = context.task.preprocess(spark, raw_dir, output_dir)
+        return run.upload("preprocess", output_dir, {"snapshot_id": snapshot.snapshot_id, **report})
 
 
-def _load_windows(run: RunArea, scratch: Path) -> tuple[Any, np.ndarray, np.ndarray]:
-    from training.dataset import load_features, make_windows, normalisation_arrays
+def step_train(
+    context: PipelineContext, framework: str, force: bool = False, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train one framework's model with the task's defaults (``params`` overrides some)."""
+    from training.exports import export_savedmodel, export_torchscript, torch_predict
 
-    preprocess_dir = run.download("preprocess", scratch / "preprocess")
-    splits = make_windows(load_features(preprocess_dir / "features"))
-    mean, std = normalisation_arrays(json.loads((preprocess_dir / "normalization.json").read_text()))
-    return splits, mean, std
-
-
-def step_train(context: PipelineContext, framework: str, force: bool = False) -> dict[str, Any]:
-    if framework not in FRAMEWORKS:
-        raise ValueError(f"unknown framework {framework!r}; choose from {', '.join(FRAMEWORKS)}")
+    task = context.task
+    chosen = task.params(framework, params)
     run = context.resolve_run()
     step = f"train-{framework}"
     if not force and (done := run.result(step)):
         return done
     with _scratch() as scratch:
-        splits, mean, std = _load_windows(run, Path(scratch))
+        preprocess_dir = run.download("preprocess", Path(scratch) / "preprocess")
+        splits = task.load_splits(preprocess_dir)
         output = Path(scratch) / "out"
-        context.progress(f"training {framework} on {len(splits['train'])} windows")
+        context.progress(f"training {framework} on {len(splits['train'])} {task.name} examples")
+        signature = task.signature()
         if framework == "pytorch":
-            from training.metrics import distribution_profile
-            from training.trainers.torch_trainer import (
-                TorchParams,
-                export_numpy_weights,
-                export_torchscript,
-                predict,
-                train_torch,
-            )
-
-            torch_params = TorchParams()
-            model, report = train_torch(splits, mean, std, torch_params)
-            export_torchscript(model, output / "model.pt")
-            export_numpy_weights(model, output / "weights.npz")
-            validation_predictions = predict(model, splits["validation"].features)
+            model = task.train_torch(splits, preprocess_dir, chosen)
+            export_torchscript(model, signature, output / "model.pt")
+            test_prediction = torch_predict(model, splits["test"].features)
+            validation_prediction = torch_predict(model, splits["validation"].features)
             (output / "prediction_profile.json").write_text(
-                json.dumps(distribution_profile(validation_predictions))
+                json.dumps(task.prediction_profile(validation_prediction))
             )
-            params: dict[str, Any] = {k: v for k, v in torch_params.__dict__.items() if k != "extra"}
         else:
-            from training.trainers.tf_trainer import TensorFlowParams, export_savedmodel, train_tensorflow
-
-            tf_params = TensorFlowParams()
-            keras_model, report = train_tensorflow(splits, mean, std, tf_params)
-            export_savedmodel(keras_model, output / "savedmodel")
+            keras_model = task.train_keras(splits, preprocess_dir, chosen)
+            export_savedmodel(keras_model, signature, output / "savedmodel")
             keras_model.save(output / "model.keras")  # the in-process form, for parity checks
-            params = dict(tf_params.__dict__)
-        return run.upload(step, output, {"framework": framework, "metrics": report, "params": params})
+            test_prediction = keras_model.predict(splits["test"].features, verbose=0)
+        report = task.evaluate(splits["test"].target, test_prediction)
+        return run.upload(step, output, {"framework": framework, "metrics": report, "params": chosen})
 
 
 def _score_frameworks(
-    torchscript: Path, savedmodel: Path, features: np.ndarray, target: np.ndarray
+    task: Task, torchscript: Path, savedmodel: Path, features: np.ndarray, target: np.ndarray
 ) -> dict[str, Any]:
     import torch
 
-    from training.metrics import holdout_report
-    from training.trainers.tf_trainer import load_serving_signature, predict_savedmodel
+    from training.exports import load_serving_signature, predict_savedmodel, torch_predict
 
     scripted = torch.jit.load(str(torchscript)).eval()
-    with torch.no_grad():
-        torch_prediction = scripted(torch.as_tensor(features)).numpy().reshape(-1)
-    tf_prediction = predict_savedmodel(load_serving_signature(savedmodel), features)
+    signature = task.signature()
+    tf_prediction = predict_savedmodel(load_serving_signature(savedmodel), signature, features)
     return {
-        "pytorch": holdout_report(target, torch_prediction),
-        "tensorflow": holdout_report(target, tf_prediction),
+        "pytorch": task.evaluate(target, torch_predict(scripted, features)),
+        "tensorflow": task.evaluate(target, tf_prediction),
     }
 
 
@@ -204,17 +208,27 @@ def step_evaluate(context: PipelineContext, force: bool = False) -> dict[str, An
     run = context.resolve_run()
     if not force and (done := run.result("evaluate")):
         return done
-    settings = context.settings
-    policy = GatePolicy(settings.gate_metric, settings.gate_min_improvement, settings.gate_max_regression)
+    settings, task = context.settings, context.task
+    metric = settings.gate_metric or task.metric.primary
+    policy = GatePolicy(
+        metric=metric,
+        min_improvement=settings.gate_min_improvement,
+        max_regression=settings.gate_max_regression,
+        higher_is_better=(
+            task.metric.higher_is_better
+            if metric == task.metric.primary
+            else task.metric.guards.get(metric, False)
+        ),
+        guards={name: higher for name, higher in task.metric.guards.items() if name != metric},
+    )
     with _scratch() as scratch_name:
         scratch = Path(scratch_name)
-        splits, _, _ = _load_windows(run, scratch)
-        test = splits["test"]
+        test = task.load_splits(run.download("preprocess", scratch / "preprocess"))["test"]
         torch_dir = run.download("train-pytorch", scratch / "pytorch")
         tf_dir = run.download("train-tensorflow", scratch / "tensorflow")
         context.progress("scoring the candidate on the holdout")
         candidate = _score_frameworks(
-            torch_dir / "model.pt", tf_dir / "savedmodel", test.features, test.target
+            task, torch_dir / "model.pt", tf_dir / "savedmodel", test.features, test.target
         )
         champion_version = context.store.aliases(context.model).get("champion")
         champion = None
@@ -226,6 +240,7 @@ def step_evaluate(context: PipelineContext, force: bool = False) -> dict[str, An
             )
             context.store.fetch(context.model, champion_version, champion_dir, prefix="savedmodel/")
             champion = _score_frameworks(
+                task,
                 champion_dir / "torchscript" / "model.pt",
                 champion_dir / "savedmodel" / str(manifest.version),
                 test.features,
@@ -254,7 +269,9 @@ def step_package(context: PipelineContext, force: bool = False) -> dict[str, Any
         torch_dir = run.download("train-pytorch", scratch / "pytorch")
         tf_dir = run.download("train-tensorflow", scratch / "tensorflow")
         context.progress("building the .mar, the Triton entry and the SavedModel")
-        output = package_model(context.model, torch_dir, tf_dir, preprocess_dir, scratch / "package")
+        output = package_model(
+            context.model, context.task.signature(), torch_dir, tf_dir, preprocess_dir, scratch / "package"
+        )
         files = sorted(path.relative_to(output).as_posix() for path in output.rglob("*") if path.is_file())
         return run.upload("package", output, {"files": files})
 
@@ -303,8 +320,10 @@ def step_publish(context: PipelineContext, allow_failed_gate: bool = False) -> d
             context.model,
             artifacts_from_directory(package_dir),
             framework="pytorch+tensorflow",
+            task=context.task.name,
+            output=context.task.output,
             backends=[ServingBackend.TORCHSERVE, ServingBackend.TRITON, ServingBackend.TFSERVING],
-            signature=model_signature(),
+            signature=context.task.signature(),
             lineage=lineage,
             metrics=metrics,
             gate=gate_result,

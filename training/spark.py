@@ -7,6 +7,7 @@ through ``spark-submit``. Session start costs 14-16 s here, so tests share one p
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,9 @@ def build_spark_session(
     # The JVM inherits this process's environment: without it Spark warns that the host name
     # resolves to loopback and picks another interface's address.
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python UDF workers (a task's vectorised UDFs) must run this venv's interpreter, not the
+    # first python3 on PATH, which lacks Flywheel's packages.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder if master is None else SparkSession.builder.master(master)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -27,11 +27,12 @@ from flywheel.airflow_client import AirflowClient
 from flywheel.settings import FlywheelSettings
 from flywheel.stack.credentials import admin_token, airflow_password
 from model_store import ModelStore
-from monitoring.traffic import regime_windows, replay, send_traffic
+from monitoring.traffic import replay, send_traffic
+from tasks.stock_forecast.synthetic import regime_windows
 
 console = Console()
 #: The drifted batch this script lands (and whose windows it sends as live traffic).
-DRIFT_BATCH = {"symbols": 5, "start": date(2024, 1, 1), "days": 750, "seed": 7}
+DRIFT_BATCH: dict[str, Any] = {"symbols": 5, "start": date(2024, 1, 1), "days": 750, "seed": 7}
 
 
 class Timeline:
@@ -65,13 +66,14 @@ def main() -> int:
     )
     champion = store.aliases(model)["champion"]
     profile = json.loads(store.read_artifact(model, champion, "profile.json"))
+    signature = store.get_manifest(model, champion).signature
     # Live traffic from the new regime itself: what callers send once the world has shifted.
     drifted = replay(regime_windows(drift=True, **DRIFT_BATCH), profile, 4096, np.random.default_rng(7))
     stop = threading.Event()
 
     def traffic() -> None:
         while not stop.is_set():
-            send_traffic(settings.gateway_url, model, drifted[:512], batch_rows=32)
+            send_traffic(settings.gateway_url, model, signature, drifted[:512], batch_rows=32)
 
     timeline = Timeline()
     console.rule("drift: a new regime lands in S3 and reaches live traffic")

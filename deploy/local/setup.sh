@@ -22,7 +22,7 @@ say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 
 # --- Debian packages -------------------------------------------------------------------------
-debian_packages=(prometheus prometheus-alertmanager nginx curl)
+debian_packages=(prometheus prometheus-alertmanager nginx curl dataset-fashion-mnist)
 java_ok() { command -v java >/dev/null && java -version 2>&1 | grep -q 'version "17\.'; }
 java_ok || debian_packages+=(openjdk-17-jre-headless)
 missing=()

@@ -23,14 +23,23 @@ def score(
         "--label-share",
         min=0.0,
         max=1.0,
-        help="Share of rows, by PyTorch/TensorFlow disagreement, sent to the labeling prefix.",
+        help="Regression models: share of rows, by PyTorch/TensorFlow disagreement, sent to labeling.",
+    ),
+    label_confidence: float = typer.Option(
+        None,
+        "--label-confidence",
+        min=0.0,
+        max=1.0,
+        help="Classifiers: rows whose max-softmax confidence is below this go to labeling "
+        "(default: FLYWHEEL_LABEL_CONFIDENCE, 0.95).",
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Score raw objects no earlier scoring took; write predictions and a labeling set as Parquet.
 
-    Predictions (with the model version in every row) go to s3://RAW_BUCKET/scored/NAME/, the
-    rows the PyTorch and TensorFlow models disagree on most to s3://RAW_BUCKET/labeling/NAME/.
+    Predictions (with the model version in every row) go to s3://RAW_BUCKET/scored/NAME/, and the
+    rows worth a person's label to s3://RAW_BUCKET/labeling/NAME/: a classifier's low-confidence
+    predictions, or the rows a regression's PyTorch and TensorFlow models disagree on most.
     Exit code 3: nothing new to score.
     """
     from training.batch_score import NothingNewError, score_new_data
@@ -42,6 +51,7 @@ def score(
             result = score_new_data(
                 settings, open_store(settings), model, version, label_share,
                 progress=lambda message: status.update(f"scoring new data: {message}"),
+                label_confidence=settings.label_confidence if label_confidence is None else label_confidence,
             )  # fmt: skip
     except NothingNewError as error:
         if as_json:

@@ -29,10 +29,10 @@ def preprocess(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Spark preprocessing (warm session) next to a pandas baseline, on the same generated rows."""
-    from training.pandas_features import pandas_features
-    from training.preprocess import run_preprocess
+    from tasks.stock_forecast.pandas_features import pandas_features
+    from tasks.stock_forecast.preprocess import run_preprocess
+    from tasks.stock_forecast.synthetic import generate
     from training.spark import build_spark_session
-    from training.synthetic import generate
 
     settings: FlywheelSettings = ctx.obj
     symbols = max(1, rows // days)

@@ -42,7 +42,7 @@ def generate(
     """
     from model_store.backends.s3 import s3_client
     from model_store.names import validate_name
-    from training.synthetic import generate as generate_frames
+    from tasks.stock_forecast.synthetic import generate as generate_frames
 
     settings: FlywheelSettings = ctx.obj
     try:
@@ -84,7 +84,7 @@ def msft(
     The same Yahoo-style CSV ingest reads, so it trains like the synthetic data. For a real drift
     story: land --until 1999-12-31 and train, then land --since 2000-01-01 --until 2002-12-31.
     """
-    from training.real_data import land_msft
+    from tasks.stock_forecast.real_data import land_msft
 
     settings: FlywheelSettings = ctx.obj
     try:

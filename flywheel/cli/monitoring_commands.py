@@ -69,7 +69,9 @@ def _parse_shift(items: list[str]) -> dict[str, float]:
                 raise ValueError
             shift[feature.strip()] = float(amount)
         except ValueError:
-            raise typer.BadParameter(f"{item!r}: expected FEATURE=AMOUNT, e.g. volatility_5d=2") from None
+            raise typer.BadParameter(
+                f"{item!r}: expected FEATURE=AMOUNT, FEATURE named in profile.json"
+            ) from None
     return shift
 
 
@@ -85,18 +87,20 @@ def traffic(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Replay a version's validation windows through the gateway, optionally shifted (drift).
+    """Replay a version's own training inputs through the gateway, optionally shifted (drift).
 
     Without --shift the traffic matches the reference profile (drift stays near zero); with
-    --shift volatility_5d=2 that feature moves two reference ranges, which the drift exporter
-    flags and FeatureDrift alerts on. Routed traffic (no --version) follows the live routing spec.
+    --shift FEATURE=2 (a feature named in the version's profile.json, see `flywheel drift`) that
+    feature moves two reference ranges, which the drift exporter flags and FeatureDrift alerts on.
+    Routed traffic (no --version) follows the live routing spec.
     """
     import numpy as np
     from rich.progress import Progress
 
     from flywheel.cli.models_commands import open_store
     from model_store import ModelStoreError
-    from monitoring.traffic import reference_windows, replay, send_traffic
+    from monitoring.traffic import replay, send_traffic
+    from training.reference_inputs import reference_inputs
 
     settings: FlywheelSettings = ctx.obj
     model = name or settings.model_name
@@ -106,7 +110,8 @@ def traffic(
         if not number:
             raise ValueError(f"{model} has no published version yet")
         profile = json.loads(store.read_artifact(model, number, "profile.json"))
-        windows = reference_windows(store, model, number)
+        windows = reference_inputs(store, model, number, default_task=settings.default_task)
+        signature = store.get_manifest(model, number).signature
         features = replay(windows, profile, rows, np.random.default_rng(seed), _parse_shift(shift))
     except (ModelStoreError, ValueError) as error:
         fail(str(error), as_json)
@@ -114,7 +119,7 @@ def traffic(
         task = progress.add_task(f"sending {rows} rows to {model}", total=rows)
         try:
             statuses = send_traffic(
-                settings.gateway_url, model, features, batch_rows, version,
+                settings.gateway_url, model, signature, features, batch_rows, version,
                 progress=lambda sent: progress.advance(task, sent),
             )  # fmt: skip
         except httpx.HTTPError as error:

@@ -33,10 +33,10 @@ FORCE_OPTION = typer.Option(False, "--force", help="Run the step again even if i
 def _pipeline(
     ctx: typer.Context, model: str | None, run_id: str | None, as_json: bool, title: str
 ) -> Iterator[Any]:
+    from tasks.base import PreprocessError
     from training.ingest import IngestError
     from training.package import PackagingError
     from training.pipeline import GateFailedError, PipelineContext
-    from training.preprocess import PreprocessError
     from training.run_area import StepNotDoneError
 
     settings: FlywheelSettings = ctx.obj

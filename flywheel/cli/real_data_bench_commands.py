@@ -19,7 +19,7 @@ def real_data(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     Needs the stack's S3 (`flywheel up`). Each run uses a model and raw prefix of its own
     (msft-<UTC time>, real/msft-<UTC time>/), so the stack's own model and data are not touched.
     """
-    from loadtests.real_data_case import run
+    from tasks.stock_forecast.real_data_case import run
 
     settings: FlywheelSettings = ctx.obj
     with console.status("real-data case") as status:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from model_store.manifest import Signature
+from model_store.manifest import OutputKind, OutputSpec, Signature
 from serving.backends.base import (
     BackendError,
     BackendUnavailableError,
@@ -69,7 +69,9 @@ class InferenceOutcome:
 class ServedRequest:
     model: str
     variant: str
+    #: The first row's value (regression) or its most probable class index (classification).
     prediction: float
+    kind: OutputKind
 
 
 class GatewayCore:
@@ -211,7 +213,7 @@ class GatewayCore:
                 # A slow shadow must not eat the connections the callers' requests need.
                 self.metrics.shadow_requests.labels(model, route.shadow.name, "dropped").inc()
         self.sampler.maybe_record(live.profiles.get(variant.version), model, variant.version, inputs, outputs)
-        self._remember(request_id, model, variant.name, outputs)
+        self._remember(request_id, model, variant.name, outputs, live.outputs.get(variant.version))
         return InferenceOutcome(outputs, variant, request_id)
 
     async def _call(
@@ -334,10 +336,18 @@ class GatewayCore:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
     # Feedback ----------------------------------------------------------------------------------
-    def _remember(self, request_id: str, model: str, variant: str, outputs: Tensors) -> None:
+    def _remember(
+        self, request_id: str, model: str, variant: str, outputs: Tensors, output: OutputSpec | None
+    ) -> None:
+        kind = output.kind if output is not None else OutputKind.REGRESSION
         first = next(iter(outputs.values()), None)
-        prediction = float(first.reshape(-1)[0]) if first is not None and first.size else float("nan")
-        self._served[request_id] = ServedRequest(model, variant, prediction)
+        if first is None or not first.size:
+            prediction = float("nan")
+        elif kind is OutputKind.CLASSIFICATION:
+            prediction = float(np.argmax(first.reshape(len(first), -1)[0]))
+        else:
+            prediction = float(first.reshape(-1)[0])
+        self._served[request_id] = ServedRequest(model, variant, prediction, kind)
         if len(self._served) > self.feedback_memory:
             self._served.popitem(last=False)
 
@@ -346,9 +356,10 @@ class GatewayCore:
     ) -> dict[str, Any]:
         """Credit the variant that served ``request_id``.
 
-        ``reward`` in [0, 1] is used as is, once per request id. A ``label`` (the realised value)
-        becomes a reward of 1 when the prediction had the label's sign and 0 otherwise: for the
-        forecaster, whether it called the direction of the next day's return.
+        ``reward`` in [0, 1] is used as is, once per request id. A ``label`` becomes a reward by
+        the version's output kind (its manifest): for a classifier, 1 when the label is the class
+        index the first row predicted; for a regression, 1 when the prediction had the label's
+        sign (it called the direction of the change, say of a return), else 0.
         """
         live = self.live(model)
         if (reward is None) == (label is None):
@@ -360,7 +371,10 @@ class GatewayCore:
             )
         if reward is None:
             assert label is not None
-            reward = 1.0 if np.sign(label) == np.sign(served.prediction) else 0.0
+            if served.kind is OutputKind.CLASSIFICATION:
+                reward = 1.0 if label == served.prediction else 0.0
+            else:
+                reward = 1.0 if np.sign(label) == np.sign(served.prediction) else 0.0
         if not 0.0 <= reward <= 1.0:
             raise InvalidInputError(f"reward must be within [0, 1], got {reward}")
         # One reward per served request: repeating feedback must not steer the bandit.

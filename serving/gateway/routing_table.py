@@ -25,7 +25,7 @@ import orjson
 
 from model_store import ModelStore
 from model_store.errors import ModelStoreError
-from model_store.manifest import Signature
+from model_store.manifest import OutputSpec, Signature
 from serving.backends.base import BackendError, ModelBackend
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.sampling import ProfileBins
@@ -46,6 +46,8 @@ class LiveModel:
     signatures: dict[int, Signature]
     profiles: dict[int, ProfileBins | None]
     ready: dict[str, bool] = field(default_factory=dict)
+    #: How each version's output reads (regression value or class probabilities), from its manifest.
+    outputs: dict[int, OutputSpec] = field(default_factory=dict)
 
     def pinned(self, version: int) -> Variant | None:
         """The variant serving ``version``; the heaviest one if several servers host it."""
@@ -70,7 +72,7 @@ class RoutingTable:
         self.models: dict[str, LiveModel] = {}
         self.loaded_once = asyncio.Event()
         self.last_error: str | None = None
-        self._signatures: dict[tuple[str, int], Signature] = {}
+        self._signatures: dict[tuple[str, int], tuple[Signature, OutputSpec]] = {}
         self._profiles: dict[tuple[str, int], ProfileBins | None] = {}
         self._reconciling: set[asyncio.Task[None]] = set()
         self._reconcile_locks: dict[str, asyncio.Lock] = {}
@@ -84,10 +86,11 @@ class RoutingTable:
         return self.models.get(model)
 
     # Loading -----------------------------------------------------------------------------------
-    def _signature(self, model: str, version: int) -> Signature:
+    def _signature(self, model: str, version: int) -> tuple[Signature, OutputSpec]:
         key = (model, version)
         if key not in self._signatures:
-            self._signatures[key] = self.store.get_manifest(model, version).signature
+            manifest = self.store.get_manifest(model, version)
+            self._signatures[key] = (manifest.signature, manifest.output)
         return self._signatures[key]
 
     def _profile(self, model: str, version: int) -> ProfileBins | None:
@@ -109,12 +112,14 @@ class RoutingTable:
             return None
         strategy = build_strategy(spec)
         versions = spec.versions()
+        described = {version: self._signature(model, version) for version in versions}
         return LiveModel(
             spec,
             strategy,
             etag,
-            {version: self._signature(model, version) for version in versions},
+            {version: signature for version, (signature, _) in described.items()},
             {version: self._profile(model, version) for version in versions},
+            outputs={version: output for version, (_, output) in described.items()},
         )
 
     async def refresh(self, only: str | None = None) -> list[str]:

@@ -27,8 +27,9 @@ from flywheel.airflow_client import AirflowClient
 from flywheel.settings import FlywheelSettings
 from flywheel.stack.credentials import admin_token, airflow_password
 from model_store import ModelStore
-from monitoring.traffic import reference_windows, replay, send_traffic
+from monitoring.traffic import replay, send_traffic
 from tests.support import REPO_ROOT, free_port
+from training.reference_inputs import reference_inputs
 
 MODEL = "stock-forecaster"
 DAG_ID = "flywheel_retrain"
@@ -165,8 +166,9 @@ class Traffic:
 
     def __init__(self, stack: LoopStack, shift: dict[str, float] | None = None, seed: int = 0) -> None:
         profile = json.loads(stack.store.read_artifact(MODEL, 1, "profile.json"))
+        self.signature = stack.store.get_manifest(MODEL, 1).signature
         self.features = replay(
-            reference_windows(stack.store, MODEL, 1), profile, 4096, np.random.default_rng(seed), shift
+            reference_inputs(stack.store, MODEL, 1), profile, 4096, np.random.default_rng(seed), shift
         )
         self.url = stack.settings.gateway_url
         self.statuses: dict[str, int] = {}
@@ -175,7 +177,9 @@ class Traffic:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for status, count in send_traffic(self.url, MODEL, self.features[:256], batch_rows=16).items():
+            for status, count in send_traffic(
+                self.url, MODEL, self.signature, self.features[:256], batch_rows=16
+            ).items():
                 self.statuses[status] = self.statuses.get(status, 0) + count
 
     def __enter__(self) -> Traffic:

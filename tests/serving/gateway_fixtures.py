@@ -20,9 +20,9 @@ from flywheel.stack.process import ProcessRecord, ServiceSpec, stop_process
 from flywheel.stack.services import model_server_services
 from model_store import ModelStore
 from serving.gateway.service import gateway_service
+from tasks.stock_forecast.contract import FEATURE_COLUMNS, WINDOW
 from tests.pipeline_fixtures import MODEL
 from tests.support import free_port, start_and_wait
-from training.contract import FEATURE_COLUMNS, WINDOW
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 

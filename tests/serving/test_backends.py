@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from serving.backends.base import BackendUnavailableError, InvalidInputError, VersionNotLoadedError
+from tasks.stock_forecast.contract import FEATURE_COLUMNS, WINDOW
 from tests.pipeline_fixtures import MODEL
 from tests.serving.conftest import LiveServer
-from training.contract import FEATURE_COLUMNS, WINDOW
 
 
 def windows(count: int = 6) -> np.ndarray:

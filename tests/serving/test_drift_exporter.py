@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from model_store import ModelStore
 from monitoring.drift import Thresholds
 from monitoring.exporter import DriftExporter, gateway_bins
+from tasks.stock_forecast.contract import FEATURE_COLUMNS, WINDOW
 from tests.pipeline_fixtures import MODEL
 from tests.serving.gateway_fixtures import GatewayStack
-from training.contract import FEATURE_COLUMNS, WINDOW
 
 
 def in_distribution(

@@ -325,8 +325,8 @@ def test_a_model_answering_nan_is_a_counted_model_fault_never_null(
     broken = publish_patched_copy(
         store,
         tmp_path,
-        "        return hidden.astype(np.float32)",
-        "        return (hidden * np.nan).astype(np.float32)",
+        "                outputs = self.model(batch).cpu().numpy().astype(np.float32)",
+        "                outputs = (self.model(batch).cpu().numpy() * np.nan).astype(np.float32)",
     )
     canary.deploy(broken, "triton", "canary", weight=0)
     response = canary.infer(FEATURES, version=broken)

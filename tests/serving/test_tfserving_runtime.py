@@ -22,9 +22,10 @@ from tensorflow_serving.apis import (
 
 from flywheel.stack.process import stop_process
 from serving.runtimes.tfserving.service import TFServingPorts, tfserving_service
+from tasks.stock_forecast.contract import model_signature
 from tests.pipeline_fixtures import MODEL
 from tests.support import free_port, start_and_wait, wait_until
-from training.trainers.tf_trainer import load_serving_signature, predict_savedmodel
+from training.exports import load_serving_signature, predict_savedmodel
 
 CONFIG = """model_config_list {{
   config {{
@@ -63,7 +64,9 @@ def window_batch() -> np.ndarray:
 
 
 def expected(runtime: dict[str, Any], version: int, batch: np.ndarray) -> np.ndarray:
-    return predict_savedmodel(load_serving_signature(runtime["fetched"] / "savedmodel" / str(version)), batch)
+    return predict_savedmodel(
+        load_serving_signature(runtime["fetched"] / "savedmodel" / str(version)), model_signature(), batch
+    ).reshape(-1)
 
 
 def predict_request(batch: np.ndarray, version: int | None = None, label: str | None = None) -> Any:

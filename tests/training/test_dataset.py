@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.contract import FEATURE_COLUMNS, WINDOW
-from training.dataset import windows_by_symbol
+from tasks.stock_forecast.contract import FEATURE_COLUMNS, WINDOW
+from tasks.stock_forecast.dataset import windows_by_symbol
 
 
 def frame(symbol: str, days: int, offset: float) -> pd.DataFrame:

@@ -11,8 +11,11 @@ from flywheel.settings import FlywheelSettings
 from model_store.backends.file import FileStorage
 from model_store.backends.s3 import s3_client
 from model_store.datasets import DatasetStore
+from tasks.registry import get_task
 from tests.conftest import new_bucket
 from training.ingest import IngestError, ingest
+
+STOCK = get_task("stock_forecast")
 
 GOOD = b"Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,10,11,9,10.5,10.5,1000\n"
 
@@ -28,17 +31,17 @@ def test_only_new_objects_are_snapshotted(landing: tuple[Any, str], tmp_path: Pa
     client.put_object(Bucket=bucket, Key="raw/b1/AAA.csv", Body=GOOD)
     client.put_object(Bucket=bucket, Key="raw/b1/BBB.csv", Body=GOOD)
     client.put_object(Bucket=bucket, Key="raw/b1/notes.txt", Body=b"ignored: not a CSV")
-    first = ingest(client, bucket, "raw/", storage, "prices")
+    first = ingest(client, bucket, "raw/", storage, "prices", STOCK)
     assert first.snapshot is not None and first.new_objects == 2
     assert [o.key for o in first.snapshot.objects] == ["raw/b1/AAA.csv", "raw/b1/BBB.csv"]
     assert storage.get(f"datasets/prices/{first.snapshot.snapshot_id}/raw/b1/AAA.csv").data == GOOD
 
-    again = ingest(client, bucket, "raw/", storage, "prices")
+    again = ingest(client, bucket, "raw/", storage, "prices", STOCK)
     assert again.skipped and again.already_seen == 2
 
     client.put_object(Bucket=bucket, Key="raw/b2/CCC.csv", Body=GOOD)
     client.put_object(Bucket=bucket, Key="raw/b1/AAA.csv", Body=GOOD + b"2024-01-03,10,11,9,10.7,10.7,900\n")
-    second = ingest(client, bucket, "raw/", storage, "prices")
+    second = ingest(client, bucket, "raw/", storage, "prices", STOCK)
     assert second.snapshot is not None
     assert [o.key for o in second.snapshot.objects] == ["raw/b1/AAA.csv", "raw/b2/CCC.csv"], "rewritten = new"
     assert second.snapshot.parent == first.snapshot.snapshot_id
@@ -52,8 +55,8 @@ def test_only_new_objects_are_snapshotted(landing: tuple[Any, str], tmp_path: Pa
 def test_a_retried_ingest_lands_on_the_same_snapshot(landing: tuple[Any, str], tmp_path: Path) -> None:
     client, bucket = landing
     client.put_object(Bucket=bucket, Key="raw/x/AAA.csv", Body=GOOD)
-    first = ingest(client, bucket, "raw/", FileStorage(tmp_path / "one"), "prices")
-    second = ingest(client, bucket, "raw/", FileStorage(tmp_path / "two"), "prices")
+    first = ingest(client, bucket, "raw/", FileStorage(tmp_path / "one"), "prices", STOCK)
+    second = ingest(client, bucket, "raw/", FileStorage(tmp_path / "two"), "prices", STOCK)
     assert first.snapshot and second.snapshot
     assert first.snapshot.snapshot_id == second.snapshot.snapshot_id
 
@@ -77,7 +80,7 @@ def test_bad_files_are_refused_by_name_and_nothing_is_written(
     client.put_object(Bucket=bucket, Key="raw/b1/GOOD.csv", Body=GOOD)
     client.put_object(Bucket=bucket, Key="raw/b1/ZBAD.csv", Body=body)
     with pytest.raises(IngestError) as error:
-        ingest(client, bucket, "raw/", storage, "prices")
+        ingest(client, bucket, "raw/", storage, "prices", STOCK)
     assert f"s3://{bucket}/raw/b1/ZBAD.csv" in str(error.value)
     assert message in str(error.value)
     assert DatasetStore(storage).list_snapshots("prices") == []

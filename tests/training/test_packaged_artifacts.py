@@ -14,11 +14,12 @@ import tritonclient.http as triton_http
 from flywheel.stack.process import stop_process
 from serving.runtimes.torchserve import TorchServePorts, torchserve_service
 from serving.runtimes.triton import TritonPorts, triton_service
+from tasks.stock_forecast.contract import model_signature
+from tasks.stock_forecast.dataset import load_features, make_windows
 from tests.pipeline_fixtures import MODEL, PipelineRun
 from tests.support import free_port, start_and_wait
-from training.dataset import load_features, make_windows
+from training.exports import load_serving_signature, predict_savedmodel
 from training.run_area import RunArea
-from training.trainers.tf_trainer import load_serving_signature, predict_savedmodel
 
 TOLERANCE = 1e-5
 
@@ -116,6 +117,6 @@ def test_savedmodel_serving_signature_matches_the_keras_model(artifacts: dict[st
     signature = load_serving_signature(artifacts["published"] / "savedmodel" / "1")
     assert list(signature.structured_input_signature[1]) == ["features"]
     assert list(signature.structured_outputs) == ["prediction"]
-    served = predict_savedmodel(signature, windows)
+    served = predict_savedmodel(signature, model_signature(), windows).reshape(-1)
     in_process = keras.models.load_model(artifacts["tensorflow"] / "model.keras").predict(windows, verbose=0)
     np.testing.assert_allclose(served, in_process.reshape(-1), atol=TOLERANCE)

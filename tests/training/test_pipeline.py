@@ -48,12 +48,14 @@ def test_manifest_carries_full_lineage(pipeline_run: PipelineRun) -> None:
         f"torchserve/{MODEL}.mar",
         f"triton/{MODEL}/config.pbtxt",
         f"triton/{MODEL}/1/model.py",
-        f"triton/{MODEL}/1/weights.npz",
+        f"triton/{MODEL}/1/model.pt",
         "savedmodel/1/saved_model.pb",
         "torchscript/model.pt",
         "profile.json",
     } <= paths
     assert [spec.shape for spec in manifest.signature.inputs] == [[-1, 10, 8]]
+    assert manifest.task == "stock_forecast" and manifest.output.kind == "regression"
+    assert (pipeline_run.store.registration(MODEL) or {})["task"] == "stock_forecast"
 
 
 def test_steps_are_idempotent(pipeline_run: PipelineRun) -> None:

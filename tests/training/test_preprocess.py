@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from training.contract import FEATURE_COLUMNS, TARGET_COLUMN
-from training.preprocess import PreprocessError, run_preprocess
-from training.synthetic import generate
+from tasks.stock_forecast.contract import FEATURE_COLUMNS, TARGET_COLUMN
+from tasks.stock_forecast.preprocess import PreprocessError, run_preprocess
+from tasks.stock_forecast.synthetic import generate
 
 BAD_ROWS = (
     "2022-13-45,1,2,1,1.5,1.5,100\n"  # impossible date

@@ -15,10 +15,10 @@ import pandas as pd
 from flywheel.settings import FlywheelSettings
 from flywheel.stack.buckets import ensure_bucket
 from model_store.backends.s3 import s3_client
+from tasks.stock_forecast.contract import REQUIRED_CSV_COLUMNS
+from tasks.stock_forecast.preprocess import parse_and_clean
+from tasks.stock_forecast.real_data import msft_daily
 from tests.support import REPO_ROOT
-from training.contract import REQUIRED_CSV_COLUMNS
-from training.preprocess import parse_and_clean
-from training.real_data import msft_daily
 
 
 def land(settings: FlywheelSettings, *args: str) -> Any:

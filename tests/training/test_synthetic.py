@@ -4,7 +4,7 @@ from datetime import date
 
 import numpy as np
 
-from training.synthetic import generate
+from tasks.stock_forecast.synthetic import generate
 
 
 def lag_one_autocorrelation(closes: np.ndarray) -> float:

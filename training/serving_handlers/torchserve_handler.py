@@ -1,10 +1,11 @@
-"""Flywheel's batch-aware TorchServe handler for the next-day-return forecaster.
+"""Flywheel's batch-aware TorchServe handler for any TorchScript model with one input and one output.
 
 TorchServe may hand several client requests to one ``handle`` call (server-side batching). Each
 request body is JSON: ``{"instances": [...]}`` (TF Serving style), ``{"inputs": [...]}`` or a bare
-list; one instance is a ``[window, features]`` matrix. Valid requests are stacked into one tensor
-and run through the TorchScript model once; a malformed request gets HTTP 400 with the reason,
-and does not fail the others in its batch.
+list; one instance has the shape of the packaged ``signature.json``'s input without the batch
+axis. Valid requests are stacked into one tensor and run through the TorchScript model once; a
+malformed request gets HTTP 400 with the reason, and does not fail the others in its batch.
+An output of one value per row comes back as a list of numbers, a wider one as a list of rows.
 """
 
 import json
@@ -14,12 +15,11 @@ import numpy as np
 import torch
 
 
-class ForecastHandler:
+class SignatureHandler:
     def __init__(self):
         self.model = None
         self.device = torch.device("cpu")
-        self.window = None
-        self.features = None
+        self.instance_shape = None
         self.initialized = False
 
     def initialize(self, context):
@@ -29,7 +29,7 @@ class ForecastHandler:
             self.device = torch.device(f"cuda:{properties.get('gpu_id')}")
         with open(os.path.join(model_dir, "signature.json")) as handle:
             signature = json.load(handle)
-        _, self.window, self.features = signature["inputs"][0]["shape"]
+        self.instance_shape = tuple(signature["inputs"][0]["shape"][1:])
         serialized = context.manifest["model"]["serializedFile"]
         self.model = torch.jit.load(os.path.join(model_dir, serialized), map_location=self.device).eval()
         self.initialized = True
@@ -44,12 +44,12 @@ class ForecastHandler:
         if instances is None:
             raise ValueError('expected {"instances": [...]}, {"inputs": [...]} or a list of instances')
         array = np.asarray(instances, dtype=np.float32)
-        if array.ndim == 2:
+        if array.ndim == len(self.instance_shape):
             array = array[None]
-        if array.ndim != 3 or array.shape[1:] != (self.window, self.features):
+        if array.shape[1:] != self.instance_shape:
             raise ValueError(
-                f"each instance must be a [{self.window}, {self.features}] matrix of numbers; got shape "
-                f"{list(array.shape[1:]) if array.ndim == 3 else list(array.shape)}"
+                f"each instance must be a {list(self.instance_shape)} array of numbers; got shape "
+                f"{list(array.shape[1:]) if array.ndim > len(self.instance_shape) else list(array.shape)}"
             )
         if not np.isfinite(array).all():
             raise ValueError("instances must hold finite numbers")
@@ -67,7 +67,9 @@ class ForecastHandler:
         if arrays:
             batch = torch.from_numpy(np.concatenate(arrays)).to(self.device)
             with torch.no_grad():
-                predictions = self.model(batch).reshape(-1).cpu().numpy()
+                predictions = self.model(batch).cpu().numpy().reshape(len(batch), -1)
+            if predictions.shape[1] == 1:
+                predictions = predictions[:, 0]
             offset = 0
             for index, array in zip(positions, arrays, strict=True):
                 responses[index] = {"predictions": predictions[offset : offset + len(array)].tolist()}
@@ -75,7 +77,7 @@ class ForecastHandler:
         return responses
 
 
-_service = ForecastHandler()
+_service = SignatureHandler()
 
 
 def handle(data, context):

@@ -1,14 +1,17 @@
-"""Flywheel's Triton Python-backend model for the next-day-return forecaster.
+"""Flywheel's Triton Python-backend entry: runs the packaged TorchScript model itself.
 
-Runs the exported MLP (``weights.npz``: normalisation plus dense layers) with numpy alone, so it
-loads in the CPU ``tritonserver`` bundled here and in the stock Triton image. Dynamic batching
-hands several requests to one ``execute``; they are stacked and computed in one pass.
+One entry for every task: it loads ``model.pt`` (exported by ``training/exports.py``) with torch
+inside the Python backend, so a CNN needs no hand-written forward pass. Production Triton images
+serve the same file with the native ``pytorch_libtorch`` backend instead (docs/architecture.md);
+the ``tritonserver`` bundled here ships only the Python backend. Dynamic batching hands several
+requests to one ``execute``; they are stacked and computed in one pass.
 """
 
 import json
 import os
 
 import numpy as np
+import torch
 import triton_python_backend_utils as pb_utils
 
 
@@ -17,24 +20,24 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.input_name = config["input"][0]["name"]
         self.output_name = config["output"][0]["name"]
+        self.output_width = int(np.prod(config["output"][0]["dims"]))
+        on_gpu = args.get("model_instance_kind") == "GPU" and torch.cuda.is_available()
+        self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu")
+        if not on_gpu:
+            torch.set_num_threads(1)  # one instance per CPU; the server batches across requests
         folder = os.path.join(args["model_repository"], args["model_version"])
-        with np.load(os.path.join(folder, "weights.npz")) as weights:
-            self.weights = {key: weights[key].astype(np.float32) for key in weights.files}
-        self.layers = sum(1 for key in self.weights if key.startswith("w"))
-
-    def _forward(self, features):
-        hidden = ((features - self.weights["mean"]) / self.weights["std"]).reshape(len(features), -1)
-        for layer in range(self.layers):
-            hidden = hidden @ self.weights[f"w{layer}"].T + self.weights[f"b{layer}"]
-            if layer < self.layers - 1:
-                hidden = np.maximum(hidden, 0.0)
-        return hidden.astype(np.float32)
+        self.model = torch.jit.load(os.path.join(folder, "model.pt"), map_location=self.device).eval()
 
     def execute(self, requests):
         inputs = [
             pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy() for request in requests
         ]
-        outputs = self._forward(np.concatenate(inputs)) if inputs else np.empty((0, 1), np.float32)
+        if inputs:
+            with torch.no_grad():
+                batch = torch.from_numpy(np.concatenate(inputs)).to(self.device)
+                outputs = self.model(batch).cpu().numpy().astype(np.float32)
+        else:
+            outputs = np.empty((0, self.output_width), np.float32)
         responses, offset = [], 0
         for array in inputs:
             tensor = pb_utils.Tensor(self.output_name, outputs[offset : offset + len(array)])

@@ -1,41 +1,25 @@
-"""PyTorch trainer: an MLP over the flattened window, with train-fitted normalisation built in.
+"""The forecaster in PyTorch: an MLP over the flattened window, with train-fitted normalisation built in.
 
 Seeded and deterministic on CPU. The module carries its normalisation as buffers, so every
-exported form (TorchScript, the .mar, the Triton weights) takes raw features.
+exported form (TorchScript, the .mar, the Triton entry) takes raw features.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from training.contract import FEATURE_COLUMNS, WINDOW
-from training.dataset import WindowedSplit
-from training.metrics import holdout_report
-
-
-@dataclass(frozen=True)
-class TorchParams:
-    hidden: tuple[int, int] = (64, 32)
-    epochs: int = 40
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 6
-    seed: int = 7
-    extra: dict[str, Any] = field(default_factory=dict)
+from tasks.base import Split
+from tasks.stock_forecast.contract import FEATURE_COLUMNS, WINDOW
+from tasks.stock_forecast.params import TorchParams
 
 
 class ForecastMLP(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, mean: np.ndarray, std: np.ndarray, hidden: tuple[int, int]) -> None:
+    def __init__(self, mean: np.ndarray, std: np.ndarray, hidden: tuple[int, int] | list[int]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
@@ -60,9 +44,9 @@ def predict(model: nn.Module, features: np.ndarray) -> np.ndarray:
 
 
 def train_torch(
-    splits: dict[str, WindowedSplit], mean: np.ndarray, std: np.ndarray, params: TorchParams
-) -> tuple[ForecastMLP, dict[str, float]]:
-    """Train with early stopping on validation RMSE; return the best model and its test report."""
+    splits: dict[str, Split], mean: np.ndarray, std: np.ndarray, params: TorchParams
+) -> ForecastMLP:
+    """Train with early stopping on validation RMSE; return the best model."""
     torch.manual_seed(params.seed)
     np.random.seed(params.seed)
     torch.use_deterministic_algorithms(True)
@@ -110,35 +94,4 @@ def train_torch(
         last.weight.mul_(scale)
         last.bias.mul_(scale)
     model.eval()
-    return model, holdout_report(splits["test"].target, predict(model, splits["test"].features))
-
-
-def export_torchscript(model: ForecastMLP, path: Path) -> Path:
-    """Trace to TorchScript: what TorchServe's handler and the evaluation gate load."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(2, WINDOW, len(FEATURE_COLUMNS))
-    traced = torch.jit.trace(model, example)
-    traced.save(str(path))
-    return path
-
-
-def export_numpy_weights(model: ForecastMLP, path: Path) -> Path:
-    """The same network as plain arrays, for Triton's Python backend (numpy only, any Triton image)."""
-    linears = [layer for layer in model.layers.children() if isinstance(layer, nn.Linear)]
-    arrays = {"mean": model.mean.numpy(), "std": model.std.numpy()}
-    for index, layer in enumerate(linears):
-        arrays[f"w{index}"] = layer.weight.detach().numpy()
-        arrays[f"b{index}"] = layer.bias.detach().numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
-    return path
-
-
-def numpy_forward(weights: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
-    """Reference forward pass over exported weights (the Triton model runs the same arithmetic)."""
-    hidden = ((features - weights["mean"]) / weights["std"]).reshape(len(features), -1)
-    layer = 0
-    while f"w{layer + 1}" in weights:
-        hidden = np.maximum(hidden @ weights[f"w{layer}"].T + weights[f"b{layer}"], 0.0)
-        layer += 1
-    return hidden @ weights[f"w{layer}"].T + weights[f"b{layer}"]
+    return model

@@ -37,11 +37,3 @@ def holdout_report(target: np.ndarray, prediction: np.ndarray) -> dict[str, floa
         **{f"{key}_naive": value for key, value in naive.items()},
         "skill": 1 - model["rmse"] / naive["rmse"],
     }
-
-
-def distribution_profile(values: np.ndarray, bins: int = 10) -> dict[str, object]:
-    """Quantile bin edges and frequencies, the same shape as a feature's entry in profile.json."""
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
-    edges = sorted(set(np.quantile(values, [index / bins for index in range(1, bins)]).tolist()))
-    counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
-    return {"edges": edges, "frequencies": (counts / len(values)).tolist(), "count": len(values)}

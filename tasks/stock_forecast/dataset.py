@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from training.contract import FEATURE_COLUMNS, TARGET_COLUMN, WINDOW
+from tasks.base import Split
+from tasks.stock_forecast.contract import FEATURE_COLUMNS, TARGET_COLUMN, WINDOW
 
 SPLITS = ("train", "validation", "test")
-
-
-@dataclass(frozen=True)
-class WindowedSplit:
-    features: np.ndarray  # float32 [n, WINDOW, len(FEATURE_COLUMNS)]
-    target: np.ndarray  # float32 [n]
-
-    def __len__(self) -> int:
-        return len(self.target)
 
 
 def load_features(parquet_dir: Path) -> pd.DataFrame:
@@ -27,8 +18,9 @@ def load_features(parquet_dir: Path) -> pd.DataFrame:
     return frame.sort_values(["symbol", "date"]).reset_index(drop=True)
 
 
-def make_windows(frame: pd.DataFrame) -> dict[str, WindowedSplit]:
-    """Windows never cross symbols; a window belongs to the split of its last (prediction) day."""
+def make_windows(frame: pd.DataFrame) -> dict[str, Split]:
+    """Features float32 [n, WINDOW, features], targets [n]. Windows never cross symbols; a window
+    belongs to the split of its last (prediction) day."""
     pieces: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {split: ([], []) for split in SPLITS}
     for _, rows in frame.groupby("symbol", sort=True):
         if len(rows) < WINDOW:
@@ -45,7 +37,7 @@ def make_windows(frame: pd.DataFrame) -> dict[str, WindowedSplit]:
     for split, (features, targets) in pieces.items():
         if not features or sum(len(t) for t in targets) == 0:
             raise ValueError(f"the {split} split has no complete {WINDOW}-day window")
-        result[split] = WindowedSplit(np.concatenate(features), np.concatenate(targets))
+        result[split] = Split(np.concatenate(features), np.concatenate(targets))
     return result
 
 

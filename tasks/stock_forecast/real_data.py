@@ -13,7 +13,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from model_store.names import validate_name
-from training.contract import REQUIRED_CSV_COLUMNS
+from tasks.stock_forecast.contract import REQUIRED_CSV_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd

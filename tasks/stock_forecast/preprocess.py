@@ -1,6 +1,7 @@
 """Spark preprocessing: parse and clean raw OHLCV CSVs, engineer features, split, fit, profile.
 
-Stages, all in one Spark job (``training/jobs/preprocess_job.py`` is the spark-submit entry):
+Stages, all in one Spark job (``training/jobs/preprocess_job.py --task stock_forecast`` is the
+spark-submit entry):
 
 1. **Parse and clean.** Every column is read as a string with a corrupt-record column, then cast.
    Rows that are malformed, unparsable or inconsistent go to ``quarantine/`` with a reason and
@@ -21,17 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.contract import FEATURE_COLUMNS, TARGET_COLUMN, WINDOW
-from training.ingest import check_csv_header
+from tasks.base import PreprocessError, RawDataError
+from tasks.stock_forecast.contract import FEATURE_COLUMNS, REQUIRED_CSV_COLUMNS, TARGET_COLUMN, WINDOW
+from training.profiles import spark_feature_profile
 
 TRAIN_FRACTION = 0.70
 VALIDATION_FRACTION = 0.15
 PROFILE_BINS = 10
 _CANONICAL = ("Date", "Open", "High", "Low", "Close", "Adj Close", "Volume")
-
-
-class PreprocessError(ValueError):
-    """Input the job cannot turn into a dataset; the message names the file(s) and the reason."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,25 @@ class PreprocessReport:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def check_csv_header(path: Path, source: str) -> None:
+    """Refuse files whose header lacks a required column, or that hold no data row."""
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        header = handle.readline().strip()
+        first_row = handle.readline().strip()
+    if not header:
+        raise RawDataError(f"{source}: the file is empty")
+    columns = [column.strip() for column in header.split(",")]
+    missing = [column for column in REQUIRED_CSV_COLUMNS if column not in columns]
+    if missing:
+        raise RawDataError(
+            f"{source}: schema mismatch: missing column(s) {', '.join(missing)}; "
+            f"expected a Yahoo-style header {','.join(REQUIRED_CSV_COLUMNS)} (Adj Close optional); "
+            f"got {header!r}"
+        )
+    if not first_row:
+        raise RawDataError(f"{source}: the file has a header but no data rows")
 
 
 def _csv_files(input_dir: Path) -> list[Path]:
@@ -215,34 +232,6 @@ def fit_normalisation(train: Any) -> dict[str, dict[str, float]]:
     }
 
 
-def feature_profile(train: Any) -> dict[str, Any]:
-    """Reference bins for drift: inner edges at train deciles, frequencies of train rows per bin."""
-    from pyspark.ml.feature import Bucketizer
-
-    probabilities = [index / PROFILE_BINS for index in range(1, PROFILE_BINS)]
-    quantiles = train.approxQuantile(list(FEATURE_COLUMNS), probabilities, 0.001)
-    total = train.count()
-    profile: dict[str, Any] = {}
-    for column, edges in zip(FEATURE_COLUMNS, quantiles, strict=True):
-        inner = sorted(set(edges))
-        bucketizer = Bucketizer(
-            splits=[float("-inf"), *inner, float("inf")],
-            inputCol=column,
-            outputCol="bin",
-            handleInvalid="keep",
-        )
-        counts = {
-            int(row["bin"]): row["count"]
-            for row in bucketizer.transform(train).groupBy("bin").count().collect()
-        }
-        profile[column] = {
-            "edges": inner,
-            "frequencies": [counts.get(index, 0) / total for index in range(len(inner) + 1)],
-            "count": total,
-        }
-    return profile
-
-
 def run_preprocess(spark: Any, input_dir: Path, output_dir: Path) -> PreprocessReport:
     """The whole job: CSVs under ``input_dir`` -> Parquet, quarantine and JSON under ``output_dir``."""
     from pyspark.sql import functions as F
@@ -268,7 +257,7 @@ def run_preprocess(spark: Any, input_dir: Path, output_dir: Path) -> PreprocessR
     features = features.cache()
     train = features.where(F.col("split") == "train")
     normalisation = fit_normalisation(train)
-    profile = feature_profile(train)
+    profile = spark_feature_profile(train, FEATURE_COLUMNS, PROFILE_BINS)
     columns = ["symbol", "date", *FEATURE_COLUMNS, TARGET_COLUMN, "split"]
     features.select(*columns).orderBy("symbol", "date").coalesce(1).write.mode("overwrite").parquet(
         str(output_dir / "features")
@@ -277,7 +266,9 @@ def run_preprocess(spark: Any, input_dir: Path, output_dir: Path) -> PreprocessR
     symbols = sorted(row["symbol"] for row in features.select("symbol").distinct().collect())
     (output_dir / "normalization.json").write_text(json.dumps(normalisation, indent=2))
     (output_dir / "profile.json").write_text(
-        json.dumps({"window": WINDOW, "bins": PROFILE_BINS, "features": profile}, indent=2)
+        json.dumps(
+            {"input_view": "last_step", "window": WINDOW, "bins": PROFILE_BINS, "features": profile}, indent=2
+        )
     )
     report = PreprocessReport(
         rows_in=rows_valid + rows_quarantined,

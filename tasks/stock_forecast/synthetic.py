@@ -70,3 +70,16 @@ def generate(
         names += [f"SYM{index:03d}" for index in range(len(DEFAULT_SYMBOLS), symbols)]
     regime = DRIFTED_REGIME if drift else BASE_REGIME
     return {name: generate_symbol(name, start, days, regime, seed) for name in names}
+
+
+def regime_windows(symbols: int, start: date, days: int, drift: bool, seed: int = 7) -> np.ndarray:
+    """Model inputs from freshly generated synthetic data of one regime (base or drifted).
+
+    With the arguments of a ``flywheel data generate`` call, these are the windows of the data it
+    landed: traffic that looks like the new regime, the way live traffic would after a real shift.
+    """
+    from tasks.stock_forecast.dataset import windows_by_symbol
+    from tasks.stock_forecast.pandas_features import features_of_frames
+
+    frames = generate(symbols, start, days, drift, seed)
+    return windows_by_symbol(features_of_frames(frames).rename(columns={"Date": "date"}))[1]

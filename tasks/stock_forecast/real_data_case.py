@@ -33,10 +33,10 @@ CRASH = (date(2000, 1, 1), date(2002, 12, 31))
 
 def crash_windows() -> tuple[np.ndarray, np.ndarray]:
     """(windows, next-day targets) of the crash years, computed as serving traffic would be."""
-    from training.contract import TARGET_COLUMN, WINDOW
-    from training.dataset import windows_by_symbol
-    from training.pandas_features import features_of_frames
-    from training.real_data import SYMBOL, msft_daily
+    from tasks.stock_forecast.contract import TARGET_COLUMN, WINDOW
+    from tasks.stock_forecast.dataset import windows_by_symbol
+    from tasks.stock_forecast.pandas_features import features_of_frames
+    from tasks.stock_forecast.real_data import SYMBOL, msft_daily
 
     features = features_of_frames({SYMBOL: msft_daily(*CRASH)}).rename(columns={"Date": "date"})
     features = features.dropna().reset_index(drop=True)
@@ -64,7 +64,7 @@ def score_version(
 ) -> dict[str, float]:
     import torch
 
-    from training.metrics import holdout_report
+    from tasks.stock_forecast.metrics import holdout_report
 
     with tempfile.TemporaryDirectory(prefix="flywheel-real-") as scratch:
         store.fetch(model, version, Path(scratch), prefix="torchscript/")
@@ -77,8 +77,8 @@ def score_version(
 def run(settings: FlywheelSettings, progress: Callable[[str], None]) -> dict[str, Any]:
     """Each call uses a model and raw prefix of its own (``msft-<UTC time>``): ingest only takes
     objects no earlier snapshot took, so a second run on the same names would find nothing new."""
+    from tasks.stock_forecast.real_data import land_msft
     from training.pipeline import PipelineContext, run_all, step_package, step_publish
-    from training.real_data import land_msft
 
     model = f"{MODEL_PREFIX}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     settings = settings.model_copy(update={"raw_prefix": f"real/{model}/", "model_name": model})

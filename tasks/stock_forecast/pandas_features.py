@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.contract import TARGET_COLUMN
+from tasks.stock_forecast.contract import TARGET_COLUMN
 
 
 def pandas_features(input_dir: Path) -> pd.DataFrame:

@@ -1,0 +1,1 @@
+"""Task plug-ins: one folder per task, listed in ``tasks/registry.py``."""
