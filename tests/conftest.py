@@ -15,7 +15,12 @@ from model_store import ModelStore
 from model_store.backends.s3 import S3Storage, s3_client
 
 # The whole-pipeline run is costly: one per test session, shared by tests/training and tests/serving.
-from tests.pipeline_fixtures import drifted_run, pipeline_run  # noqa: F401
+from tests.pipeline_fixtures import (  # noqa: F401
+    classifier_drifted_run,
+    classifier_run,
+    drifted_run,
+    pipeline_run,
+)
 from tests.support import REPO_ROOT, free_port, http_ok, start_and_wait
 
 

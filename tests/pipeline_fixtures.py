@@ -71,3 +71,45 @@ def drifted_run(pipeline_run: PipelineRun) -> PipelineRun:
     upload_batch(pipeline_run.settings, "drift", drift=True, start=date(2023, 1, 2))
     pipeline_run.drifted = run_all(pipeline_run.context())
     return pipeline_run
+
+
+CLASSIFIER = "classifier"
+
+
+@dataclass
+class ClassifierRun:
+    settings: FlywheelSettings
+    store: ModelStore
+    base: dict[str, Any]
+    drifted: dict[str, Any] | None = None
+
+    def context(self, run_id: str | None = None) -> PipelineContext:
+        return PipelineContext(self.settings, self.store, CLASSIFIER, run_id)
+
+
+@pytest.fixture(scope="session")
+def classifier_run(pipeline_run: PipelineRun) -> ClassifierRun:
+    """4,000 labelled Fashion-MNIST images -> a registered classifier's full run publishing v1.
+
+    In the forecaster's store and landing bucket: one store, two tasks (ingest takes each task's
+    own kind of raw object), so one serving stack hosts both.
+    """
+    from tasks.fashion_mnist.data import land_batch
+
+    settings = pipeline_run.settings.model_copy(update={"model_name": CLASSIFIER})
+    store = pipeline_run.store
+    store.register(CLASSIFIER, "fashion_mnist")
+    land_batch(settings, "base", count=4000)
+    run = ClassifierRun(settings, store, base={})
+    run.base = run_all(run.context())
+    return run
+
+
+@pytest.fixture(scope="session")
+def classifier_drifted_run(classifier_run: ClassifierRun) -> ClassifierRun:
+    """Inverted images land after v1 (a new camera): the next run scores v1 on them and retrains."""
+    from tasks.fashion_mnist.data import land_batch
+
+    land_batch(classifier_run.settings, "inverted", start=4000, count=3000, transform="invert")
+    classifier_run.drifted = run_all(classifier_run.context())
+    return classifier_run

@@ -106,3 +106,49 @@ def msft(
             f"to s3://{data['bucket']}/{data['key']}"
         ),
     )
+
+
+@data_app.command("fashion")
+def fashion(
+    ctx: typer.Context,
+    batch: str = typer.Option(..., "--batch", help="Name of the batch object (BATCH.parquet)."),
+    source: str = typer.Option("train", "--source", help="Which file of the package: train or test."),
+    start: int = typer.Option(0, "--start", min=0, help="First image index in the file."),
+    count: int = typer.Option(6000, "--count", min=1, max=60_000, help="How many images."),
+    transform: str = typer.Option(
+        "none", "--transform", help="Drift to inject into the images: none, invert, rotate or noise."
+    ),
+    classes: str = typer.Option(
+        None, "--classes", help="Class-prior shift: only these class indices, e.g. 0,2,4,6 (default all)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the noise transform."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Land labelled Fashion-MNIST images as s3://RAW_BUCKET/RAW_PREFIX/fashion/BATCH.parquet.
+
+    Images come from the Debian package dataset-fashion-mnist (installed by `make setup`), one row
+    per image: image_id, label, pixels (784 bytes). Ingest takes each batch once. For a drift
+    story: land --count 12000 and train, then land --start 12000 --transform invert.
+    """
+    from tasks.fashion_mnist.data import TRANSFORMS, DatasetMissingError, land_batch
+
+    settings: FlywheelSettings = ctx.obj
+    if source not in ("train", "test"):
+        fail(f"--source must be train or test, got {source!r}", as_json, exit_code=2)
+    if transform not in TRANSFORMS:
+        fail(f"--transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}", as_json, exit_code=2)
+    try:
+        chosen = [int(item) for item in classes.split(",")] if classes else None
+    except ValueError:
+        fail(f"--classes must be class indices separated by commas, got {classes!r}", as_json, exit_code=2)
+    try:
+        data = land_batch(settings, batch, source, start, count, transform, chosen, seed)  # type: ignore[arg-type]
+    except (ValueError, DatasetMissingError) as error:
+        fail(str(error), as_json, exit_code=2)
+    except (BotoCoreError, ClientError) as error:
+        fail(_landing_error(settings, error), as_json)
+    emit(
+        data,
+        as_json,
+        lambda data: console.print(f"wrote {data['images']} images ({data['transform']}) to {data['uri']}"),
+    )

@@ -133,6 +133,64 @@ def show(
 
 
 @models_app.command()
+def register(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    task: str = typer.Option(..., "--task", help="The task it solves (see `flywheel models tasks`)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Register a model for a task before its first pipeline run (written once; a model's task never
+    changes). The retraining and batch-scoring DAGs read the task from here: their conf names only
+    the model. Unregistered models get FLYWHEEL_DEFAULT_TASK at their first run."""
+    from tasks.registry import UnknownTaskError, get_task
+
+    settings: FlywheelSettings = ctx.obj
+    try:
+        get_task(task)
+        registration = open_store(settings).register(name, task)
+    except (UnknownTaskError, ModelStoreError) as error:
+        fail(str(error).strip("'\""), as_json)
+    emit({"name": name, **registration}, as_json, lambda data: console.print(f"{name}: task {data['task']}"))
+
+
+@models_app.command()
+def tasks(as_json: bool = JSON_OPTION) -> None:
+    """The registered tasks: what each predicts, its signature and the metric its gate compares."""
+    from tasks.registry import get_task, task_names
+
+    rows = []
+    for task_name in task_names():
+        task = get_task(task_name)
+        signature = task.signature()
+        rows.append(
+            {
+                "task": task.name,
+                "summary": task.summary,
+                "output": task.output.model_dump(mode="json"),
+                "inputs": [spec.protocol_view() for spec in signature.inputs],
+                "outputs": [spec.protocol_view() for spec in signature.outputs],
+                "gate_metric": task.metric.primary,
+                "higher_is_better": task.metric.higher_is_better,
+            }
+        )
+
+    def render(data: list[dict[str, Any]]) -> None:
+        table = Table("task", "predicts", "input", "output", "gate")
+        for row in data:
+            spec, out = row["inputs"][0], row["outputs"][0]
+            table.add_row(
+                row["task"],
+                row["summary"],
+                f"{spec['name']} {spec['datatype']} {spec['shape']}",
+                f"{out['name']} {out['datatype']} {out['shape']}",
+                f"{row['gate_metric']} ({'higher' if row['higher_is_better'] else 'lower'} is better)",
+            )
+        console.print(table)
+
+    emit(rows, as_json, render)
+
+
+@models_app.command()
 def alias(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Model name."),
