@@ -101,7 +101,11 @@ class Task(ABC):
 
     @abstractmethod
     def scoring_inputs(self, spark: Any, raw_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
-        """New raw files -> (a key per row naming what was scored, the model inputs), for batch scoring."""
+        """New raw files -> (a key per row naming what was scored, the model inputs), for batch scoring.
+
+        A ``source`` key column holding a file's path relative to ``raw_dir`` becomes the raw
+        object's S3 URI in the outputs (the reference a labeler follows to the image).
+        """
 
     @abstractmethod
     def load_splits(self, preprocess_dir: Path) -> dict[str, Split]:

@@ -14,8 +14,9 @@
    regression with two independently trained models: their disagreement ``|pytorch -
    tensorflow|``; rows whose disagreement is in the top ``label_share`` of the batch go to labeling.
 5. **Outputs**: ``s3://<raw_bucket>/scored/<model>/<batch>.parquet`` with the model version in each
-   row, and ``s3://<raw_bucket>/labeling/<model>/<batch>.parquet`` with the rows to label and
-   their inputs.
+   row, and ``s3://<raw_bucket>/labeling/<model>/<batch>.parquet`` with the rows to label and a
+   reference to each one's raw object (``source``: a classifier's image batch, with ``image_id``)
+   or, when the task names none, the row's inputs.
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ def score_new_data(
         ).hexdigest()[:16]
     )
 
+    sources: dict[str, str] = {}  # local path below raw_dir -> the object's S3 URI
     with tempfile.TemporaryDirectory(prefix="flywheel-score-") as scratch:
         raw_dir = Path(scratch) / "raw"
         for item in new:
@@ -146,7 +148,9 @@ def score_new_data(
             name = item["key"].rsplit("/", 1)[-1]
             if not _SAFE_NAME.fullmatch(name):
                 raise ValueError(f"s3://{settings.raw_bucket}/{item['key']}: not a plain file name")
-            local = raw_dir / hashlib.sha256(item["key"].encode()).hexdigest()[:16] / name
+            folder = hashlib.sha256(item["key"].encode()).hexdigest()[:16]
+            local = raw_dir / folder / name
+            sources[f"{folder}/{name}"] = f"s3://{settings.raw_bucket}/{item['key']}"
             local.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(settings.raw_bucket, item["key"], str(local))
         progress(f"Spark features for {len(new)} objects")
@@ -157,6 +161,8 @@ def score_new_data(
             log_file=settings.log_dir / "spark.log",
         )
         keys, inputs = task.scoring_inputs(spark, raw_dir)
+    if "source" in keys:
+        keys = keys.assign(source=keys["source"].map(sources))
     progress(f"scoring {len(inputs)} rows with {model} v{version}")
     answers = asyncio.run(_predict(settings, store, manifest, inputs))
     scored_at = datetime.now(UTC).isoformat()
@@ -184,9 +190,10 @@ def score_new_data(
             "disagreement": disagreement,
         }
     predictions = keys.assign(**columns, model=model, model_version=version, batch=batch, scored_at=scored_at)
-    to_label = predictions[to_label_mask].assign(
-        features=[json.dumps(row.tolist()) for row in inputs[to_label_mask]]
-    )
+    to_label = predictions[to_label_mask]
+    if "source" not in keys:
+        # No object to point a labeler at: the row carries its inputs.
+        to_label = to_label.assign(features=[json.dumps(row.tolist()) for row in inputs[to_label_mask]])
     predictions_key = f"scored/{model}/{batch}.parquet"
     labeling_key = f"labeling/{model}/{batch}.parquet"
     for key, frame in ((predictions_key, predictions), (labeling_key, to_label)):

@@ -78,7 +78,7 @@ class FashionMnistTask(Task):
 
         clean, _ = parse_and_clean(spark, raw_dir)
         frame = clean.select("image_id", "source_file", "pixels").orderBy("image_id").toPandas()
-        keys = frame[["image_id", "source_file"]].rename(columns={"source_file": "image_batch"})
+        keys = frame[["image_id", "source_file"]].rename(columns={"source_file": "source"})
         return keys, images_of(frame["pixels"])
 
     def load_splits(self, preprocess_dir: Path) -> dict[str, Split]:

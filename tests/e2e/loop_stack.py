@@ -162,14 +162,25 @@ class LoopStack:
 
 
 class Traffic:
-    """Steady background requests replayed from v1's training windows, optionally shifted."""
+    """Steady background requests replayed from v1's training inputs (optionally shifted), or
+    ``features`` given as they are."""
 
-    def __init__(self, stack: LoopStack, shift: dict[str, float] | None = None, seed: int = 0) -> None:
-        profile = json.loads(stack.store.read_artifact(MODEL, 1, "profile.json"))
-        self.signature = stack.store.get_manifest(MODEL, 1).signature
-        self.features = replay(
-            reference_inputs(stack.store, MODEL, 1), profile, 4096, np.random.default_rng(seed), shift
-        )
+    def __init__(
+        self,
+        stack: LoopStack,
+        shift: dict[str, float] | None = None,
+        seed: int = 0,
+        model: str = MODEL,
+        features: np.ndarray | None = None,
+    ) -> None:
+        self.model = model
+        self.signature = stack.store.get_manifest(model, 1).signature
+        if features is None:
+            profile = json.loads(stack.store.read_artifact(model, 1, "profile.json"))
+            features = replay(
+                reference_inputs(stack.store, model, 1), profile, 4096, np.random.default_rng(seed), shift
+            )
+        self.features = features
         self.url = stack.settings.gateway_url
         self.statuses: dict[str, int] = {}
         self._stop = threading.Event()
@@ -178,7 +189,7 @@ class Traffic:
     def _run(self) -> None:
         while not self._stop.is_set():
             for status, count in send_traffic(
-                self.url, MODEL, self.signature, self.features[:256], batch_rows=16
+                self.url, self.model, self.signature, self.features[:256], batch_rows=16
             ).items():
                 self.statuses[status] = self.statuses.get(status, 0) + count
 

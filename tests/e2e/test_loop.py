@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from model_store.datasets import DatasetStore
@@ -20,6 +21,7 @@ from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(900)
 DRIFT_ALERTS = 'ALERTS{alertname=~"FeatureDrift|PredictionDrift"}'
+CLASSIFIER = "image-classifier"
 
 
 def generate(stack: LoopStack, *args: str, env: dict[str, str] | None = None) -> None:
@@ -212,6 +214,83 @@ def test_new_data_retrains_by_itself_and_the_canary_promotes_the_new_version(loo
     manifest = stack.store.get_manifest(MODEL, 2)
     assert manifest.gate is not None and manifest.gate.passed
     print(f"new data -> v2 serving 100 %: {loop_s:.0f} s")
+
+
+def test_the_classifier_trains_serves_and_retrains_after_its_images_drift(loop_stack: LoopStack) -> None:
+    """The second task on the same stack and the same DAG: the run's conf names the model, the
+    model's registration names the task. Inverted images drift the inputs and the confidence; the
+    bridge retrains the classifier (not the forecaster) and its canary promotes v2."""
+    from tasks.fashion_mnist.data import select
+
+    stack = loop_stack
+    stack.flywheel_json("models", "register", CLASSIFIER, "--task", "fashion_mnist")
+    stack.flywheel_json("data", "fashion", "--batch", "base", "--count", "6000")
+    first = stack.flywheel_json(
+        "retrain", CLASSIFIER, "--reason", "first classifier", "--wait", "--timeout", "600", timeout=700
+    )
+    assert first["state"] == "success" and first["tasks"]["publish"] == "success", first
+    wait_until(
+        lambda: (
+            [(v["version"], v["weight"]) for v in stack.deployment(CLASSIFIER)["variants"]] == [(1, 100.0)]
+        ),
+        120,
+        "the classifier's deploy task to serve v1",
+        interval_s=1,
+    )
+    assert stack.store.get_manifest(CLASSIFIER, 1).task == "fashion_mnist"
+
+    _, images, _ = select("test", 0, 512)
+    inverted = (255 - images).astype(np.float32)
+    before = {run["dag_run_id"] for run in stack.runs("alert__")}
+    stack.flywheel_json(
+        "data",
+        "fashion",
+        "--batch",
+        "inverted",
+        "--start",
+        "6000",
+        "--count",
+        "3000",
+        "--transform",
+        "invert",
+    )
+    with Traffic(stack, model=CLASSIFIER, features=inverted) as traffic:
+        wait_until(
+            lambda: any(
+                a["metric"]["alertname"] == "FeatureDrift" and a["metric"].get("model") == CLASSIFIER
+                for a in stack.prometheus('ALERTS{alertstate="firing"}')
+            ),
+            120,
+            "FeatureDrift on the classifier's inputs or confidence",
+            interval_s=0.5,
+        )
+        wait_until(
+            lambda: stack.store.aliases(CLASSIFIER).get("champion") == 2,
+            480,
+            "the drift-triggered run to publish v2 and its canary to promote it",
+            interval_s=1,
+        )
+    runs = [run for run in stack.runs("alert__") if run["dag_run_id"] not in before]
+    assert [run["conf"]["model"] for run in runs] == [CLASSIFIER], "the bridge retrained the right model"
+    assert set(traffic.statuses) == {"200"}, traffic.statuses
+    evaluation = stack.store.get_manifest(CLASSIFIER, 2).gate
+    assert evaluation is not None and evaluation.passed and evaluation.metric == "accuracy"
+
+    scored = stack.flywheel_json("batch", "score", CLASSIFIER)
+    assert scored["rows"] == 9000 and 0 < scored["to_label"] < scored["rows"], scored
+    assert scored["label_threshold"] == 0.95
+    import io
+
+    import pandas as pd
+
+    from model_store.backends.s3 import s3_client
+
+    bucket, _, key = scored["labeling_uri"].removeprefix("s3://").partition("/")
+    body = s3_client(stack.settings).get_object(Bucket=bucket, Key=key)["Body"].read()
+    labeling = pd.read_parquet(io.BytesIO(body))
+    assert len(labeling) == scored["to_label"] and (labeling["confidence"] < 0.95).all()
+    assert labeling["source"].str.startswith(f"s3://{stack.settings.raw_bucket}/").all()
+    assert set(labeling["predicted_label"]) <= set(stack.store.get_manifest(CLASSIFIER, 2).output.class_names)
 
 
 def test_the_batch_scoring_dag_writes_predictions_and_a_labeling_set(
