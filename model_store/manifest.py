@@ -80,6 +80,18 @@ class ArtifactRecord(BaseModel):
 class Lineage(BaseModel):
     """Where a version came from: enough to reproduce it or to explain it."""
 
+    origin: str = Field(
+        default="pipeline",
+        description="pipeline (trained by Flywheel's loop) or imported (`flywheel models import`).",
+    )
+    source_file: str | None = Field(default=None, description="Imported: the file or folder it came from.")
+    source_sha256: str | None = Field(
+        default=None, description="Imported: sha256 of the source file (of a folder: of its files' hashes)."
+    )
+    source_format: str | None = Field(
+        default=None, description="Imported: torchscript, savedmodel or mar."
+    )
+
     run_id: str | None = Field(
         default=None, description="The pipeline run that produced it (one version per run)."
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,15 +9,10 @@ from pathlib import Path
 import httpx
 
 from flywheel.stack.process import ProcessRecord, ServiceSpec, is_running, start_process, stop_process, tail
+from flywheel.stack.sockets import free_port as free_port  # re-exported for the tests
 from flywheel.stack.sockets import listeners
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1) -> None:

@@ -191,17 +191,19 @@ def step_train(
 def _score_frameworks(
     task: Task, torchscript: Path, savedmodel: Path, features: np.ndarray, target: np.ndarray
 ) -> dict[str, Any]:
+    """Holdout metrics per framework whose export exists (an imported champion may have one)."""
     import torch
 
     from training.exports import load_serving_signature, predict_savedmodel, torch_predict
 
-    scripted = torch.jit.load(str(torchscript)).eval()
-    signature = task.signature()
-    tf_prediction = predict_savedmodel(load_serving_signature(savedmodel), signature, features)
-    return {
-        "pytorch": task.evaluate(target, torch_predict(scripted, features)),
-        "tensorflow": task.evaluate(target, tf_prediction),
-    }
+    reports = {}
+    if torchscript.exists():
+        scripted = torch.jit.load(str(torchscript)).eval()
+        reports["pytorch"] = task.evaluate(target, torch_predict(scripted, features))
+    if (savedmodel / "saved_model.pb").exists():
+        served = load_serving_signature(savedmodel)
+        reports["tensorflow"] = task.evaluate(target, predict_savedmodel(served, task.signature(), features))
+    return reports
 
 
 def step_evaluate(context: PipelineContext, force: bool = False) -> dict[str, Any]:
@@ -239,6 +241,8 @@ def step_evaluate(context: PipelineContext, force: bool = False) -> dict[str, An
                 context.model, champion_version, champion_dir, prefix="torchscript/"
             )
             context.store.fetch(context.model, champion_version, champion_dir, prefix="savedmodel/")
+            # A framework the champion lacks (an imported TorchScript has no SavedModel) is judged
+            # against the naive baseline instead.
             champion = _score_frameworks(
                 task,
                 champion_dir / "torchscript" / "model.pt",

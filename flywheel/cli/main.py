@@ -14,6 +14,7 @@ from flywheel.cli import (
     data_commands,
     fault_bench_commands,  # noqa: F401  (registers `flywheel bench faults`)
     gateway_commands,
+    import_commands,  # noqa: F401  (registers `flywheel models import`)
     models_commands,
     monitoring_commands,
     pipeline_commands,

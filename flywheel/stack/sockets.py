@@ -74,3 +74,12 @@ def listeners(ports: set[int] | None = None) -> list[Listener]:
     owned = {key.split("/")[0] for key in found}
     unowned = [Listener(-1, -1, *where) for inode, where in inodes.items() if inode not in owned]
     return [*found.values(), *unowned]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the kernel's pick), for short-lived private servers."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

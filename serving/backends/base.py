@@ -68,7 +68,8 @@ class VersionReloadingError(BackendUnavailableError):
 
 
 class OutputFaultError(BackendError):
-    """The model answered, but with values the protocol cannot carry (NaN or infinity)."""
+    """The model answered, but with values the protocol cannot carry (NaN or infinity), or in a
+    shape its server's adapter cannot read (a handler speaking another format)."""
 
     status = 500
 

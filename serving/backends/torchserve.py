@@ -23,6 +23,7 @@ from serving.backends.base import (
     BackendUnavailableError,
     InvalidInputError,
     ModelNotLoadedError,
+    OutputFaultError,
     Tensors,
     VersionNotLoadedError,
     json_ready,
@@ -171,7 +172,14 @@ class TorchServeBackend:
             raise BackendUnavailableError(
                 f"torchserve answered {response.status_code}: {self._message(response)}"
             )
-        predictions = np.asarray(orjson.loads(response.content)["predictions"], dtype=np.float32)
+        try:
+            answer = orjson.loads(response.content)
+            predictions = np.asarray(answer["predictions"], dtype=np.float32)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise OutputFaultError(
+                f"torchserve's handler for {model} v{version} answered {response.content[:200]!r}, "
+                'not {"predictions": [...]} of numbers'
+            ) from None
         return {await self._output_name(model, version): predictions.reshape(len(array), -1)}
 
     async def _output_name(self, model: str, version: int) -> str:
