@@ -9,9 +9,13 @@
 #   4. the loop (deploy/local/demo_loop.py): drifted data lands and live inputs shift; PSI rises,
 #      FeatureDrift fires, Alertmanager calls the retrain bridge, Airflow retrains on the new data,
 #      the new version rolls out by canary and promotes itself; a timeline is printed
-#   5. routing history, batch scoring of the new data with the new champion (labeling set),
-#      the dashboard panels rendered to PNG/HTML
-#   6. bring the stack down (KEEP_UP=1 leaves it running; the state stays in var/demo)
+#   5. routing history, batch scoring of the new data with the new champion (labeling set)
+#   6. the second task, an image classifier, on the same stack and DAG: trained on Fashion-MNIST,
+#      served on Triton, TorchServe and TF Serving, inverted images drift it, the loop retrains and
+#      promotes it (deploy/local/demo_classifier.py), batch scoring sends low-confidence images to
+#      labeling
+#   7. the dashboard panels rendered to PNG/HTML
+#   8. bring the stack down (KEEP_UP=1 leaves it running; the state stays in var/demo)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -80,6 +84,24 @@ flywheel routing "$FLYWHEEL_MODEL_NAME"
 
 step "flywheel batch score: the new data scored by the new champion; low-confidence rows to labeling"
 flywheel batch score "$FLYWHEEL_MODEL_NAME"
+
+step "a second task on the same stack: the Fashion-MNIST image classifier (tasks/fashion_mnist)"
+flywheel models tasks
+flywheel models register image-classifier --task fashion_mnist
+flywheel data fashion --batch base --count 12000
+flywheel retrain image-classifier --reason "first classifier" --wait
+
+step "the classifier on each of the three servers: class probabilities through the gateway"
+for backend in triton torchserve tfserving; do
+  flywheel deploy image-classifier --version 1 --backend "$backend" --strategy single --reason "demo: $backend" > /dev/null
+  flywheel predict image-classifier --rows 2 --repeat 5
+done
+
+step "the classifier's loop: inverted images -> confidence and image drift -> retrain -> canary -> promote"
+python deploy/local/demo_classifier.py
+
+step "flywheel batch score: every image scored by the new champion; below 95 % confidence to labeling"
+flywheel batch score image-classifier
 
 step "flywheel dashboards: Grafana files for this stack; the core panels rendered without Grafana"
 flywheel dashboards --minutes 15

@@ -52,3 +52,39 @@ def real_data(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
         )
 
     emit(data, as_json, render)
+
+
+@bench_app.command("classifier")
+def classifier(
+    ctx: typer.Context,
+    count: int = typer.Option(12_000, "--count", min=1000, max=60_000, help="Labelled images to land."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Time the image classifier's full retrain, ingest to publish, step by step, and its accuracy.
+
+    Two rounds: a first model on COUNT images, then a retrain on COUNT/2 inverted images with the
+    first as champion. Needs the stack's S3 (`flywheel up`); uses a model and raw prefix of its own.
+    """
+    from tasks.fashion_mnist.bench_case import run
+
+    settings: FlywheelSettings = ctx.obj
+    with console.status("classifier retrain") as status:
+        data = run(settings, count, lambda message: status.update(f"classifier: {message}"))
+
+    def render(data: dict[str, Any]) -> None:
+        steps = list(next(iter(data["rounds"].values()))["seconds"])
+        table = Table(title=f"classifier retrain on this machine, seconds per step ({data['images']} images)")
+        table.add_column("round")
+        for step in steps:
+            table.add_column(step, justify="right")
+        table.add_column("accuracy (torch / tf)", justify="right")
+        for label, result in data["rounds"].items():
+            accuracy = result["candidate"]
+            table.add_row(
+                label,
+                *[f"{result['seconds'][step]:.1f}" for step in steps],
+                f"{accuracy['pytorch']['accuracy']:.3f} / {accuracy['tensorflow']['accuracy']:.3f}",
+            )
+        console.print(table)
+
+    emit(data, as_json, render)

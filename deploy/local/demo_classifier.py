@@ -1,0 +1,93 @@
+"""The demo's second task: the image classifier's drift loop on the same stack, timed.
+
+Inverted images land in S3 and reach live traffic (a new camera); the drift exporter sees the
+images' statistics and the model's confidence move, FeatureDrift fires for the classifier,
+Alertmanager calls the retrain bridge, the same retraining DAG retrains the classifier (its task
+comes from its registration), and the canary promotes v2. Called by ``deploy/local/demo.sh``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import httpx
+import numpy as np
+from demo_loop import Timeline, wait_for  # this folder: both are scripts of `make demo`
+from rich.console import Console
+from rich.table import Table
+
+from flywheel.settings import FlywheelSettings
+from flywheel.stack.credentials import admin_token
+from model_store import ModelStore
+from monitoring.traffic import send_traffic
+from tasks.fashion_mnist.data import select, transform_images
+
+console = Console()
+MODEL = "image-classifier"
+
+
+def main() -> int:
+    settings = FlywheelSettings()
+    store = ModelStore.open(settings.resolve_store_uri(), settings)
+    http = httpx.Client(timeout=30, headers={"Authorization": f"Bearer {admin_token(settings)}"})
+    signature = store.get_manifest(MODEL, 1).signature
+    _, images, _ = select("test", 0, 1024)
+    inverted = transform_images(images, "invert").astype(np.float32)
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            send_traffic(settings.gateway_url, MODEL, signature, inverted[:256], batch_rows=32)
+
+    timeline = Timeline()
+    subprocess.run(
+        [sys.executable, "-m", "flywheel", "data", "fashion", "--batch", "inverted", "--start", "12000",
+         "--count", "4000", "--transform", "invert", "--json"],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    sender = threading.Thread(target=traffic, daemon=True)
+    sender.start()
+    timeline.mark("drift onset: inverted images land in S3 and reach live traffic")
+
+    def firing() -> list[dict[str, Any]]:
+        alerts = httpx.get(f"{settings.prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+        return [
+            a for a in alerts
+            if a["labels"]["alertname"] == "FeatureDrift" and a["labels"].get("model") == MODEL
+            and a["state"] == "firing"
+        ]  # fmt: skip
+
+    alerts = wait_for(firing, 300, "FeatureDrift on the classifier")
+    timeline.mark(f"FeatureDrift firing on {', '.join(sorted(a['labels']['feature'] for a in alerts))}")
+
+    def triggered() -> list[dict[str, Any]]:
+        delivered = http.get(f"{settings.gateway_url}/admin/retrain").json()["delivered"]
+        return [entry for entry in delivered if entry["trigger"]["model"] == MODEL]
+
+    entry = wait_for(triggered, 120, "the retrain bridge to trigger the classifier's run")[-1]
+    timeline.mark(f"retrain bridge -> Airflow: run {entry['trigger']['dag_run_id']} for {MODEL}")
+    wait_for(lambda: 2 in store.list_versions(MODEL), 600, "v2 of the classifier", interval_s=2)
+    gate = store.get_manifest(MODEL, 2).gate
+    assert gate is not None
+    timeline.mark(
+        f"v2 published: accuracy {gate.candidate_value:.3f} vs champion v1's {gate.champion_value:.3f} "
+        "on the inverted holdout"
+    )
+    wait_for(lambda: store.aliases(MODEL).get("champion") == 2, 600, "the classifier's canary to promote")
+    timeline.mark("rollout controller: v2 promoted, serving 100 %")
+    stop.set()
+    sender.join(timeout=30)
+    table = Table(title="the classifier's loop, timed from drift onset", title_justify="left")
+    table.add_column("t (s)", justify="right")
+    table.add_column("what happened")
+    for elapsed, what in timeline.events:
+        table.add_row(f"{elapsed:.0f}", what)
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
