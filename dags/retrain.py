@@ -134,8 +134,18 @@ def flywheel_retrain() -> None:
 
     @task(task_id="report", trigger_rule="none_failed")
     def report(params: dict[str, Any] | None = None, ti: Any = None, dag_run: Any = None) -> str:
-        branch = ti.xcom_pull(task_ids="evaluate")
-        state = {None: "skipped", "gate_failed": "rejected", "package": "published"}[branch]
+        # From the run's task states, not the branch's XCom: on Airflow 3 the branch's pull came
+        # back empty and every published run was reported as skipped.
+        states = ti.get_task_states(
+            dag_id=dag_run.dag_id, task_ids=["publish", "gate_failed"], run_ids=[dag_run.run_id]
+        ).get(dag_run.run_id, {})
+        state = (
+            "published"
+            if states.get("publish") == "success"
+            else "rejected"
+            if states.get("gate_failed") == "success"
+            else "skipped"
+        )
         reason = (
             f"{params['reason']}: "
             + {

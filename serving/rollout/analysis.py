@@ -16,8 +16,13 @@ Checks, each with a reason in the verdict:
   judged once the candidate has ``min_latency_requests`` requests and the stable ``min_requests``:
   a p99 of fewer samples is their maximum, and one scheduler hiccup on a busy node would roll
   back a good version (at the 100 % step the stable's window holds only stragglers);
-- **prediction drift**: PSI between the two versions' prediction histograms (the gateway's drift
-  sampling bins) at most ``max_prediction_psi``;
+- **prediction drift**: PSI of the candidate's live prediction histogram (the gateway's drift
+  sampling bins) against the candidate's *own* reference (its profile.json, from its validation
+  set) at most ``max_prediction_psi``. Not against the stable version: after a retrain for
+  drift the stable version is the stale one, and a good candidate predicts differently from it
+  (a classifier retrained on inverted images spreads its classes where the stale one piled them
+  up). A candidate without a profile (an imported model) is compared with the stable version;
+
 - **quality**, where feedback arrives (``/v2/models/{m}/feedback``): the posterior probability
   that the candidate's reward rate is below the stable one's (Beta posteriors), failing once it
   passes ``quality_confidence`` with at least ``min_feedback`` events: a sequential decision
@@ -45,8 +50,8 @@ DEFAULT_THRESHOLDS = {
     "max_p99_ratio": 3.0,
     "min_p99_slack_s": 0.005,
     "min_latency_requests": 200,
-    # Loose on purpose: a retrain after drift should predict differently; this catches gross
-    # disagreement (everything in one extreme bin scores about 6).
+    # Loose on purpose: live traffic moves too; this catches gross breakage (predictions piled into
+    # the extreme bins of the candidate's own reference score about 5).
     "max_prediction_psi": 3.0,
     "min_requests": 30,
     # Quality from feedback: fail when P(candidate's reward rate < stable's) exceeds this.
@@ -199,6 +204,12 @@ def p99(buckets: dict[str, float]) -> float | None:
     return math.inf
 
 
+def reference_bins(profile: dict[str, Any]) -> dict[str, float] | None:
+    """A profile's prediction frequencies keyed like the gateway's bins (``"0"``, ``"1"``, ...)."""
+    frequencies = (profile.get("prediction") or {}).get("frequencies")
+    return {str(index): float(value) for index, value in enumerate(frequencies)} if frequencies else None
+
+
 def psi(expected: dict[str, float], actual: dict[str, float]) -> float | None:
     """Population stability index between two binned distributions (0.001 floor per bin)."""
     bins = set(expected) | set(actual)
@@ -252,9 +263,12 @@ def analyse(
     thresholds: dict[str, float],
     interval_over: bool,
     stable_has_traffic: bool = False,
+    candidate_reference: dict[str, float] | None = None,
 ) -> Verdict:
     """The verdict on one window. ``stable_has_traffic``: the split sends the stable variant requests
     in this step (a canary below 100 %), so a pass also waits for enough of those to compare with.
+    ``candidate_reference``: the candidate's reference prediction frequencies by bin, from its
+    profile; without one the candidate's predictions are compared with the stable's.
     """
     limits = {**DEFAULT_THRESHOLDS, **thresholds}
     metrics: dict[str, Any] = {"candidate_requests": candidate.requests, "stable_requests": stable.requests}
@@ -286,14 +300,16 @@ def analyse(
         allowed = max(stable_p99 * limits["max_p99_ratio"], stable_p99 + limits["min_p99_slack_s"])
         if candidate_p99 > allowed:
             failures.append(f"p99 {candidate_p99 * 1000:.1f} ms over {allowed * 1000:.1f} ms allowed")
-    drift = psi(stable.prediction_bins, candidate.prediction_bins)
+    against = "its own reference" if candidate_reference else "stable"
+    drift = psi(candidate_reference or stable.prediction_bins, candidate.prediction_bins)
     metrics["prediction_psi"] = None if drift is None else round(drift, 3)
+    metrics["prediction_psi_against"] = against
     if (
         drift is not None
         and sum(candidate.prediction_bins.values()) >= 20
         and drift > limits["max_prediction_psi"]
     ):
-        failures.append(f"prediction PSI {drift:.2f} against stable over {limits['max_prediction_psi']}")
+        failures.append(f"prediction PSI {drift:.2f} against {against} over {limits['max_prediction_psi']}")
     worse = probability_worse(stable, candidate)
     metrics["p_candidate_worse"] = None if worse is None else round(worse, 4)
     if (

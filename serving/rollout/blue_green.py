@@ -117,7 +117,13 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
     green_window = now[green.name].minus(VariantCounters.from_json(rollout.baseline[green.name]))
     blue_window = VariantCounters.from_json(rollout.baseline["blue_window"])
     baked = (datetime.now(UTC) - rollout.step_started_at).total_seconds() >= rollout.interval_s
-    verdict = analyse(blue_window, green_window, thresholds, baked)
+    verdict = analyse(
+        blue_window,
+        green_window,
+        thresholds,
+        baked,
+        candidate_reference=controller.reference(spec.model, green.version),
+    )
     if verdict.passed is not False and not controller.candidate_ready(spec, green.version):
         verdict = Verdict(False, [f"{green.name} is not ready"], verdict.metrics)
     if verdict.passed is False:

@@ -9,6 +9,7 @@ back), recording the step, the metrics and the verdict in the spec's history. A 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 
 from model_store import ModelStore
+from model_store.errors import ModelStoreError
 from serving.rollout import blue_green, promotion
 from serving.rollout.analysis import (
     DEFAULT_THRESHOLDS,
@@ -25,6 +27,7 @@ from serving.rollout.analysis import (
     Verdict,
     analyse,
     counters_json,
+    reference_bins,
     stable_disrupted,
 )
 from serving.rollout.lease import Lease
@@ -55,6 +58,7 @@ class RolloutController:
         self.source = source
         self.gateway_url = gateway_url.rstrip("/")
         self.lease = Lease(store.storage, holder, lease_ttl_s)
+        self._references: dict[tuple[str, int], dict[str, float] | None] = {}
 
     def tick(self) -> list[dict[str, Any]]:
         """One pass over every running rollout; returns what was decided (for logs and tests)."""
@@ -99,6 +103,17 @@ class RolloutController:
             return False
         return response.status_code == 200
 
+    def reference(self, model: str, version: int) -> dict[str, float] | None:
+        """The version's reference prediction frequencies from its profile.json (cached), or None."""
+        key = (model, version)
+        if key not in self._references:
+            try:
+                profile = json.loads(self.store.read_artifact(model, version, "profile.json"))
+                self._references[key] = reference_bins(profile)
+            except (ModelStoreError, KeyError, ValueError):
+                self._references[key] = None  # an imported model has no profile
+        return self._references[key]
+
     def drive(self, spec: RoutingSpec) -> dict[str, Any] | None:
         rollout = spec.rollout
         assert rollout is not None
@@ -132,6 +147,7 @@ class RolloutController:
             spec.params.analysis,
             baked,
             stable_has_traffic=rollout.weight < 100,
+            candidate_reference=self.reference(spec.model, candidate.version),
         )
         moved = window[stable.name].failovers + window[stable.name].skipped
         if (

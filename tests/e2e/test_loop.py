@@ -264,17 +264,21 @@ def test_the_classifier_trains_serves_and_retrains_after_its_images_drift(loop_s
             "FeatureDrift on the classifier's inputs or confidence",
             interval_s=0.5,
         )
-        wait_until(
-            lambda: stack.store.aliases(CLASSIFIER).get("champion") == 2,
-            480,
-            "the drift-triggered run to publish v2 and its canary to promote it",
-            interval_s=1,
-        )
+
+        def promoted() -> bool:
+            rollout = stack.deployment(CLASSIFIER).get("rollout") or {}
+            assert rollout.get("status") != "rolled_back", rollout.get("last_verdict")
+            return stack.store.aliases(CLASSIFIER).get("champion") == 2
+
+        wait_until(promoted, 480, "the drift-triggered run to publish v2 and its canary to promote it", 1)
     runs = [run for run in stack.runs("alert__") if run["dag_run_id"] not in before]
     assert [run["conf"]["model"] for run in runs] == [CLASSIFIER], "the bridge retrained the right model"
     assert set(traffic.statuses) == {"200"}, traffic.statuses
     evaluation = stack.store.get_manifest(CLASSIFIER, 2).gate
     assert evaluation is not None and evaluation.passed and evaluation.metric == "accuracy"
+
+    metrics = stack.http.get(f"{stack.settings.gateway_url}/metrics").text
+    assert f'flywheel_retrain_runs_total{{model="{CLASSIFIER}",state="published"}} 2.0' in metrics
 
     scored = stack.flywheel_json("batch", "score", CLASSIFIER)
     assert scored["rows"] == 9000 and 0 < scored["to_label"] < scored["rows"], scored

@@ -149,3 +149,19 @@ def test_a_stable_p99_from_a_few_stragglers_is_no_baseline() -> None:
     assert verdict.passed is True, verdict
     # With a real stable sample the same candidate is judged, and fails.
     assert analyse(counters(300), counters(380, buckets=SLOW), {}, interval_over=True).passed is False
+
+
+def test_a_retrain_after_drift_is_judged_against_its_own_reference_not_the_stale_stable() -> None:
+    """A classifier retrained on inverted images spreads its classes where the stale stable one
+    piles them into one class: against the stable version that is "gross disagreement"; against
+    the candidate's own validation profile it is exactly what was expected."""
+    reference = {str(index): 0.1 for index in range(10)}
+    stale = counters(300, bins={"8": 280.0, "3": 20.0})
+    healthy = counters(300, bins={str(index): 30.0 for index in range(10)})
+    assert analyse(stale, healthy, {}, interval_over=True).passed is False, "the old comparison"
+    verdict = analyse(stale, healthy, {}, interval_over=True, candidate_reference=reference)
+    assert verdict.passed is True and verdict.metrics["prediction_psi_against"] == "its own reference"
+    broken = counters(300, bins={"0": 150.0, "9": 150.0})  # a candidate answering in extreme bins
+    failed = analyse(healthy, broken, {}, interval_over=False, candidate_reference=reference)
+    assert failed.passed is False and "prediction PSI" in failed.reasons[0]
+    assert "against its own reference" in failed.reasons[0]
