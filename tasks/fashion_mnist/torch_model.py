@@ -16,6 +16,7 @@ from tasks.base import Split
 from tasks.fashion_mnist.data import CLASS_NAMES, SIDE
 from tasks.fashion_mnist.dataset import subsample
 from tasks.fashion_mnist.params import CnnParams
+from training.torch_loop import fit_early_stopping
 
 
 class FashionCNN(nn.Module):
@@ -65,24 +66,15 @@ def train_torch(splits: dict[str, Split], mean: float, std: float, params: CnnPa
     loss_function = nn.CrossEntropyLoss()
     train = subsample(splits["train"], params.max_train_images, params.seed)
     features, target = torch.as_tensor(train.features), torch.as_tensor(train.target, dtype=torch.long)
-    generator = torch.Generator().manual_seed(params.seed)
-    best_accuracy, best_state, stale = -1.0, None, 0
-    for _ in range(params.epochs):
-        model.train()
-        order = torch.randperm(len(train), generator=generator)
-        for start in range(0, len(train), params.batch_size):
-            batch = order[start : start + params.batch_size]
-            optimiser.zero_grad()
-            loss_function(model.logits(features[batch]), target[batch]).backward()
-            optimiser.step()
-        accuracy = _accuracy(model, splits["validation"])
-        if accuracy > best_accuracy:
-            best_accuracy, stale = accuracy, 0
-            best_state = {key: value.clone() for key, value in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= params.patience:
-                break
-    assert best_state is not None
-    model.load_state_dict(best_state)
+    fit_early_stopping(
+        model,
+        optimiser,
+        lambda batch: loss_function(model.logits(features[batch]), target[batch]),
+        len(train),
+        lambda: _accuracy(model, splits["validation"]),
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        patience=params.patience,
+        seed=params.seed,
+    )
     return model.eval()

@@ -13,6 +13,7 @@ from torch import nn
 from tasks.base import Split
 from tasks.stock_forecast.contract import FEATURE_COLUMNS, WINDOW
 from tasks.stock_forecast.params import TorchParams
+from training.torch_loop import fit_early_stopping
 
 
 class ForecastMLP(nn.Module):
@@ -55,38 +56,27 @@ def train_torch(
         model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
     )
     loss_function = nn.MSELoss()
-    train = splits["train"]
+    train, validation = splits["train"], splits["validation"]
     features = torch.as_tensor(train.features)
     # Returns are ~1e-2: scale the target so the loss is well conditioned; undo it in the last layer.
     scale = float(np.std(train.target)) or 1.0
     target = torch.as_tensor(train.target / scale).reshape(-1, 1)
-    generator = torch.Generator().manual_seed(params.seed)
-    best_rmse, best_state, stale = float("inf"), None, 0
-    for _ in range(params.epochs):
-        model.train()
-        order = torch.randperm(len(train), generator=generator)
-        for start in range(0, len(train), params.batch_size):
-            batch = order[start : start + params.batch_size]
-            optimiser.zero_grad()
-            loss = loss_function(model(features[batch]), target[batch])
-            loss.backward()
-            optimiser.step()
-        validation_rmse = float(
-            np.sqrt(
-                np.mean(
-                    (predict(model, splits["validation"].features) * scale - splits["validation"].target) ** 2
-                )
-            )
-        )
-        if validation_rmse < best_rmse - 1e-9:
-            best_rmse, stale = validation_rmse, 0
-            best_state = {key: value.clone() for key, value in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= params.patience:
-                break
-    assert best_state is not None
-    model.load_state_dict(best_state)
+
+    def negative_validation_rmse() -> float:
+        error = predict(model, validation.features) * scale - validation.target
+        return -float(np.sqrt(np.mean(error**2)))
+
+    fit_early_stopping(
+        model,
+        optimiser,
+        lambda batch: loss_function(model(features[batch]), target[batch]),
+        len(train),
+        negative_validation_rmse,
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        patience=params.patience,
+        seed=params.seed,
+    )
     # Fold the target scale into the output layer so the model predicts returns directly.
     with torch.no_grad():
         last = model.layers[-1]
