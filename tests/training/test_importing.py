@@ -52,8 +52,9 @@ def handle(data, context):
     return None if data is None else _service.handle(data, context)
 """
 #: A handler in TorchServe's default style: it answers a bare list, not {"predictions": [...]}.
-FOREIGN_HANDLER = GOOD_HANDLER.replace('{"predictions": self.model', "(self.model").replace(
-    ".tolist()})", ".tolist())"
+FOREIGN_HANDLER = GOOD_HANDLER.replace(
+    'answers.append({"predictions": self.model(torch.tensor(body["instances"])).tolist()})',
+    'answers.append(self.model(torch.tensor(body["instances"])).tolist())',
 )
 
 
@@ -221,6 +222,11 @@ def test_refusals_say_why_and_publish_nothing(
     assert result.returncode == 1, result.stdout + result.stderr
     assert message in json.loads(result.stdout)["error"]
     assert store_of(home).list_versions("refused") == []
+
+
+def test_the_foreign_handler_differs_only_in_its_answer() -> None:
+    assert FOREIGN_HANDLER != GOOD_HANDLER
+    compile(FOREIGN_HANDLER, "foreign_handler.py", "exec")  # it loads; only its answer differs
 
 
 @pytest.mark.parametrize(
