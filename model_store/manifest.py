@@ -88,9 +88,7 @@ class Lineage(BaseModel):
     source_sha256: str | None = Field(
         default=None, description="Imported: sha256 of the source file (of a folder: of its files' hashes)."
     )
-    source_format: str | None = Field(
-        default=None, description="Imported: torchscript, savedmodel or mar."
-    )
+    source_format: str | None = Field(default=None, description="Imported: torchscript, savedmodel or mar.")
 
     run_id: str | None = Field(
         default=None, description="The pipeline run that produced it (one version per run)."

@@ -86,5 +86,17 @@ def classifier(
                 f"{accuracy['pytorch']['accuracy']:.3f} / {accuracy['tensorflow']['accuracy']:.3f}",
             )
         console.print(table)
+        drift = Table(title="what the drift monitor sees for v1, per injected shift (PSI; chi-squared p)")
+        for column in ("shift", "input_mean", "input_std", "confidence", "prediction", "chi2 p", "drift"):
+            drift.add_column(column, justify="left" if column == "shift" else "right")
+        for shift, row in data["drift_detection_v1"].items():
+            drift.add_row(
+                shift,
+                *[f"{row[name]['psi']:.2f}" for name in ("input_mean", "input_std", "confidence")],
+                f"{row['prediction']['psi']:.2f}",
+                f"{row['prediction']['chi2_p']:.2g}",
+                "yes" if row["drift_detected"] else "no",
+            )
+        console.print(drift)
 
     emit(data, as_json, render)

@@ -57,6 +57,58 @@ def timed_run(context: Any, progress: Callable[[str], None]) -> dict[str, Any]:
     }
 
 
+def drift_detection(store: ModelStore, model: str, version: int, images: int = 2000) -> dict[str, Any]:
+    """What the drift monitor reports for each injected shift: the version's TorchScript run on
+    ``images`` test images, binned into its own profile the way the gateway bins live traffic."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import orjson
+    import torch
+
+    from monitoring.drift import Thresholds, assess
+    from tasks.fashion_mnist.data import select, transform_images
+
+    profile = orjson.loads(store.read_artifact(model, version, "profile.json"))
+    with tempfile.TemporaryDirectory(prefix="flywheel-bench-") as scratch:
+        store.fetch(model, version, Path(scratch), prefix="torchscript/")
+        scripted = torch.jit.load(str(Path(scratch) / "torchscript" / "model.pt")).eval()
+    _, clean, _ = select("test", 0, images)
+    _, shifted, _ = select("test", 0, images * 3, classes=[0, 1, 2, 3, 4])
+    cases = {
+        "none": clean,
+        "invert": transform_images(clean, "invert"),
+        "rotate": transform_images(clean, "rotate"),
+        "noise": transform_images(clean, "noise", seed=1),
+        "classes 0-4 only": shifted[:images],
+    }
+
+    def counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
+        return np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
+
+    report = {}
+    for name, batch in cases.items():
+        pixels = batch.reshape(len(batch), -1).astype(np.float64)
+        with torch.no_grad():
+            probabilities = scripted(torch.as_tensor(batch.astype(np.float32))).numpy()
+        live = {
+            "input_mean": counts(pixels.mean(axis=1), profile["features"]["input_mean"]["edges"]),
+            "input_std": counts(pixels.std(axis=1), profile["features"]["input_std"]["edges"]),
+            "confidence": counts(probabilities.max(axis=1), profile["confidence"]["edges"]),
+            "prediction": np.bincount(probabilities.argmax(axis=1), minlength=probabilities.shape[1]),
+        }
+        verdict = assess(profile, live, Thresholds(min_samples=100))
+        report[name] = {
+            **{f.feature: {"psi": round(f.psi, 3), "p_value": f.p_value} for f in verdict.features},
+            "prediction": None
+            if verdict.prediction is None
+            else {"psi": round(verdict.prediction.psi, 3), "chi2_p": verdict.prediction.p_value},
+            "drift_detected": verdict.detected,
+        }
+    return report
+
+
 def run(settings: FlywheelSettings, count: int, progress: Callable[[str], None]) -> dict[str, Any]:
     from training.pipeline import PipelineContext
 
@@ -68,7 +120,9 @@ def run(settings: FlywheelSettings, count: int, progress: Callable[[str], None])
     land_batch(settings, "first", count=count)
     context = PipelineContext(settings, store, model)
     rounds["first model"] = timed_run(context, lambda step: progress(f"first model: {step}"))
+    progress("drift detection on v1 for each injected shift")
+    detection = drift_detection(store, model, rounds["first model"]["version"])
     land_batch(settings, "inverted", start=count, count=count // 2, transform="invert")
     context = PipelineContext(settings, store, model)
     rounds["retrain after inverted images"] = timed_run(context, lambda step: progress(f"retrain: {step}"))
-    return {"model": model, "images": count, "rounds": rounds}
+    return {"model": model, "images": count, "rounds": rounds, "drift_detection_v1": detection}
