@@ -81,7 +81,7 @@ class FlywheelSettings(BaseSettings):
         default="4g", description="spark.driver.memory for the preprocessing job."
     )
     default_task: str = Field(
-        default="stock_forecast",
+        default="stock_forecast",  # tasks.registry.DEFAULT_TASK; settings import nothing of tasks/
         description="Task (tasks/registry.py) a model gets at its first pipeline run when no "
         "`flywheel models register` named one.",
     )

@@ -8,7 +8,7 @@ Headless, with CSV output (what ``flywheel loadtest`` and CI-style runs use)::
 Name one user class to run only it (``... RestInferUser`` or ``... GrpcInferUser``): the gRPC
 user's calls block, so mixed in one Locust process they delay the REST user's greenlets.
 
-Environment (read by Locust's own process, not by Flywheel settings):
+Environment (read by Locust's own process):
 ``FLYWHEEL_LOADTEST_MODEL`` (default: the ``FLYWHEEL_MODEL_NAME`` setting), ``FLYWHEEL_LOADTEST_GRPC``
 (default ``127.0.0.1:9081``) and ``FLYWHEEL_LOADTEST_ROWS`` (rows per request, default 1).
 Each request names its variant in the response; the REST user reports the split as Locust

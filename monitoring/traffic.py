@@ -31,6 +31,12 @@ def replay(
     A profiled feature is the last axis of the input (every step of a window moves with it).
     """
     names = list(profile.get("features") or {})
+    view = profile.get("input_view", "last_step")
+    if shift and view not in ("last_step", "flat"):
+        raise ValueError(
+            f"--shift moves input columns, but this profile bins {view!r} (statistics of each input, "
+            "not its columns): drift such a model with other inputs (the task's data tools)"
+        )
     unknown = set(shift or {}) - set(names)
     if unknown:
         raise ValueError(f"unknown features {sorted(unknown)}; the profile's are {names}")

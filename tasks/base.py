@@ -95,8 +95,9 @@ class Task(ABC):
         """The Spark feature job: raw files -> features, ``normalization.json`` and ``profile.json``.
 
         ``profile.json`` says what drift bins: ``input_view`` (how a request's input becomes one
-        row of features: ``last_step`` of a window, ``flat``, or ``none``), per-feature bin edges
-        and reference frequencies, in the input's feature order. Returns a JSON-able report.
+        row of features: ``last_step`` of a window, ``flat``, ``row_stats`` for each input's mean
+        and standard deviation, or ``none``), per-feature bin edges and reference frequencies, in
+        that row's feature order. Returns a JSON-able report.
         """
 
     @abstractmethod

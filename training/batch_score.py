@@ -41,7 +41,20 @@ from model_store.errors import ObjectNotFoundError, PreconditionFailedError
 from model_store.manifest import Manifest, OutputKind
 from training.ingest import list_raw_objects
 
-SCORING_BACKENDS = ("torchserve", "tfserving")  # PyTorch's answer first: it is the prediction
+#: PyTorch's answer first (it is the prediction); the TF Serving one, a second framework, is
+#: compared with it. An imported model is scored by what its manifest is packaged for.
+SCORING_BACKENDS = ("torchserve", "triton", "tfserving")
+
+
+def scoring_backends(manifest: Manifest) -> list[str]:
+    """The server giving the prediction and, when the version has a second framework, TF Serving."""
+    packaged = [kind for kind in SCORING_BACKENDS if kind in manifest.backends]
+    if not packaged:
+        raise ValueError(f"{manifest.name} v{manifest.version} is packaged for no server batch scoring uses")
+    primary = packaged[0]
+    return [primary, "tfserving"] if primary != "tfserving" and "tfserving" in packaged else [primary]
+
+
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -87,7 +100,7 @@ async def _predict(settings: FlywheelSettings, store: ModelStore, manifest: Mani
     input_name, output_name = manifest.signature.inputs[0].name, manifest.signature.outputs[0].name
 
     answers = {}
-    for kind in SCORING_BACKENDS:
+    for kind in scoring_backends(manifest):
         backend = build_backend(kind, settings, store)
         try:
             # Load only what is not served yet: a load rewrites the server's version list, and doing
@@ -161,13 +174,20 @@ def score_new_data(
             log_file=settings.log_dir / "spark.log",
         )
         keys, inputs = task.scoring_inputs(spark, raw_dir)
+    if len(inputs) == 0:
+        raise ValueError(
+            f"the {len(new)} new object(s) under s3://{settings.raw_bucket}/{settings.raw_prefix} "
+            f"hold no row {task.name} can score (every row was malformed)"
+        )
     if "source" in keys:
         keys = keys.assign(source=keys["source"].map(sources))
     progress(f"scoring {len(inputs)} rows with {model} v{version}")
     answers = asyncio.run(_predict(settings, store, manifest, inputs))
+    primary, *second = scoring_backends(manifest)
+    other = answers[second[0]] if second else None
     scored_at = datetime.now(UTC).isoformat()
     if manifest.output.kind is OutputKind.CLASSIFICATION:
-        probabilities = answers["torchserve"]
+        probabilities = answers[primary]
         predicted = np.argmax(probabilities, axis=1)
         confidence = probabilities.max(axis=1)
         names = manifest.output.class_names or [str(index) for index in range(probabilities.shape[1])]
@@ -177,10 +197,15 @@ def score_new_data(
             "predicted_class": predicted,
             "predicted_label": [names[index] for index in predicted],
             "confidence": confidence,
-            "agrees_tensorflow": predicted == np.argmax(answers["tfserving"], axis=1),
         }
+        if other is not None:
+            columns["agrees_tensorflow"] = predicted == np.argmax(other, axis=1)
+    elif other is None:
+        # One framework: no second opinion to measure confidence by, so nothing goes to labeling.
+        threshold, to_label_mask = float("inf"), np.zeros(len(keys), dtype=bool)
+        columns = {"prediction": answers[primary][:, 0]}
     else:
-        prediction, tensorflow = answers["torchserve"][:, 0], answers["tfserving"][:, 0]
+        prediction, tensorflow = answers[primary][:, 0], other[:, 0]
         disagreement = np.abs(prediction - tensorflow)
         threshold = float(np.quantile(disagreement, 1.0 - label_share)) if label_share > 0 else float("inf")
         to_label_mask = disagreement >= threshold if label_share > 0 else np.zeros(len(keys), dtype=bool)

@@ -15,14 +15,12 @@ import numpy as np
 
 from flywheel.native_logs import quiet_import
 from model_store.manifest import Signature, TensorSpec
-
-_NUMPY_TYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32}
+from serving.protocols.examples import example_inputs
 
 
 def example_batch(spec: TensorSpec, rows: int = 2) -> np.ndarray:
-    """Zeros of the tensor's shape with ``rows`` for each variable dimension."""
-    shape = [rows if dimension < 0 else dimension for dimension in spec.shape]
-    return np.zeros(shape, dtype=_NUMPY_TYPES.get(spec.datatype, np.float32))
+    """An input of the tensor's shape with ``rows`` for each variable dimension."""
+    return example_inputs([spec.protocol_view()], rows=rows)[spec.name]
 
 
 def export_torchscript(model: Any, signature: Signature, path: Path) -> Path:

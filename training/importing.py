@@ -60,10 +60,10 @@ class ImportPlan:
 
 
 def parse_tensor(text: str, role: str) -> TensorSpec:
-    """``NAME:DATATYPE:DIMS`` (``images:FP32:-1,28,28``) as a tensor spec; -1 marks the batch."""
+    """``NAME:DATATYPE:DIMS`` (``images:FP32:-1,64,64``) as a tensor spec; -1 marks the batch."""
     parts = text.split(":")
     if len(parts) != 3 or not parts[0]:
-        raise ImportRefusedError(f"--{role} {text!r}: expected NAME:DATATYPE:DIMS, e.g. images:FP32:-1,28,28")
+        raise ImportRefusedError(f"--{role} {text!r}: expected NAME:DATATYPE:DIMS, e.g. images:FP32:-1,64,64")
     name, datatype, dims = parts
     if datatype.upper() not in V2_TO_NUMPY:
         raise ImportRefusedError(
@@ -222,7 +222,7 @@ def plan_import(
             raise ImportRefusedError(
                 f"{source}: a {kind} file carries no signature; give it with --input NAME:DATATYPE:DIMS "
                 "and --output NAME:DATATYPE:DIMS "
-                "(e.g. --input images:FP32:-1,28,28 --output probabilities:FP32:-1,10)"
+                "(e.g. --input images:FP32:-1,64,64 --output scores:FP32:-1,5)"
             )
         signature = Signature(inputs=inputs, outputs=outputs)
     if len(signature.inputs) != 1 or len(signature.outputs) != 1:

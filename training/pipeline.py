@@ -60,16 +60,29 @@ class PipelineContext:
         return RunArea(self.store.storage, self.model, run_id)
 
 
+class NoTaskError(LookupError):
+    """A model with versions that name no task (imported without --task): nothing to train or score it by."""
+
+
 def task_of(store: ModelStore, model: str, default: str) -> Task:
-    """The model's task: its registration, else its latest manifest's, else ``default``."""
+    """The model's task: its registration, else its latest manifest's, else ``default`` for a model
+    with no version yet. A model whose versions name no task is refused: guessing would train or
+    score it with another task's data."""
     from tasks.registry import get_task
 
     registration = store.registration(model)
     if registration is not None:
         return get_task(registration["task"])
     versions = store.list_versions(model)
-    recorded = store.get_manifest(model, versions[-1]).task if versions else None
-    return get_task(recorded or default)
+    if not versions:
+        return get_task(default)
+    recorded = store.get_manifest(model, versions[-1]).task
+    if recorded is None:
+        raise NoTaskError(
+            f"{model} has versions but no task (imported without --task); register one with "
+            f"`flywheel models register {model} --task TASK` to train or batch-score it"
+        )
+    return get_task(recorded)
 
 
 def _scratch() -> tempfile.TemporaryDirectory[str]:
@@ -249,6 +262,12 @@ def step_evaluate(context: PipelineContext, force: bool = False) -> dict[str, An
                 champion_dir / "savedmodel" / str(manifest.version),
                 test.features,
                 test.target,
+            )
+        known = sorted(next(iter(candidate.values())))
+        if policy.metric not in known:
+            raise LookupError(
+                f"the gate metric {policy.metric!r} (FLYWHEEL_GATE_METRIC) is not one of task "
+                f"{task.name}'s metrics: {', '.join(known)}"
             )
         result = gate(candidate, champion, champion_version, policy)
         output = scratch / "out"

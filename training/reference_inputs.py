@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from model_store import ModelStore
+from tasks.registry import DEFAULT_TASK
 from training.pipeline import task_of
 from training.run_area import RunArea
 
 
 def reference_inputs(
-    store: ModelStore, model: str, version: int, split: str = "train", default_task: str = "stock_forecast"
+    store: ModelStore, model: str, version: int, split: str = "train", default_task: str = DEFAULT_TASK
 ) -> np.ndarray:
     """One split of the run that produced ``version`` (its lineage names the run); the feature
     profile was computed on the training split."""

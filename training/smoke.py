@@ -52,15 +52,20 @@ def _start(
             spec.prepare()
         records[spec.name] = start_process(spec, workdir / "run", workdir / "log")
     deadline = time.monotonic() + timeout_s
-    for spec in specs:
-        record = records[spec.name]
-        while (problem := spec.probe()) is not None:
-            if not is_running(record) or time.monotonic() > deadline:
-                raise ImportRefusedError(
-                    f"the {spec.name} smoke-test server did not start ({problem}):\n"
-                    + tail(Path(record.log), 20)
-                )
-            time.sleep(0.5)  # polling a starting server's health with a deadline
+    try:
+        for spec in specs:
+            record = records[spec.name]
+            while (problem := spec.probe()) is not None:
+                if not is_running(record) or time.monotonic() > deadline:
+                    raise ImportRefusedError(
+                        f"the {spec.name} smoke-test server did not start ({problem}):\n"
+                        + tail(Path(record.log), 20)
+                    )
+                time.sleep(0.5)  # polling a starting server's health with a deadline
+    except BaseException:
+        for started in records.values():
+            stop_process(started, 30)
+        raise
     return records
 
 

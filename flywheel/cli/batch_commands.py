@@ -9,6 +9,7 @@ from flywheel.cli.models_commands import open_store
 from flywheel.cli.output import JSON_OPTION, console, emit, error_console, fail
 from flywheel.settings import FlywheelSettings
 from model_store import ModelStoreError
+from serving.backends.base import BackendError
 
 batch_app = typer.Typer(help="Batch jobs on new data: scoring with the champion.", no_args_is_help=True)
 
@@ -59,6 +60,8 @@ def score(
         else:
             error_console.print(f"{error}: nothing to score")
         raise typer.Exit(3) from None
+    except BackendError as error:
+        fail(f"a model server could not score: {error}", as_json)
     except (ModelStoreError, LookupError, ValueError) as error:
         fail(str(error).strip("'\""), as_json)
     except (BotoCoreError, ClientError) as error:

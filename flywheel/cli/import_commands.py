@@ -20,10 +20,10 @@ def import_model(
         ..., help="A TorchScript file, a TensorFlow SavedModel folder or a TorchServe .mar."
     ),
     inputs: list[str] = typer.Option(
-        [], "--input", help="NAME:DATATYPE:DIMS of the input, e.g. images:FP32:-1,28,28 (-1: the batch)."
+        [], "--input", help="NAME:DATATYPE:DIMS of the input, e.g. images:FP32:-1,64,64 (-1: the batch)."
     ),
     outputs: list[str] = typer.Option(
-        [], "--output", help="NAME:DATATYPE:DIMS of the output, e.g. probabilities:FP32:-1,10."
+        [], "--output", help="NAME:DATATYPE:DIMS of the output, e.g. scores:FP32:-1,5."
     ),
     classes: str = typer.Option(
         None, "--classes", help="Comma-separated class names: the output is probabilities over them."
@@ -43,8 +43,9 @@ def import_model(
     TorchScript serves on TorchServe and Triton, a SavedModel on TF Serving, a .mar (with its own
     handler, which must take {"instances": [...]} and answer {"predictions": [...]}) on TorchServe.
     The signature comes from a SavedModel itself, otherwise from --input and --output (or --task).
-    ONNX is refused: none of the servers here can run it. From then on, deploy, canary, drift and batch
-    scoring work on the imported model as on a trained one. --json prints the published manifest.
+    ONNX is refused: none of the servers here can run it. From then on deploy and every routing
+    strategy work as for a trained model; with --task, batch scoring and retraining too (drift
+    needs the profile a retrain writes). --json prints the published manifest.
     """
     from model_store import ModelStoreError
     from model_store.manifest import Lineage

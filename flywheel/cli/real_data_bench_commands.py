@@ -87,12 +87,17 @@ def classifier(
             )
         console.print(table)
         drift = Table(title="what the drift monitor sees for v1, per injected shift (PSI; chi-squared p)")
-        for column in ("shift", "input_mean", "input_std", "confidence", "prediction", "chi2 p", "drift"):
+        rows = data["drift_detection_v1"]
+        # The profile's features (the classifier's image statistics, its confidence), as reported.
+        features = [
+            name for name in next(iter(rows.values())) if name not in ("prediction", "drift_detected")
+        ]
+        for column in ("shift", *features, "prediction", "chi2 p", "drift"):
             drift.add_column(column, justify="left" if column == "shift" else "right")
-        for shift, row in data["drift_detection_v1"].items():
+        for shift, row in rows.items():
             drift.add_row(
                 shift,
-                *[f"{row[name]['psi']:.2f}" for name in ("input_mean", "input_std", "confidence")],
+                *[f"{row[name]['psi']:.2f}" for name in features],
                 f"{row['prediction']['psi']:.2f}",
                 f"{row['prediction']['chi2_p']:.2g}",
                 "yes" if row["drift_detected"] else "no",

@@ -72,6 +72,8 @@ class ServedRequest:
     #: The first row's value (regression) or its most probable class index (classification).
     prediction: float
     kind: OutputKind
+    #: A classifier's class count (the width of its output), for checking labels.
+    classes: int = 0
 
 
 class GatewayCore:
@@ -341,13 +343,15 @@ class GatewayCore:
     ) -> None:
         kind = output.kind if output is not None else OutputKind.REGRESSION
         first = next(iter(outputs.values()), None)
+        classes = 0
         if first is None or not first.size:
             prediction = float("nan")
         elif kind is OutputKind.CLASSIFICATION:
-            prediction = float(np.argmax(first.reshape(len(first), -1)[0]))
+            row = first.reshape(len(first), -1)[0]
+            prediction, classes = float(np.argmax(row)), len(row)
         else:
             prediction = float(first.reshape(-1)[0])
-        self._served[request_id] = ServedRequest(model, variant, prediction, kind)
+        self._served[request_id] = ServedRequest(model, variant, prediction, kind, classes)
         if len(self._served) > self.feedback_memory:
             self._served.popitem(last=False)
 
@@ -372,6 +376,10 @@ class GatewayCore:
         if reward is None:
             assert label is not None
             if served.kind is OutputKind.CLASSIFICATION:
+                if not float(label).is_integer() or not 0 <= label < served.classes:
+                    raise InvalidInputError(
+                        f"a label of {model} is a class index from 0 to {served.classes - 1}, got {label}"
+                    )
                 reward = 1.0 if label == served.prediction else 0.0
             else:
                 reward = 1.0 if np.sign(label) == np.sign(served.prediction) else 0.0

@@ -330,7 +330,10 @@ class RestGateway:
             headers=request.headers,
         )
         first = next(iter(outcome.outputs.values()))
-        return outcome_response(outcome, {"predictions": first.reshape(-1)})
+        # As Flywheel's TorchServe handler answers: a number per row, or a row per row (a classifier's
+        # probabilities).
+        rows = first.reshape(len(first), -1) if first.ndim else first.reshape(1, -1)
+        return outcome_response(outcome, {"predictions": rows[:, 0] if rows.shape[1] == 1 else rows})
 
     async def feedback(self, request: web.Request) -> web.Response:
         body = await read_json(request)

@@ -109,9 +109,13 @@ class RolloutController:
         if key not in self._references:
             try:
                 profile = json.loads(self.store.read_artifact(model, version, "profile.json"))
-                self._references[key] = reference_bins(profile)
-            except (ModelStoreError, KeyError, ValueError):
+            except KeyError:
                 self._references[key] = None  # an imported model has no profile
+            except (ModelStoreError, ValueError) as error:
+                log.warning("%s v%s: no reference profile this tick: %s", model, version, error)
+                return None  # a store hiccup or a bad copy: try again next tick
+            else:
+                self._references[key] = reference_bins(profile)
         return self._references[key]
 
     def drive(self, spec: RoutingSpec) -> dict[str, Any] | None:

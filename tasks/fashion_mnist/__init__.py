@@ -76,7 +76,7 @@ class FashionMnistTask(Task):
         from tasks.fashion_mnist.dataset import images_of
         from tasks.fashion_mnist.preprocess import parse_and_clean
 
-        clean, _ = parse_and_clean(spark, raw_dir)
+        clean, _ = parse_and_clean(spark, raw_dir, labelled=False)
         frame = clean.select("image_id", "source_file", "pixels").orderBy("image_id").toPandas()
         keys = frame[["image_id", "source_file"]].rename(columns={"source_file": "source"})
         return keys, images_of(frame["pixels"])

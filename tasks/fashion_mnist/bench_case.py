@@ -68,6 +68,7 @@ def drift_detection(store: ModelStore, model: str, version: int, images: int = 2
     import torch
 
     from monitoring.drift import Thresholds, assess
+    from serving.gateway.sampling import ProfileBins
     from tasks.fashion_mnist.data import select, transform_images
 
     profile = orjson.loads(store.read_artifact(model, version, "profile.json"))
@@ -84,20 +85,25 @@ def drift_detection(store: ModelStore, model: str, version: int, images: int = 2
         "classes 0-4 only": shifted[:images],
     }
 
-    def counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    bins = ProfileBins.from_profile(profile)  # what the gateway bins, read from the profile
+    assert bins.confidence is not None and bins.classes is not None
+
+    def counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+        # The gateway's rule (Spark's Bucketizer): bin i holds [edge[i-1], edge[i]).
         return np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
 
     report = {}
     for name, batch in cases.items():
-        pixels = batch.reshape(len(batch), -1).astype(np.float64)
+        inputs = batch.astype(np.float32)
         with torch.no_grad():
-            probabilities = scripted(torch.as_tensor(batch.astype(np.float32))).numpy()
+            probabilities = scripted(torch.as_tensor(inputs)).numpy()
+        rows = bins.rows(inputs)
+        assert rows is not None
         live = {
-            "input_mean": counts(pixels.mean(axis=1), profile["features"]["input_mean"]["edges"]),
-            "input_std": counts(pixels.std(axis=1), profile["features"]["input_std"]["edges"]),
-            "confidence": counts(probabilities.max(axis=1), profile["confidence"]["edges"]),
-            "prediction": np.bincount(probabilities.argmax(axis=1), minlength=probabilities.shape[1]),
+            feature: counts(rows[:, column], edges) for column, (feature, edges) in enumerate(bins.features)
         }
+        live["confidence"] = counts(probabilities.max(axis=1), bins.confidence)
+        live["prediction"] = np.bincount(probabilities.argmax(axis=1), minlength=bins.classes)
         verdict = assess(profile, live, Thresholds(min_samples=100))
         report[name] = {
             **{f.feature: {"psi": round(f.psi, 3), "p_value": f.p_value} for f in verdict.features},

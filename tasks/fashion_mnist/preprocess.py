@@ -31,8 +31,12 @@ TRAIN_SHARE, VALIDATION_SHARE = 80, 10
 PROFILE_BINS = 10
 
 
-def check_parquet_batch(path: Path, source: str) -> None:
-    """Refuse a batch that is not Parquet, lacks a column, or holds no row (ingest's check)."""
+def check_parquet_batch(path: Path, source: str, labelled: bool = True) -> None:
+    """Refuse a batch that is not Parquet, lacks a column, or holds no row (ingest's check).
+
+    ``labelled=False`` (batch scoring): the ``label`` column may be missing; new images usually
+    arrive without one, and they are what labeling wants.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -44,7 +48,8 @@ def check_parquet_batch(path: Path, source: str) -> None:
     problems = []
     for name, kind in REQUIRED_COLUMNS.items():
         if name not in schema.names:
-            problems.append(f"missing column {name}")
+            if name != "label" or labelled:
+                problems.append(f"missing column {name}")
         elif kind == "binary" and not pa.types.is_binary(schema.field(name).type):
             problems.append(f"{name} is {schema.field(name).type}, expected binary (784 bytes)")
         elif kind == "int64" and not pa.types.is_integer(schema.field(name).type):
@@ -58,41 +63,45 @@ def check_parquet_batch(path: Path, source: str) -> None:
         raise RawDataError(f"{source}: the batch holds no images")
 
 
-def _batch_files(input_dir: Path) -> list[Path]:
+def _batch_files(input_dir: Path, labelled: bool = True) -> list[Path]:
     files = sorted(path for path in input_dir.rglob("*") if path.is_file() and path.suffix == ".parquet")
     if not files:
         raise PreprocessError(f"{input_dir}: the snapshot holds no Parquet batches")
     for path in files:
         try:
-            check_parquet_batch(path, str(path.relative_to(input_dir)))
+            check_parquet_batch(path, str(path.relative_to(input_dir)), labelled)
         except RawDataError as error:
             raise PreprocessError(str(error)) from None
     return files
 
 
-def parse_and_clean(spark: Any, input_dir: Path) -> tuple[Any, Any]:
-    """(clean rows, quarantined rows with a ``reason``) from every batch below ``input_dir``."""
+def parse_and_clean(spark: Any, input_dir: Path, labelled: bool = True) -> tuple[Any, Any]:
+    """(clean rows, quarantined rows with a ``reason``) from every batch below ``input_dir``.
+
+    ``labelled=False`` (batch scoring) takes images with or without a label and checks no label.
+    """
     from pyspark.sql import functions as F
 
-    frames = [
-        spark.read.parquet(str(path)).select(
-            F.col("image_id").cast("string"),
-            F.col("label").cast("long"),
-            F.col("pixels"),
-            F.lit(str(path.relative_to(input_dir))).alias("source_file"),
+    frames = []
+    for path in _batch_files(input_dir, labelled):
+        batch = spark.read.parquet(str(path))
+        label = F.col("label") if "label" in batch.columns else F.lit(None)
+        frames.append(
+            batch.select(
+                F.col("image_id").cast("string"),
+                label.cast("long").alias("label"),
+                F.col("pixels"),
+                F.lit(str(path.relative_to(input_dir))).alias("source_file"),
+            )
         )
-        for path in _batch_files(input_dir)
-    ]
     raw = frames[0]
     for frame in frames[1:]:
         raw = raw.unionByName(frame)
+    unknown_label = F.col("label").isNull() | (F.col("label") < 0) | (F.col("label") >= len(CLASS_NAMES))
     reason = (
         F.when(F.col("image_id").isNull() | (F.trim("image_id") == ""), F.lit("missing image id"))
         .when(F.col("pixels").isNull() | (F.length("pixels") != PIXELS), F.lit(f"not {PIXELS} pixel bytes"))
-        .when(
-            F.col("label").isNull() | (F.col("label") < 0) | (F.col("label") >= len(CLASS_NAMES)),
-            F.lit("unknown label"),
-        )
+        .when(unknown_label & F.lit(labelled), F.lit("unknown label"))
     )
     checked = raw.withColumn("reason", reason).cache()
     quarantined = checked.where(F.col("reason").isNotNull()).select(

@@ -13,6 +13,7 @@ from torch import nn
 from tasks.base import Split
 from tasks.stock_forecast.contract import FEATURE_COLUMNS, WINDOW
 from tasks.stock_forecast.params import TorchParams
+from training.exports import torch_predict
 from training.torch_loop import fit_early_stopping
 
 
@@ -38,12 +39,6 @@ class ForecastMLP(nn.Module):
         return self.layers(normalised.flatten(1))
 
 
-def predict(model: nn.Module, features: np.ndarray) -> np.ndarray:
-    model.eval()
-    with torch.no_grad():
-        return model(torch.as_tensor(features, dtype=torch.float32)).numpy().reshape(-1)
-
-
 def train_torch(
     splits: dict[str, Split], mean: np.ndarray, std: np.ndarray, params: TorchParams
 ) -> ForecastMLP:
@@ -63,7 +58,7 @@ def train_torch(
     target = torch.as_tensor(train.target / scale).reshape(-1, 1)
 
     def negative_validation_rmse() -> float:
-        error = predict(model, validation.features) * scale - validation.target
+        error = torch_predict(model, validation.features).reshape(-1) * scale - validation.target
         return -float(np.sqrt(np.mean(error**2)))
 
     fit_early_stopping(

@@ -88,6 +88,14 @@ def test_each_server_answers_class_probabilities(
     np.testing.assert_allclose(probabilities, expected, atol=TOLERANCE)
     assert float(np.mean(probabilities.argmax(axis=1) == labels)) >= 0.6
 
+    torchserve_style = gateway_stack.client.post(
+        f"{gateway_stack.url}/predictions/{CLASSIFIER}", json={"instances": pixels[:3].tolist()}
+    )
+    assert torchserve_style.status_code == 200, torchserve_style.text
+    rows = torchserve_style.json()["predictions"]
+    assert len(rows) == 3 and all(len(row) == 10 for row in rows), "a row of probabilities per image"
+    np.testing.assert_allclose(rows, probabilities[:3], atol=TOLERANCE)
+
     metadata = gateway_stack.client.get(f"{gateway_stack.url}/v2/models/{CLASSIFIER}").json()
     assert metadata["inputs"] == [{"name": "images", "datatype": "FP32", "shape": [-1, 28, 28]}]
     wrong = infer(gateway_stack, pixels[:, :14, :14])
@@ -117,6 +125,12 @@ def test_feedback_labels_are_class_indices_and_drift_bins_follow_the_profile(
         feedback, json={"id": missed.headers["x-request-id"], "label": wrong_class}
     )
     assert miss.json()["reward"] == 0.0, "a classifier's label is right or wrong, not a direction"
+    for bad in (3.5, 10, -1):
+        third = infer(gateway_stack, pixels[:1])
+        refused = gateway_stack.client.post(
+            feedback, json={"id": third.headers["x-request-id"], "label": bad}
+        )
+        assert refused.status_code == 400 and "class index from 0 to 9" in refused.text, refused.text
 
     before = gateway_stack.metrics()
     assert infer(gateway_stack, pixels).status_code == 200

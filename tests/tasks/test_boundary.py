@@ -50,8 +50,9 @@ def tasks() -> list[Task]:
 def forbidden_patterns(task: Task) -> list[re.Pattern[str]]:
     """The task's vocabulary as whole words, its name, and its input shape as written in code."""
     words = [re.compile(rf"(?<![A-Za-z0-9_]){re.escape(word)}(?![A-Za-z0-9_])") for word in task.vocabulary]
-    shape = ", ".join(str(dimension) for dimension in task.signature().inputs[0].shape[1:])
-    return [*words, re.compile(rf"[\[(]-?1?,? ?{re.escape(shape)}[\])]")]
+    shape = r",\s*".join(str(dimension) for dimension in task.signature().inputs[0].shape[1:])
+    # Written in code ([10, 8], (28, 28)) or on a command line (-1,28,28).
+    return [*words, re.compile(rf"(?:[\[(]|-1,\s*)(?:-1,\s*)?{shape}(?![0-9])")]
 
 
 def test_manifest_readers_never_name_a_task() -> None:
