@@ -48,6 +48,7 @@ class TritonBackend:
         metrics_url: str,
         timeout_s: float = 10.0,
         device: str = "cpu",
+        load_timeout_s: float = 120.0,
     ) -> None:
         self.store = store
         self.device = device
@@ -56,6 +57,9 @@ class TritonBackend:
         self.metrics_url = metrics_url
         self.timeout_s = timeout_s
         self._client = triton_http.InferenceServerClient(self.http_url, conn_timeout=timeout_s)
+        # Loads and unloads wait for the model's instances: each Python-backend instance starts a
+        # stub process that imports torch, seconds on a busy node, so not the inference budget.
+        self._control = triton_http.InferenceServerClient(self.http_url, conn_timeout=load_timeout_s)
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
 
@@ -76,9 +80,9 @@ class TritonBackend:
     async def _apply(self, model: str, versions: list[int]) -> None:
         try:
             if versions:
-                await self._client.load_model(model)
+                await self._control.load_model(model)
             else:
-                await self._client.unload_model(model)
+                await self._control.unload_model(model)
         except InferenceServerException as error:
             raise InvalidInputError(
                 f"triton refused to load {model} versions {versions}: {error.message()}"
@@ -184,5 +188,6 @@ class TritonBackend:
 
     async def aclose(self) -> None:
         await self._client.close()
+        await self._control.close()
         if self._session is not None:
             await self._session.close()

@@ -287,12 +287,14 @@ def test_metrics_and_drift_sampling(canary: GatewayStack) -> None:
     for _ in range(5):
         assert canary.infer(features, version=1).status_code == 200
     text = canary.metrics()
-    samples = metric_value(text, "flywheel_gateway_profile_samples_total", version="1")
+    # The stack serves other models too (the classifier): count this model's bins only.
+    samples = metric_value(text, "flywheel_gateway_profile_samples_total", model=MODEL, version="1")
     assert samples >= 40  # drift_sample_rate is 1.0 in the test stack: every row counted
     for feature in ("return_1d", "volatility_20d", "prediction"):
-        assert (
-            metric_value(text, "flywheel_gateway_profile_bin_total", version="1", feature=feature) == samples
+        counted = metric_value(
+            text, "flywheel_gateway_profile_bin_total", model=MODEL, version="1", feature=feature
         )
+        assert counted == samples, feature
     assert metric_value(text, "flywheel_gateway_requests_total", variant="torchserve-v1") >= 5
     assert metric_value(text, "flywheel_gateway_request_duration_seconds_count", variant="torchserve-v1") >= 5
     assert "flywheel_gateway_in_flight_requests" in text

@@ -138,3 +138,17 @@ def test_inverted_images_retrain_a_classifier_that_beats_the_champion(
     champion, candidate = evaluation["champion"]["pytorch"], evaluation["candidate"]["pytorch"]
     assert candidate["accuracy"] > champion["accuracy"] + 0.2, (candidate, champion)
     assert drifted["publish"]["version"] == 2
+
+
+def test_batch_scoring_takes_unlabelled_images_and_keeps_their_reference(spark: Any, tmp_path: Path) -> None:
+    """New images usually come without a label: scoring must take them (ingest for training must not)."""
+    image_ids, images, _ = select("test", 100, 20)
+    unlabelled = pd.DataFrame({"image_id": image_ids, "pixels": [image.tobytes() for image in images]})
+    _batch(tmp_path / "raw" / "h1", "new.parquet", unlabelled)
+    with pytest.raises(RawDataError, match="missing column label"):
+        TASK.check_raw(tmp_path / "raw" / "h1" / "new.parquet", "new.parquet")
+    keys, inputs = TASK.scoring_inputs(spark, tmp_path / "raw")
+    assert list(keys.columns) == ["image_id", "source"] and len(keys) == 20
+    assert set(keys["source"]) == {"h1/new.parquet"}, "the path batch scoring maps to the S3 object"
+    assert inputs.shape == (20, 28, 28) and inputs.dtype == np.float32
+    np.testing.assert_array_equal(inputs[keys["image_id"].tolist().index(image_ids[0])], images[0])
