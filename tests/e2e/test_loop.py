@@ -224,7 +224,7 @@ def test_the_classifier_trains_serves_and_retrains_after_its_images_drift(loop_s
 
     stack = loop_stack
     stack.flywheel_json("models", "register", CLASSIFIER, "--task", "fashion_mnist")
-    stack.flywheel_json("data", "fashion", "--batch", "base", "--count", "6000")
+    stack.flywheel_json("data", "fashion", "--batch", "base", "--count", "4000")
     first = stack.flywheel_json(
         "retrain", CLASSIFIER, "--reason", "first classifier", "--wait", "--timeout", "600", timeout=700
     )
@@ -248,9 +248,9 @@ def test_the_classifier_trains_serves_and_retrains_after_its_images_drift(loop_s
         "--batch",
         "inverted",
         "--start",
-        "6000",
+        "4000",
         "--count",
-        "3000",
+        "2000",
         "--transform",
         "invert",
     )
@@ -281,7 +281,7 @@ def test_the_classifier_trains_serves_and_retrains_after_its_images_drift(loop_s
     assert f'flywheel_retrain_runs_total{{model="{CLASSIFIER}",state="published"}} 2.0' in metrics
 
     scored = stack.flywheel_json("batch", "score", CLASSIFIER)
-    assert scored["rows"] == 9000 and 0 < scored["to_label"] < scored["rows"], scored
+    assert scored["rows"] == 6000 and 0 < scored["to_label"] < scored["rows"], scored
     assert scored["label_threshold"] == 0.95
     import io
 
