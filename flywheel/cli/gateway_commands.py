@@ -386,7 +386,15 @@ def predict(
         console.print(
             f"[bold]{name}[/] v{data['version']} via [bold]{data['variant']}[/] (request {data['id']})"
         )
-        console.print(f"predictions: {np.asarray(data['predictions']).reshape(-1).round(6).tolist()}")
+        predictions = np.asarray(data["predictions"])
+        rows = predictions.reshape(len(predictions), -1) if predictions.ndim else predictions.reshape(1, 1)
+        if rows.shape[1] == 1:
+            console.print(f"predictions: {rows[:, 0].round(6).tolist()}")
+        else:  # a row of scores per input (a classifier's probabilities): show each row's best column
+            for index, row in enumerate(rows):
+                console.print(
+                    f"row {index}: column {int(row.argmax())} ({row.max():.4f}); {row.round(4).tolist()}"
+                )
         if repeat > 1:
             console.print(
                 f"split over {repeat} requests: {dict(split)}; mean {data['mean_latency_ms']:.1f} ms"
@@ -445,7 +453,10 @@ def _predict_once(
         "id": payload["id"],
         "version": int(payload["model_version"]),
         "variant": http.headers["x-flywheel-variant"],
-        "predictions": payload["outputs"][0]["data"],
+        # In the output's shape (REST carries it flat), as the gRPC answer is.
+        "predictions": np.asarray(payload["outputs"][0]["data"])
+        .reshape(payload["outputs"][0]["shape"])
+        .tolist(),
     }
 
 
