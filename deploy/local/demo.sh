@@ -73,7 +73,7 @@ curl -sS -X POST "http://127.0.0.1:${FLYWHEEL_GATEWAY_HTTP_PORT:-9080}/v1/models
 echo
 
 step "flywheel traffic: replay v1's training windows (in distribution), then the drift table"
-flywheel traffic "$FLYWHEEL_MODEL_NAME" --rows 20000
+flywheel traffic "$FLYWHEEL_MODEL_NAME" --rows 10000
 flywheel drift "$FLYWHEEL_MODEL_NAME"
 
 step "the loop: drift -> alert -> retrain -> canary -> promote (watching, not acting)"
@@ -88,8 +88,9 @@ flywheel batch score "$FLYWHEEL_MODEL_NAME"
 step "a second task on the same stack: the Fashion-MNIST image classifier (tasks/fashion_mnist)"
 flywheel models tasks
 flywheel models register image-classifier --task fashion_mnist
-flywheel data fashion --batch base --count 12000
-flywheel retrain image-classifier --reason "first classifier" --wait
+flywheel data fashion --batch base --count 8000
+# In one process (one Spark session): the drift loop below shows the same steps as the DAG.
+flywheel pipeline run --model image-classifier
 
 step "the classifier on each of the three servers: class probabilities through the gateway"
 for backend in triton torchserve tfserving; do

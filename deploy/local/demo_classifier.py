@@ -40,12 +40,13 @@ def main() -> int:
 
     def traffic() -> None:
         while not stop.is_set():
-            send_traffic(settings.gateway_url, MODEL, signature, inverted[:256], batch_rows=32)
+            # Small requests: the canary judges request counts, and images are heavy JSON.
+            send_traffic(settings.gateway_url, MODEL, signature, inverted[:256], batch_rows=8)
 
     timeline = Timeline()
     subprocess.run(
-        [sys.executable, "-m", "flywheel", "data", "fashion", "--batch", "inverted", "--start", "12000",
-         "--count", "4000", "--transform", "invert", "--json"],
+        [sys.executable, "-m", "flywheel", "data", "fashion", "--batch", "inverted", "--start", "8000",
+         "--count", "3000", "--transform", "invert", "--json"],
         check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     sender = threading.Thread(target=traffic, daemon=True)
