@@ -11,11 +11,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from typing import Any
 
 import httpx
 import numpy as np
-from demo_loop import Timeline, wait_for  # this folder: both are scripts of `make demo`
+from demo_loop import (  # this folder: both are scripts of `make demo`
+    Timeline,
+    delivered_triggers,
+    firing_drift,
+    wait_for,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -53,22 +57,13 @@ def main() -> int:
     sender.start()
     timeline.mark("drift onset: inverted images land in S3 and reach live traffic")
 
-    def firing() -> list[dict[str, Any]]:
-        alerts = httpx.get(f"{settings.prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
-        return [
-            a for a in alerts
-            if a["labels"]["alertname"] == "FeatureDrift" and a["labels"].get("model") == MODEL
-            and a["state"] == "firing"
-        ]  # fmt: skip
-
-    alerts = wait_for(firing, 300, "FeatureDrift on the classifier")
+    alerts = wait_for(lambda: firing_drift(settings, MODEL), 300, "FeatureDrift on the classifier")
     timeline.mark(f"FeatureDrift firing on {', '.join(sorted(a['labels']['feature'] for a in alerts))}")
-
-    def triggered() -> list[dict[str, Any]]:
-        delivered = http.get(f"{settings.gateway_url}/admin/retrain").json()["delivered"]
-        return [entry for entry in delivered if entry["trigger"]["model"] == MODEL]
-
-    entry = wait_for(triggered, 120, "the retrain bridge to trigger the classifier's run")[-1]
+    entry = wait_for(
+        lambda: delivered_triggers(http, settings, MODEL),
+        120,
+        "the retrain bridge to trigger the classifier's run",
+    )[-1]
     timeline.mark(f"retrain bridge -> Airflow: run {entry['trigger']['dag_run_id']} for {MODEL}")
     wait_for(lambda: 2 in store.list_versions(MODEL), 600, "v2 of the classifier", interval_s=2)
     gate = store.get_manifest(MODEL, 2).gate

@@ -56,6 +56,22 @@ def wait_for(condition: Any, timeout_s: float, what: str, interval_s: float = 1.
     raise SystemExit(f"demo: timed out after {timeout_s:.0f} s waiting for {what}")
 
 
+def firing_drift(settings: FlywheelSettings, model: str) -> list[dict[str, Any]]:
+    """FeatureDrift alerts firing for ``model`` (Prometheus's alerts API)."""
+    alerts = httpx.get(f"{settings.prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+    return [
+        a for a in alerts
+        if a["labels"]["alertname"] == "FeatureDrift" and a["labels"].get("model") == model
+        and a["state"] == "firing"
+    ]  # fmt: skip
+
+
+def delivered_triggers(http: httpx.Client, settings: FlywheelSettings, model: str) -> list[dict[str, Any]]:
+    """The retrain bridge's delivered triggers for ``model`` (its outbox, admin API)."""
+    delivered = http.get(f"{settings.gateway_url}/admin/retrain").json()["delivered"]
+    return [entry for entry in delivered if entry["trigger"]["model"] == model]
+
+
 def main() -> int:
     settings = FlywheelSettings()
     model = settings.model_name
@@ -100,18 +116,11 @@ def main() -> int:
     values = wait_for(lambda: {f: v for f, v in psi().items() if v >= 0.2}, 300, "PSI over 0.2")
     timeline.mark("drift exporter: PSI " + ", ".join(f"{f} {v:.2f}" for f, v in sorted(values.items())))
 
-    def firing() -> list[dict[str, Any]]:
-        alerts = httpx.get(f"{settings.prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
-        return [a for a in alerts if a["labels"]["alertname"] == "FeatureDrift" and a["state"] == "firing"]
-
-    alerts = wait_for(firing, 300, "FeatureDrift to fire")
+    alerts = wait_for(lambda: firing_drift(settings, model), 300, "FeatureDrift to fire")
     timeline.mark(f"Prometheus: FeatureDrift firing on {', '.join(a['labels']['feature'] for a in alerts)}")
-
-    def triggered() -> list[dict[str, Any]]:
-        delivered = http.get(f"{settings.gateway_url}/admin/retrain").json()["delivered"]
-        return [entry for entry in delivered if entry["trigger"]["model"] == model]
-
-    entry = wait_for(triggered, 120, "the retrain bridge to trigger Airflow")[-1]
+    entry = wait_for(
+        lambda: delivered_triggers(http, settings, model), 120, "the retrain bridge to trigger Airflow"
+    )[-1]
     run_id = entry["trigger"]["dag_run_id"]
     timeline.mark(f"Alertmanager -> retrain bridge -> Airflow: run {run_id} ({entry['outcome']})")
 
