@@ -83,6 +83,10 @@ class SteadyLoad:
     def failures(self) -> int:
         return sum(status != 200 for status, _ in self.seen)
 
+    def failed(self) -> collections.Counter[tuple[int, str]]:
+        """What the failures were: (status, variant) -> count (status 0: no HTTP answer)."""
+        return collections.Counter(item for item in self.seen if item[0] != 200)
+
     def share(self, variant: str) -> float:
         return collections.Counter(v for _, v in self.seen)[variant] / max(len(self.seen), 1)
 
@@ -196,7 +200,7 @@ def test_a_good_candidate_reaches_100_percent_by_itself(
         "promote triton-v2 after step 3 of 3 (100%)",
         "champion -> v2",
     ]
-    assert run.load.failures() == 0
+    assert run.load.failures() == 0, run.load.failed()
     assert ModelStore.open(controller.settings.resolve_store_uri()).aliases(MODEL)["champion"] == 2
 
 
@@ -245,7 +249,7 @@ def test_a_controller_killed_mid_canary_resumes_without_skipping_or_repeating(
         "promote triton-v2 after step 3 of 3 (100%)",
         "champion -> v2",
     ], "each step exactly once across the restart"
-    assert run.load.failures() == 0
+    assert run.load.failures() == 0, run.load.failed()
 
 
 def test_a_blue_green_rollout_switches_under_load_without_failures_and_retires_blue(
@@ -284,7 +288,7 @@ def test_a_bad_green_is_switched_back_during_the_bake(
     assert run.spec["params"]["active"] == "triton-v2"
     assert run.actions[-1] == "blue-green: switch back to triton-v2"
     assert "p99" in run.spec["history"][-1]["reason"]
-    assert run.load.failures() == 0
+    assert run.load.failures() == 0, run.load.failed()
 
 
 def test_prometheus_and_the_gateway_give_the_analysis_the_same_counters(

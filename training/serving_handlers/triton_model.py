@@ -14,6 +14,13 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
+_TORCH_TYPES = {
+    "TYPE_FP32": torch.float32,
+    "TYPE_FP64": torch.float64,
+    "TYPE_INT64": torch.int64,
+    "TYPE_INT32": torch.int32,
+}
+
 
 class TritonPythonModel:
     def initialize(self, args):
@@ -27,6 +34,14 @@ class TritonPythonModel:
             torch.set_num_threads(1)  # one instance per CPU; the server batches across requests
         folder = os.path.join(args["model_repository"], args["model_version"])
         self.model = torch.jit.load(os.path.join(folder, "model.pt"), map_location=self.device).eval()
+        # TorchScript optimises on its first calls: make them here, so the version reports ready
+        # only once it answers at full speed (the first live request would otherwise pay for it).
+        dtype = _TORCH_TYPES.get(config["input"][0]["data_type"], torch.float32)
+        dims = [int(dim) for dim in config["input"][0]["dims"]]
+        example = torch.zeros([2, *dims], dtype=dtype, device=self.device)
+        with torch.no_grad():
+            for _ in range(2):
+                self.model(example)
 
     def execute(self, requests):
         inputs = [
