@@ -54,10 +54,10 @@ def _render_versions(data: dict[str, Any]) -> None:
     for column in ("version", "created", "framework", "backends", "metrics", "aliases"):
         table.add_column(column)
     for row in data["versions"]:
-        # The table shows the headline metrics; `show` and --json carry all of them.
-        headline = {
-            k: v for k, v in row["metrics"].items() if k.endswith(("rmse", "skill")) and "naive" not in k
-        }
+        # The table shows the gate's metric per framework (the manifest's gate names it); `show`
+        # and --json carry all of them.
+        gate_metric = (row.get("gate") or {}).get("metric")
+        headline = {k: v for k, v in row["metrics"].items() if gate_metric and k.endswith(f"_{gate_metric}")}
         metrics = " ".join(f"{key}={value:.4g}" for key, value in sorted(headline.items()))
         table.add_row(
             str(row["version"]),
@@ -104,7 +104,9 @@ def list_models(
                     "created_at": manifest.created_at.isoformat(),
                     "framework": manifest.framework,
                     "backends": [str(backend) for backend in manifest.backends],
+                    "task": manifest.task,
                     "metrics": manifest.metrics,
+                    "gate": None if manifest.gate is None else manifest.gate.model_dump(mode="json"),
                     "aliases": sorted(alias for alias, target in aliases.items() if target == version),
                 }
             )

@@ -289,10 +289,15 @@ def _render_run(results: dict[str, Any]) -> None:
     for step, result in results.items():
         console.print(f"[bold]{step}[/]: ", end="")
         if step.startswith("train-"):
+            # The task's holdout metrics, each beside its baseline (``*_naive``) where it has one.
             metrics = result["metrics"]
             console.print(
-                f"rmse {metrics['rmse']:.5f} (naive {metrics['rmse_naive']:.5f}), "
-                f"directional accuracy {metrics['directional_accuracy']:.3f}, skill {metrics['skill']:+.3f}"
+                ", ".join(
+                    f"{name} {value:.4g}"
+                    + (f" (naive {metrics[name + '_naive']:.4g})" if name + "_naive" in metrics else "")
+                    for name, value in metrics.items()
+                    if not name.endswith("_naive")
+                )
             )
         elif step == "evaluate":
             console.print("gate " + ("[green]passed[/]" if result["gate"]["passed"] else "[red]failed[/]"))
