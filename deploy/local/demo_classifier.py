@@ -20,8 +20,6 @@ from demo_loop import (  # this folder: both are scripts of `make demo`
     firing_drift,
     wait_for,
 )
-from rich.console import Console
-from rich.table import Table
 
 from flywheel.settings import FlywheelSettings
 from flywheel.stack.credentials import admin_token
@@ -29,7 +27,6 @@ from model_store import ModelStore
 from monitoring.traffic import send_traffic
 from tasks.fashion_mnist.data import select, transform_images
 
-console = Console()
 MODEL = "image-classifier"
 
 
@@ -76,12 +73,7 @@ def main() -> int:
     timeline.mark("rollout controller: v2 promoted, serving 100 %")
     stop.set()
     sender.join(timeout=30)
-    table = Table(title="the classifier's loop, timed from drift onset", title_justify="left")
-    table.add_column("t (s)", justify="right")
-    table.add_column("what happened")
-    for elapsed, what in timeline.events:
-        table.add_row(f"{elapsed:.0f}", what)
-    console.print(table)
+    timeline.show("the classifier's loop, timed from drift onset")
     return 0
 
 

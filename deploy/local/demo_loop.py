@@ -45,6 +45,14 @@ class Timeline:
         self.events.append((elapsed, what))
         console.print(f"[bold green]+{elapsed:6.1f} s[/] {what}")
 
+    def show(self, title: str) -> None:
+        table = Table(title=title, title_justify="left")
+        table.add_column("t (s)", justify="right")
+        table.add_column("what happened")
+        for elapsed, what in self.events:
+            table.add_row(f"{elapsed:.0f}", what)
+        console.print(table)
+
 
 def wait_for(condition: Any, timeout_s: float, what: str, interval_s: float = 1.0) -> Any:
     deadline = time.monotonic() + timeout_s
@@ -165,12 +173,7 @@ def main() -> int:
     stop.set()
     sender.join(timeout=30)
 
-    table = Table(title="the loop, timed from drift onset", title_justify="left")
-    table.add_column("t (s)", justify="right")
-    table.add_column("what happened")
-    for elapsed, what in timeline.events:
-        table.add_row(f"{elapsed:.0f}", what)
-    console.print(table)
+    timeline.show("the loop, timed from drift onset")
     console.print(f"[bold]drift onset -> v{new_version} serving 100 %: {promoted_after:.0f} s[/] "
                   f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")  # fmt: skip
     return 0
