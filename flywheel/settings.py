@@ -7,6 +7,7 @@ and the defaults below. Nothing else in the code base reads ``os.environ`` for c
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -122,6 +123,46 @@ class FlywheelSettings(BaseSettings):
         description="Where servers run models: cpu, or gpu (Triton KIND_GPU, one GPU per TorchServe worker).",
     )
     backend_timeout_s: float = Field(default=10.0, description="Per-request timeout of the backend adapters.")
+    triton_replicas: int = Field(default=1, ge=1, le=8, description="Triton replicas `flywheel up` runs.")
+    torchserve_replicas: int = Field(
+        default=1, ge=1, le=8, description="TorchServe replicas `flywheel up` runs."
+    )
+    tfserving_replicas: int = Field(
+        default=1, ge=1, le=8, description="TF-Serving-protocol runtime replicas `flywheel up` runs."
+    )
+    backend_replicas: dict[str, int] = Field(
+        default_factory=dict,
+        description='Replicas of backend kinds registered beyond the built-in three, e.g. {"onnx": 2}.',
+    )
+    replica_port_stride: int = Field(
+        default=100,
+        ge=1,
+        description="Replica i of a server listens on its configured ports plus i times this stride.",
+    )
+    agent_port: int = Field(
+        default=9300,
+        description="Status port of the first model agent; the others take the next ports in stack order.",
+    )
+    agent_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a model agent reads the routing specs and checks its server.",
+    )
+    agent_unload_grace_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a version no spec needs stays loaded (an instant rollback) before unloading.",
+    )
+    deploy_ready_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a deploy waits for every replica's agent to report the version ready.",
+    )
+    agent_stale_after_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="A model agent whose report is older than this counts as gone (its replica too).",
+    )
     gateway_http_port: int = Field(
         default=9080, description="Gateway REST port (KServe v2, compatibility paths, admin)."
     )
@@ -298,8 +339,16 @@ class FlywheelSettings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            elif isinstance(value, dict):
+                value = json.dumps(value)  # complex fields are read back from the environment as JSON
             environment[f"FLYWHEEL_{name.upper()}"] = str(value)
         return environment
+
+    def replicas_of(self, kind: str) -> int:
+        """How many replicas of a server kind the stack runs (1 unless set)."""
+        builtin = {"triton": self.triton_replicas, "torchserve": self.torchserve_replicas}
+        builtin["tfserving"] = self.tfserving_replicas
+        return builtin.get(kind, self.backend_replicas.get(kind, 1))
 
     def resolve_store_uri(self) -> str:
         """The store URI with a relative ``file://`` path made absolute against ``home``."""

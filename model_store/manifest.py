@@ -8,19 +8,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 MANIFEST_SCHEMA_VERSION = 1
 
 
-class ServingBackend(StrEnum):
-    """The model servers an artifact set can be packaged for."""
-
-    TRITON = "triton"
-    TORCHSERVE = "torchserve"
-    TFSERVING = "tfserving"
+#: A model-server kind the artifacts are packaged for. The kinds themselves are listed by
+#: ``serving.backends.registry`` (the store sits below serving and only checks the name's form).
+ServingBackend = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 
 
 class TensorSpec(BaseModel):

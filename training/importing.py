@@ -24,16 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_store.manifest import OutputKind, OutputSpec, ServingBackend, Signature, TensorSpec
+from model_store.manifest import OutputKind, OutputSpec, Signature, TensorSpec
 from model_store.store import sha256_file
 from serving.protocols.v2 import V2_TO_NUMPY
 
 FORMATS = ("torchscript", "savedmodel", "mar")
-SERVERS = {
-    "torchscript": [ServingBackend.TORCHSERVE, ServingBackend.TRITON],
-    "savedmodel": [ServingBackend.TFSERVING],
-    "mar": [ServingBackend.TORCHSERVE],
-}
+
+
+def servers_for(kind: str) -> list[str]:
+    """The registered server kinds that serve a file of this format (a .mar: TorchServe alone)."""
+    from serving.backends.registry import plugins
+
+    if kind == "mar":
+        return ["torchserve"]
+    return [plugin.kind for plugin in plugins() if kind in plugin.formats]
+
+
 FRAMEWORKS = {"torchscript": "pytorch", "savedmodel": "tensorflow", "mar": "pytorch"}
 _TF_DATATYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32", "float16": "FP16"}
 
@@ -49,7 +55,7 @@ class ImportPlan:
     format: str
     signature: Signature
     output: OutputSpec
-    backends: list[ServingBackend]
+    backends: list[str]
     source_sha256: str
     #: Relative artifact path (with ``{version}``) -> local file, ready for ``ModelStore.publish``.
     artifacts: dict[str, Path] = field(default_factory=dict)
@@ -199,7 +205,7 @@ def plan_import(
     With ``task`` (a registered :class:`tasks.base.Task`), a file without a signature takes the
     task's, and the model's signature and output kind must be the task's.
     """
-    from training.package import build_mar, triton_config
+    from serving.backends.registry import PackageInputs, get_plugin
 
     kind = detect_format(source)
     if task is not None and kind != "savedmodel" and not inputs and not outputs:
@@ -241,7 +247,7 @@ def plan_import(
         format=kind,
         signature=signature,
         output=task.output if task is not None else output_spec(signature, class_names),
-        backends=list(SERVERS[kind]),
+        backends=servers_for(kind),
         source_sha256=source_digest(source),
     )
     package = workdir / "package"
@@ -257,15 +263,11 @@ def plan_import(
         torchscript.parent.mkdir()
         shutil.copy(source, torchscript)
         plan.artifacts["torchscript/model.pt"] = torchscript
-        mar = build_mar(name, torchscript, signature_file, package / "torchserve")
-        plan.artifacts[f"torchserve/{name}.mar"] = mar
-        triton = package / "triton"
-        triton.mkdir()
-        (triton / "config.pbtxt").write_text(triton_config(name, signature))
-        plan.artifacts[f"triton/{name}/config.pbtxt"] = triton / "config.pbtxt"
-        entry = Path(__file__).parent / "serving_handlers" / "triton_model.py"
-        plan.artifacts[f"triton/{name}/{{version}}/model.py"] = entry
-        plan.artifacts[f"triton/{name}/{{version}}/model.pt"] = torchscript
+        # Each server that serves TorchScript packages it its own way (serving/backends/<kind>/).
+        exports = PackageInputs(name, signature_file, torchscript=torchscript)
+        for server in plan.backends:
+            for written in get_plugin(server).package(exports, package):
+                plan.artifacts[written] = package / written
     elif kind == "mar":
         plan.artifacts[f"torchserve/{name}.mar"] = source
     else:

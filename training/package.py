@@ -1,4 +1,4 @@
-"""Packaging: one trained model, three servers' native formats, one shared signature.
+"""Packaging: one trained model, every registered server's native format, one shared signature.
 
 Layout produced (paths relative to the version folder; ``{version}`` is filled in at publish):
 
@@ -16,70 +16,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from model_store.manifest import Signature, TensorSpec
+from model_store.manifest import Signature
+from serving.backends.registry import PackageInputs, plugins
+from serving.backends.torchserve.packaging import PackagingError, build_mar
+from serving.backends.triton.packaging import triton_config
 
-HANDLERS = Path(__file__).parent / "serving_handlers"
-_TRITON_DATATYPES = {"FP32": "TYPE_FP32", "FP64": "TYPE_FP64", "INT64": "TYPE_INT64", "INT32": "TYPE_INT32"}
-
-
-class PackagingError(RuntimeError):
-    """A packaging tool failed; the message carries its output."""
-
-
-_DEFAULT_TRITON_MAX_BATCH = 256
-
-
-def triton_config(
-    name: str, signature: Signature, max_batch_size: int | None = None, device: str = "cpu"
-) -> str:
-    """``config.pbtxt`` for the Python backend; the batch axis (-1) is implicit in Triton."""
-
-    def tensors(specs: list[TensorSpec]) -> str:
-        rendered = []
-        for spec in specs:
-            dims = ", ".join(str(d) for d in spec.shape[1:])
-            rendered.append(
-                f'  {{ name: "{spec.name}" data_type: {_TRITON_DATATYPES[spec.datatype]} dims: [ {dims} ] }}'
-            )
-        return ",\n".join(rendered)
-
-    kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
-    # One limit for the gateway (it refuses larger batches early) and for Triton.
-    max_batch_size = max_batch_size or signature.max_batch_size or _DEFAULT_TRITON_MAX_BATCH
-    return (
-        f'name: "{name}"\nbackend: "python"\nmax_batch_size: {max_batch_size}\n'
-        f"input [\n{tensors(signature.inputs)}\n]\noutput [\n{tensors(signature.outputs)}\n]\n"
-        "dynamic_batching { max_queue_delay_microseconds: 500 }\n"
-        f"instance_group [ {{ kind: {kind} count: 1 }} ]\n"
-    )
-
-
-def build_mar(name: str, torchscript: Path, signature_file: Path, export_dir: Path) -> Path:
-    """Run the real ``torch-model-archiver`` with Flywheel's batch-aware handler."""
-    export_dir.mkdir(parents=True, exist_ok=True)
-    archiver = Path(sys.executable).parent / "torch-model-archiver"
-    result = subprocess.run(
-        [
-            str(archiver),
-            "--model-name", name,
-            "--version", "1.0",
-            "--serialized-file", str(torchscript),
-            "--handler", str(HANDLERS / "torchserve_handler.py"),
-            "--extra-files", str(signature_file),
-            "--export-path", str(export_dir),
-            "--force",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise PackagingError(f"torch-model-archiver failed: {result.stderr.strip() or result.stdout.strip()}")
-    return export_dir / f"{name}.mar"
+# Kept importable from here: the pipeline's callers name them.
+__all__ = ["PackagingError", "build_mar", "package_model", "packaged_backends", "triton_config"]
 
 
 def package_model(
@@ -96,18 +41,21 @@ def package_model(
     torchscript = output / "torchscript" / "model.pt"
     torchscript.parent.mkdir(parents=True)
     shutil.copy(torch_dir / "model.pt", torchscript)
-    build_mar(name, torchscript, signature_file, output / "torchserve")
-
-    triton_dir = output / "triton" / name
-    (triton_dir / "{version}").mkdir(parents=True)
-    (triton_dir / "config.pbtxt").write_text(triton_config(name, signature))
-    shutil.copy(HANDLERS / "triton_model.py", triton_dir / "{version}" / "model.py")
-    shutil.copy(torchscript, triton_dir / "{version}" / "model.pt")
-
-    shutil.copytree(tensorflow_dir / "savedmodel", output / "savedmodel" / "{version}")
+    # Every registered server kind packages what it serves from the exports (serving/backends/).
+    inputs = PackageInputs(
+        name, signature_file, torchscript=torchscript, savedmodel=tensorflow_dir / "savedmodel"
+    )
+    for plugin in plugins():
+        plugin.package(inputs, output)
 
     profile = json.loads((preprocess_dir / "profile.json").read_text())
     # The task's output references: "prediction" (and a classifier's "confidence").
     profile.update(json.loads((torch_dir / "prediction_profile.json").read_text()))
     (output / "profile.json").write_text(json.dumps(profile, indent=2))
     return output
+
+
+def packaged_backends() -> list[str]:
+    """The server kinds a trained model is packaged for: every kind serving one of its exports."""
+    exports = {"torchscript", "savedmodel"}
+    return [plugin.kind for plugin in plugins() if exports & set(plugin.formats)]

@@ -23,10 +23,11 @@ from flywheel.settings import FlywheelSettings
 from model_store import ModelStore
 from model_store.datasets import DatasetStore
 from model_store.lineage import git_state, package_versions
-from model_store.manifest import GateResult, Lineage, ServingBackend
+from model_store.manifest import GateResult, Lineage
 from model_store.store import artifacts_from_directory
 from tasks.base import FRAMEWORKS, Task
 from training.gate import GatePolicy, gate
+from training.package import packaged_backends
 from training.run_area import RunArea
 
 #: Called with a short description of what a step is doing, for progress display.
@@ -345,7 +346,7 @@ def step_publish(context: PipelineContext, allow_failed_gate: bool = False) -> d
             framework="pytorch+tensorflow",
             task=context.task.name,
             output=context.task.output,
-            backends=[ServingBackend.TORCHSERVE, ServingBackend.TRITON, ServingBackend.TFSERVING],
+            backends=packaged_backends(),
             signature=context.task.signature(),
             lineage=lineage,
             metrics=metrics,

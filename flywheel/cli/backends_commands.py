@@ -19,19 +19,26 @@ from flywheel.cli.output import JSON_OPTION, console, emit, fail
 from flywheel.settings import FlywheelSettings
 from model_store import ModelStore, ModelStoreError
 from serving.backends.base import BackendError, ModelBackend
-from serving.backends.factory import BACKEND_KINDS, build_backend
+from serving.backends.factory import build_backend
+from serving.backends.registry import backend_kinds
 
 backends_app = typer.Typer(
-    help="Load, unload and query model versions on Triton, TorchServe and TF Serving.", no_args_is_help=True
+    help=(
+        "Query model servers directly, and load or unload by hand (debugging: on a running stack the "
+        "model agents own what is loaded, and unload what no routing spec needs after a grace period)."
+    ),
+    no_args_is_help=True,
 )
-BACKEND_OPTION = typer.Option("all", "--backend", help="triton, torchserve, tfserving, or all.")
+BACKEND_OPTION = typer.Option(
+    "all", "--backend", help="A registered kind (`flywheel backends kinds`), or all."
+)
 
 
 def _kinds(backend: str) -> tuple[str, ...]:
     if backend == "all":
-        return BACKEND_KINDS
-    if backend not in BACKEND_KINDS:
-        raise typer.BadParameter(f"choose from all, {', '.join(BACKEND_KINDS)}")
+        return tuple(backend_kinds())
+    if backend not in backend_kinds():
+        raise typer.BadParameter(f"choose from all, {', '.join(backend_kinds())}")
     return (backend,)
 
 

@@ -115,7 +115,8 @@ def backends(
 
     from flywheel.cli.backends_commands import sample_inputs
     from flywheel.cli.models_commands import open_store, split_reference
-    from serving.backends.factory import BACKEND_KINDS, build_backend
+    from serving.backends.factory import build_backend
+    from serving.backends.registry import backend_kinds
 
     settings: FlywheelSettings = ctx.obj
     name, version_reference = split_reference(reference)
@@ -155,7 +156,7 @@ def backends(
         }
 
     results: dict[str, Any] = {}
-    for kind in BACKEND_KINDS:
+    for kind in backend_kinds():
         with console.status(f"measuring {kind}"):
             results[kind] = asyncio.run(measure(kind))
     data = {"model": name, "version": version, "concurrency": concurrency, "servers": results}

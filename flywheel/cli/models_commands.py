@@ -12,7 +12,7 @@ from flywheel.cli.output import JSON_OPTION, byte_progress, console, emit, fail
 from flywheel.settings import FlywheelSettings
 from model_store import ModelStore, ModelStoreError, artifacts_from_directory
 from model_store.lineage import git_state, package_versions
-from model_store.manifest import Lineage, ServingBackend
+from model_store.manifest import Lineage
 
 models_app = typer.Typer(
     help="List, inspect, publish and fetch model versions; move aliases.", no_args_is_help=True
@@ -231,8 +231,8 @@ def publish(
         ..., help="Folder of artifacts; '{version}' in paths becomes the version."
     ),
     framework: str = typer.Option(..., "--framework", help="pytorch, tensorflow, ..."),
-    backend: list[ServingBackend] = typer.Option(
-        [], "--backend", help="Server it is packaged for; repeatable."
+    backend: list[str] = typer.Option(
+        [], "--backend", help="Server kind it is packaged for (`flywheel backends kinds`); repeatable."
     ),
     param: list[str] = typer.Option([], "--param", help="Training parameter key=value; repeatable."),
     metric: list[str] = typer.Option([], "--metric", help="Holdout metric key=value; repeatable."),

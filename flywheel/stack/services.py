@@ -1,7 +1,7 @@
 """The services of the local stack (the embedded default), in start order.
 
-Each later capability adds its server here: model servers, the gateway, Prometheus,
-Alertmanager and Airflow. ``flywheel up`` starts exactly this list.
+Each later capability adds its server here: model-server replicas and their agents, the gateway,
+Prometheus, Alertmanager and Airflow. ``flywheel up`` starts exactly this list.
 """
 
 from __future__ import annotations
@@ -47,42 +47,22 @@ def s3_service(settings: FlywheelSettings) -> ServiceSpec:
 
 
 def model_server_services(settings: FlywheelSettings) -> list[ServiceSpec]:
-    """Triton, TorchServe and the TF-Serving-protocol runtime, with state under ``var/serving``."""
-    from serving.runtimes.tfserving.service import TFServingPorts, tfserving_service
-    from serving.runtimes.torchserve import TorchServePorts, torchserve_service
-    from serving.runtimes.triton import TritonPorts, triton_service
+    """Every replica of every registered server kind (``serving/backends/<kind>/``), each with its
+    own folder under ``var/serving`` and its own ports."""
+    from serving.backends.factory import all_replica_layouts
+    from serving.backends.registry import get_plugin
 
-    root, host = settings.serving_dir, settings.host
     return [
-        triton_service(
-            "triton",
-            root / "triton" / "repository",
-            root / "triton",
-            TritonPorts(settings.triton_http_port, settings.triton_grpc_port, settings.triton_metrics_port),
-            host,
-        ),
-        torchserve_service(
-            "torchserve",
-            root / "torchserve" / "model-store",
-            root / "torchserve",
-            TorchServePorts(
-                settings.torchserve_inference_port,
-                settings.torchserve_management_port,
-                settings.torchserve_metrics_port,
-                settings.torchserve_grpc_inference_port,
-                settings.torchserve_grpc_management_port,
-            ),
-            host,
-            gpus_per_worker=1 if settings.serving_device == "gpu" else 0,
-        ),
-        tfserving_service(
-            "tfserving",
-            root / "tfserving" / "models",
-            root / "tfserving" / "models.config",
-            TFServingPorts(settings.tfserving_grpc_port, settings.tfserving_rest_port),
-            host,
-        ),
+        get_plugin(layout.kind).runtime(layout, settings.serving_device)
+        for layout in all_replica_layouts(settings)
     ]
+
+
+def agent_services(settings: FlywheelSettings) -> list[ServiceSpec]:
+    """One model agent per server replica (``serving/agent``): it pulls the versions the specs need."""
+    from serving.agent.service import agent_layouts, agent_service
+
+    return [agent_service(settings, layout) for layout in agent_layouts(settings)]
 
 
 def build_services(settings: FlywheelSettings) -> list[ServiceSpec]:
@@ -96,6 +76,7 @@ def build_services(settings: FlywheelSettings) -> list[ServiceSpec]:
     return [
         s3_service(settings),
         *model_server_services(settings),
+        *agent_services(settings),
         gateway_service(settings, admin_token(settings), airflow_password=airflow_password(settings)),
         rollout_service(settings),
         *monitoring_services(settings),

@@ -55,94 +55,106 @@ def _quantile(q: float) -> Query:
     )
 
 
-FLYWHEEL = Dashboard(
-    uid="flywheel-loop",
-    title="Flywheel: serving, drift and retraining",
-    panels=(
-        Panel(
-            "Traffic share per variant",
-            (
-                Query(
-                    f"{_REQUESTS} / ignoring(variant) group_left sum by (model) ({_REQUESTS})",
-                    "{{model}}/{{variant}}",
+def build_dashboard() -> Dashboard:
+    """The dashboard for the registered server kinds (its health panel lists each kind's job)."""
+    from monitoring.prometheus.config import monitored_jobs
+
+    return Dashboard(
+        uid="flywheel-loop",
+        title="Flywheel: serving, drift and retraining",
+        panels=(
+            Panel(
+                "Traffic share per variant",
+                (
+                    Query(
+                        f"{_REQUESTS} / ignoring(variant) group_left sum by (model) ({_REQUESTS})",
+                        "{{model}}/{{variant}}",
+                    ),
+                ),
+                unit="percentunit",
+                description=(
+                    "Share of each model's requests served by each variant (canary weights in action)."
                 ),
             ),
-            unit="percentunit",
-            description="Share of each model's requests served by each variant (canary weights in action).",
-        ),
-        Panel(
-            "Requests per second per variant",
-            (Query(_REQUESTS, "{{model}}/{{variant}}"),),
-            unit="reqps",
-            core=False,
-        ),
-        Panel(
-            "Latency p50 / p99 per variant",
-            (_quantile(0.5), _quantile(0.99)),
-            unit="s",
-            description="Gateway time from routing to the backend's answer.",
-        ),
-        Panel(
-            "Error rate per variant",
-            (Query(f"({_ERRORS} or {_REQUESTS} * 0) / {_REQUESTS}", "{{model}}/{{variant}}"),),
-            unit="percentunit",
-            thresholds=(0.05,),
-            description="Failed share of requests; CanaryErrorRate fires above 5 %.",
-        ),
-        Panel(
-            "Feature drift (PSI) per feature",
-            (Query("flywheel_feature_psi", "{{model}} v{{version}} {{feature}}"),),
-            thresholds=(0.1, 0.2),
-            description="Live window against the training profile; 0.1 warn, 0.2 alert (FeatureDrift).",
-        ),
-        Panel(
-            "Prediction drift (PSI) and drifted share",
-            (
-                Query("flywheel_prediction_psi", "prediction {{model}} v{{version}}"),
-                Query("flywheel_drift_share", "drifted share {{model}} v{{version}}"),
+            Panel(
+                "Requests per second per variant",
+                (Query(_REQUESTS, "{{model}}/{{variant}}"),),
+                unit="reqps",
+                core=False,
             ),
-            thresholds=(0.2,),
-        ),
-        Panel(
-            "Retraining runs",
-            (
-                Query(
-                    "sum by (model, state) (increase(flywheel_retrain_runs_total[5m]))", "{{model}} {{state}}"
+            Panel(
+                "Latency p50 / p99 per variant",
+                (_quantile(0.5), _quantile(0.99)),
+                unit="s",
+                description="Gateway time from routing to the backend's answer.",
+            ),
+            Panel(
+                "Error rate per variant",
+                (Query(f"({_ERRORS} or {_REQUESTS} * 0) / {_REQUESTS}", "{{model}}/{{variant}}"),),
+                unit="percentunit",
+                thresholds=(0.05,),
+                description="Failed share of requests; CanaryErrorRate fires above 5 %.",
+            ),
+            Panel(
+                "Feature drift (PSI) per feature",
+                (Query("flywheel_feature_psi", "{{model}} v{{version}} {{feature}}"),),
+                thresholds=(0.1, 0.2),
+                description="Live window against the training profile; 0.1 warn, 0.2 alert (FeatureDrift).",
+            ),
+            Panel(
+                "Prediction drift (PSI) and drifted share",
+                (
+                    Query("flywheel_prediction_psi", "prediction {{model}} v{{version}}"),
+                    Query("flywheel_drift_share", "drifted share {{model}} v{{version}}"),
                 ),
-                Query(
-                    "sum by (model, outcome) (increase(flywheel_retrain_triggers_total[5m]))",
-                    "trigger {{model}} {{outcome}}",
+                thresholds=(0.2,),
+            ),
+            Panel(
+                "Retraining runs",
+                (
+                    Query(
+                        "sum by (model, state) (increase(flywheel_retrain_runs_total[5m]))",
+                        "{{model}} {{state}}",
+                    ),
+                    Query(
+                        "sum by (model, outcome) (increase(flywheel_retrain_triggers_total[5m]))",
+                        "trigger {{model}} {{outcome}}",
+                    ),
+                ),
+                description="Runs reported by the retraining DAG and triggers sent by the alert bridge.",
+            ),
+            Panel(
+                "Server health",
+                (Query(f'up{{job=~"{"|".join(monitored_jobs())}"}}', "{{job}} {{instance}}"),),
+                description=(
+                    "1 while Prometheus can scrape the service (BackendDown fires after 1 minute at 0)."
                 ),
             ),
-            description="Runs reported by the retraining DAG and triggers sent by the alert bridge.",
+            Panel(
+                "Routing spec revision",
+                (Query("flywheel_gateway_routing_spec_revision", "{{model}}"),),
+                description="Every deploy, rollout step, promotion and rollback is a new revision.",
+                core=False,
+            ),
         ),
-        Panel(
-            "Server health",
-            (Query('up{job=~"gateway|drift-exporter|triton|torchserve|tfserving"}', "{{job}}"),),
-            description="1 while Prometheus can scrape the service (BackendDown fires after 1 minute at 0).",
+        annotations=(
+            Annotation(
+                "Rollout decisions",
+                "changes(flywheel_gateway_routing_spec_revision[1m]) > 0",
+                "routing change: {{model}}",
+                "blue",
+            ),
+            Annotation(
+                "Retraining runs",
+                "sum by (model, state) (increase(flywheel_retrain_runs_total[1m])) > 0",
+                "retrain {{state}}: {{model}}",
+                "purple",
+            ),
         ),
-        Panel(
-            "Routing spec revision",
-            (Query("flywheel_gateway_routing_spec_revision", "{{model}}"),),
-            description="Every deploy, rollout step, promotion and rollback is a new revision.",
-            core=False,
-        ),
-    ),
-    annotations=(
-        Annotation(
-            "Rollout decisions",
-            "changes(flywheel_gateway_routing_spec_revision[1m]) > 0",
-            "routing change: {{model}}",
-            "blue",
-        ),
-        Annotation(
-            "Retraining runs",
-            "sum by (model, state) (increase(flywheel_retrain_runs_total[1m])) > 0",
-            "retrain {{state}}: {{model}}",
-            "purple",
-        ),
-    ),
-)
+    )
+
+
+FLYWHEEL = build_dashboard()
 
 
 def all_queries(dashboard: Dashboard = FLYWHEEL) -> list[tuple[str, str]]:

@@ -1,8 +1,10 @@
 """Render the monitoring configuration for the stack's ports: prometheus.yml, the rules, alertmanager.yml.
 
-Prometheus scrapes the gateway, the drift exporter, Triton, TorchServe and the TF-Serving runtime
-(at TF Serving's ``/monitoring/prometheus/metrics``, which ``--monitoring_config_file`` turns on in
-the real server and in the runtime alike).
+Prometheus scrapes the gateway, the drift exporter, the model agents and every replica of every
+registered model-server kind, at the path its plug-in names (TF Serving's is
+``/monitoring/prometheus/metrics``, which ``--monitoring_config_file`` turns on in the real server
+and in the runtime alike). The server jobs, and the ``BackendDown`` rule over them, come from
+``serving.backends.registry``: a new kind is scraped and alerted on without an edit here.
 """
 
 from __future__ import annotations
@@ -16,17 +18,38 @@ from flywheel.settings import FlywheelSettings
 RULES_FILE = Path(__file__).with_name("rules.yml")
 
 
-def scrape_targets(settings: FlywheelSettings) -> dict[str, tuple[str, str]]:
-    """job -> (host:port, metrics path)."""
+#: Jobs that are Flywheel's own processes; the model-server jobs are the registry's kinds.
+PLATFORM_JOBS = ("gateway", "drift-exporter", "agent")
+
+
+def scrape_targets(settings: FlywheelSettings) -> dict[str, tuple[list[str], str]]:
+    """job -> (host:port of every replica, metrics path)."""
+    from serving.agent.service import agent_layouts
+    from serving.backends.factory import replica_layouts
+    from serving.backends.registry import backend_kinds, get_plugin
+    from serving.gateway.service import gateway_replica_ports
+
     host = settings.host
-    return {
-        "gateway": (f"{host}:{settings.gateway_http_port}", "/metrics"),
-        "drift-exporter": (f"{host}:{settings.drift_exporter_port}", "/metrics"),
-        "triton": (f"{host}:{settings.triton_metrics_port}", "/metrics"),
-        "torchserve": (f"{host}:{settings.torchserve_metrics_port}", "/metrics"),
-        # TF Serving's own path, enabled by --monitoring_config_file (the runtime takes the same flag).
-        "tfserving": (f"{host}:{settings.tfserving_rest_port}", "/monitoring/prometheus/metrics"),
+    targets: dict[str, tuple[list[str], str]] = {
+        "gateway": ([f"{host}:{http}" for http, _ in gateway_replica_ports(settings)], "/metrics"),
+        "drift-exporter": ([f"{host}:{settings.drift_exporter_port}"], "/metrics"),
+        "agent": ([f"{host}:{agent.port}" for agent in agent_layouts(settings)], "/metrics"),
     }
+    for kind in backend_kinds():
+        plugin = get_plugin(kind)
+        port_name, path = plugin.metrics
+        targets[kind] = (
+            [f"{host}:{layout.ports[port_name]}" for layout in replica_layouts(settings, kind)],
+            path,
+        )
+    return targets
+
+
+def monitored_jobs() -> list[str]:
+    """Every job ``BackendDown`` watches: the platform's own and each registered server kind."""
+    from serving.backends.registry import backend_kinds
+
+    return [*PLATFORM_JOBS, *backend_kinds()]
 
 
 def render_config(
@@ -42,8 +65,8 @@ def render_config(
         },
         "rule_files": [str(path) for path in (rule_files if rule_files is not None else [RULES_FILE])],
         "scrape_configs": [
-            {"job_name": job, "metrics_path": path, "static_configs": [{"targets": [target]}]}
-            for job, (target, path) in scrape_targets(settings).items()
+            {"job_name": job, "metrics_path": path, "static_configs": [{"targets": targets}]}
+            for job, (targets, path) in scrape_targets(settings).items()
         ],
     }
     if alertmanager:
@@ -55,6 +78,10 @@ def render_config(
 DRIFT_ALERTS = ("FeatureDrift", "PredictionDrift")
 
 
+def backend_down_expr() -> str:
+    return f'up{{job=~"{"|".join(monitored_jobs())}"}} == 0'
+
+
 def render_rules(drift_alert_for: str) -> str:
     """``rules.yml`` with the drift alerts' ``for`` set; everything else exactly as tested by promtool."""
     rules = yaml.safe_load(RULES_FILE.read_text())
@@ -62,6 +89,8 @@ def render_rules(drift_alert_for: str) -> str:
         for rule in group["rules"]:
             if rule.get("alert") in DRIFT_ALERTS:
                 rule["for"] = drift_alert_for
+            if rule.get("alert") == "BackendDown":
+                rule["expr"] = backend_down_expr()
     return yaml.safe_dump(rules, sort_keys=False)
 
 

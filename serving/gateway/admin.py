@@ -1,9 +1,11 @@
 """The control plane's operations: deploy, promote, rollback, reweight, replace a spec.
 
 Transport-free like the data plane. Each operation that changes traffic first makes sure the
-servers can take it (a deploy loads the version on its server before any request may route
-there), then writes the spec by compare-and-swap, then reloads this gateway's routing table at
-once; other replicas pick the change up on their next poll.
+servers can take it: a deploy *stages* the version in the store (``serving/agent/staging``), and
+waits until the model agent of every replica of its server reports it loaded and warmed up; only
+then does it write the spec by compare-and-swap, so no request routes to a version still loading.
+It then reloads this gateway's routing table at once; other gateway replicas pick the change up
+on their next poll. The gateway itself writes into no server's folder.
 """
 
 from __future__ import annotations
@@ -13,13 +15,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from model_store import ModelStore
-from model_store.manifest import Signature
+from serving.agent import staging
 from serving.backends.base import BackendError, BackendUnavailableError, ModelBackend
+from serving.backends.replicas import ServerDirectory
 from serving.gateway.routing_table import RoutingTable
-from serving.protocols.v2 import V2_TO_NUMPY
 from serving.rollout import promotion
 from serving.routing import operations
 from serving.routing.spec import RoutingSpec, SpecError
@@ -29,22 +29,15 @@ from serving.routing.strategies import STRATEGIES
 log = logging.getLogger(__name__)
 
 
-async def wait_ready(server: ModelBackend, model: str, version: int, timeout_s: float = 60.0) -> None:
-    """Until the server reports the version ready, loading it again if it vanished meanwhile.
+class VersionLoadFailedError(BackendError):
+    """An agent could not load the version (a corrupt artifact, a server refusing it): nothing
+    was routed to it. The message names each replica and its server's reason."""
 
-    A load can return while the server still finishes it (a worker starting, or the tail of an
-    unload of the same version that the server completes asynchronously); one immediate ready
-    check would fail such a deploy for nothing.
-    """
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await server.ready(model, version):
-        if asyncio.get_running_loop().time() > deadline:
-            raise BackendUnavailableError(
-                f"{server.kind} loaded {model} v{version} but it is not ready after {timeout_s:g} s"
-            )
-        if version not in await server.loaded_versions(model):
-            await server.load(model, version)
-        await asyncio.sleep(0.2)
+    status = 502
+
+
+class ReplicasNotReadyError(BackendUnavailableError):
+    """The version did not become ready on every replica in time; nothing was routed to it."""
 
 
 class AdminService:
@@ -54,11 +47,44 @@ class AdminService:
         store: ModelStore,
         backends: Mapping[str, ModelBackend],
         table: RoutingTable,
+        directory: ServerDirectory,
+        ready_timeout_s: float = 300.0,
     ) -> None:
         self.spec_store = spec_store
         self.store = store
         self.backends = backends
         self.table = table
+        self.directory = directory
+        self.ready_timeout_s = ready_timeout_s
+
+    async def stage(self, model: str, version: int, backend: str, actor: str) -> None:
+        """Until every replica of ``backend`` holds ``version`` ready; the stage is removed after.
+
+        Raises VersionLoadFailedError as soon as an agent reports a failed load, and
+        ReplicasNotReadyError after ``ready_timeout_s``. Call :meth:`unstage` when the spec is written.
+        """
+        storage = self.store.storage
+        ttl_s = self.ready_timeout_s + 60  # a deploy that dies here pins the version no longer than this
+        await asyncio.to_thread(staging.stage, storage, model, version, backend, ttl_s, actor)
+        deadline = asyncio.get_running_loop().time() + self.ready_timeout_s
+        while True:
+            await self.directory.refresh()
+            ready, problems = self.directory.readiness(backend, model, version)
+            if ready:
+                return
+            failed = [problem for problem in problems if "could not load" in problem]
+            if failed or asyncio.get_running_loop().time() > deadline:
+                await asyncio.to_thread(staging.unstage, storage, model, version, backend)
+                if failed:
+                    raise VersionLoadFailedError("; ".join(failed))
+                raise ReplicasNotReadyError(
+                    f"{model} v{version} is not ready on every {backend} replica after "
+                    f"{self.ready_timeout_s:g} s: {'; '.join(problems)}"
+                )
+            await asyncio.sleep(0.25)
+
+    async def unstage(self, model: str, version: int, backend: str) -> None:
+        await asyncio.to_thread(staging.unstage, self.store.storage, model, version, backend)
 
     async def _write(self, model: str, change: Any, **history: Any) -> RoutingSpec:
         spec = await asyncio.to_thread(self.spec_store.update, model, change, **history)
@@ -101,11 +127,36 @@ class AdminService:
             raise SpecError(
                 f"{model} v{version} is not packaged for {backend}; it is packaged for {packaged}"
             )
+        if bake_s is not None and strategy != "blue_green":
+            raise SpecError("a bake time drives a blue-green rollout; use --strategy blue_green")
+        if steps and strategy != "canary":
+            raise SpecError("--steps drive a canary rollout; use --strategy canary")
         current = await asyncio.to_thread(self.spec_store.find, model)
         operations.refuse_during_rollout(current)
-        await server.load(model, version)
-        await wait_ready(server, model, version)
-        await warm_up(server, model, version, manifest.signature)
+        await self.stage(model, version, backend, actor)
+        try:
+            return await self._deploy_staged(
+                model, version, backend, strategy, weight, params, steps, interval_s, bake_s,
+                expected_revision, actor, reason,
+            )  # fmt: skip
+        finally:
+            await self.unstage(model, version, backend)
+
+    async def _deploy_staged(
+        self,
+        model: str,
+        version: int,
+        backend: str,
+        strategy: str,
+        weight: float | None,
+        params: dict[str, Any] | None,
+        steps: list[float] | None,
+        interval_s: float | None,
+        bake_s: float | None,
+        expected_revision: int | None,
+        actor: str,
+        reason: str,
+    ) -> RoutingSpec:
         if bake_s is not None:
             if strategy != "blue_green":
                 raise SpecError("a bake time drives a blue-green rollout; use --strategy blue_green")
@@ -219,49 +270,28 @@ class AdminService:
     ) -> RoutingSpec:
         """Write a whole spec (strategy, params, variants); every variant must be loadable."""
         await asyncio.to_thread(self.spec_store.check_revision, model, expected_revision)
-        for variant in spec.variants:
-            await asyncio.to_thread(self.store.get_manifest, model, variant.version)
-            server = self.backends.get(variant.backend)
-            if server is None:
-                raise SpecError(f"variant {variant.name}: no {variant.backend} adapter is configured")
-            if not await server.ready(model, variant.version):
-                await server.load(model, variant.version)
-        return await self._write(
-            model,
-            lambda current: spec,
-            actor=actor,
-            action=f"replace spec ({spec.strategy})",
-            reason=reason,
-            expected_revision=expected_revision,
-        )
+        staged = []
+        try:
+            for variant in spec.variants:
+                await asyncio.to_thread(self.store.get_manifest, model, variant.version)
+                if variant.backend not in self.backends:
+                    raise SpecError(f"variant {variant.name}: no {variant.backend} adapter is configured")
+                staged.append((variant.version, variant.backend))
+                await self.stage(model, variant.version, variant.backend, actor)
+            return await self._write(
+                model,
+                lambda current: spec,
+                actor=actor,
+                action=f"replace spec ({spec.strategy})",
+                reason=reason,
+                expected_revision=expected_revision,
+            )
+        finally:
+            for version, backend in staged:
+                await self.unstage(model, version, backend)
 
     @staticmethod
     def _existing(model: str, current: RoutingSpec | None) -> RoutingSpec:
         if current is None:
             raise SpecNotFoundError(model)
         return current
-
-
-#: Inferences a freshly loaded version answers before it gets traffic: first calls are slow
-#: (lazy initialisation in the servers), and a canary's latency check must not judge them.
-WARMUP_REQUESTS = 5
-
-
-async def warm_up(server: ModelBackend, model: str, version: int, signature: Signature) -> None:
-    """Send zero-valued inputs shaped by the signature (batch 1), best effort.
-
-    Warm-up is about latency, not judgement: a failing answer is logged and the deploy goes on,
-    because the canary's analysis (on real traffic) is what decides about errors.
-    """
-    inputs = {
-        spec.name: np.zeros([1 if dim < 0 else dim for dim in spec.shape], dtype=V2_TO_NUMPY[spec.datatype])
-        for spec in signature.inputs
-        if spec.datatype in V2_TO_NUMPY
-    }
-    if len(inputs) != len(signature.inputs):
-        return  # an input numpy cannot build (BYTES): no synthetic warm-up
-    for attempt in range(WARMUP_REQUESTS):
-        try:
-            await server.infer(model, version, inputs)
-        except BackendError as error:
-            log.warning("warm-up request %d to %s v%d failed: %s", attempt + 1, model, version, error)

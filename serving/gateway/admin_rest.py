@@ -91,6 +91,10 @@ def create_admin_app(
     async def routing(request: web.Request) -> web.Response:
         return json_response(admin.table.describe())
 
+    async def servers(request: web.Request) -> web.Response:
+        """The server replicas this gateway routes to, as their agents report them."""
+        return json_response(admin.directory.describe())
+
     async def get_spec(request: web.Request) -> web.Response:
         return _spec(await admin.get(request.match_info["model"]))
 
@@ -176,6 +180,7 @@ def create_admin_app(
         [
             web.get("/deployments", list_deployments),
             web.get("/routing", routing),
+            web.get("/servers", servers),
             web.get("/deployments/{model}", get_spec),
             web.put("/deployments/{model}", replace),
             web.post("/deployments/{model}/deploy", deploy),

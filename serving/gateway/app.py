@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from flywheel.settings import FlywheelSettings
 from model_store import ModelStore
 from serving.backends.base import ModelBackend
-from serving.backends.factory import BACKEND_KINDS, build_backend
+from serving.backends.replicas import ServerDirectory
 from serving.gateway.admin import AdminService
 from serving.gateway.admin_rest import create_admin_app
 from serving.gateway.core import GatewayCore
@@ -35,6 +35,7 @@ class Gateway:
     admin: AdminService
     table: RoutingTable
     backends: dict[str, ModelBackend]
+    directory: ServerDirectory
     app: web.Application
     retrain: RetrainService | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -43,23 +44,27 @@ class Gateway:
         for task in self.tasks:
             task.cancel()
         await self.core.drain()
-        for backend in self.backends.values():
-            await backend.aclose()
+        await self.directory.aclose()
 
 
 def build_gateway(
     settings: FlywheelSettings,
     admin_token: str,
-    backends: dict[str, ModelBackend] | None = None,
     store: ModelStore | None = None,
     airflow_password: str | None = None,
 ) -> Gateway:
-    """``airflow_password`` enables the retrain bridge (``/admin/alerts``); without it there is none."""
+    """``airflow_password`` enables the retrain bridge (``/admin/alerts``); without it there is none.
+
+    The model servers are whatever replicas their agents report in the store: the gateway has no
+    list of them, and talks to each through an inference-only adapter.
+    """
     store = store or ModelStore.open(settings.resolve_store_uri(), settings)
-    if backends is None:
-        backends = {kind: build_backend(kind, settings, store) for kind in BACKEND_KINDS}
+    directory = ServerDirectory(
+        store, settings.agent_stale_after_s, settings.backend_timeout_s, settings.serving_device
+    )
+    backends: dict[str, ModelBackend] = dict(directory.sets)
     metrics = GatewayMetrics(CollectorRegistry())
-    table = RoutingTable(SpecStore(store.storage), store, backends, metrics=metrics)
+    table = RoutingTable(SpecStore(store.storage), store, backends, metrics=metrics, directory=directory)
     core = GatewayCore(
         table,
         backends,
@@ -68,7 +73,7 @@ def build_gateway(
         settings.backend_timeout_s,
         settings.feedback_memory,
     )
-    admin = AdminService(table.spec_store, store, backends, table)
+    admin = AdminService(table.spec_store, store, backends, table, directory, settings.deploy_ready_timeout_s)
     retrain = (
         None
         if airflow_password is None
@@ -80,7 +85,7 @@ def build_gateway(
         create_admin_app(admin, admin_token, retrain),
         body_timeout_s=settings.gateway_body_timeout_s,
     )
-    return Gateway(core, admin, table, backends, app, retrain)
+    return Gateway(core, admin, table, backends, directory, app, retrain)
 
 
 async def serve(settings: FlywheelSettings, admin_token: str, airflow_password: str | None = None) -> None:

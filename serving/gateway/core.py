@@ -263,13 +263,13 @@ class GatewayCore:
                         f"{candidate.name} on {candidate.backend} did not answer within {budget:.1f}s"
                     ) from None
                 except ModelNotLoadedError as error:
-                    # The spec deploys it, so the server lost it (a restart): reload it now, and
-                    # meanwhile treat the server like an unavailable one.
+                    # The spec deploys it, so the server lost it (a restart): its model agent
+                    # reloads it; meanwhile treat the server like an unavailable one.
                     self.table.request_reload(model)
                     raise VersionReloadingError(
-                        f"version {candidate.version} of {model!r} is deployed but "
-                        f"{candidate.backend} has not loaded it (yet); the gateway is reloading it: "
-                        f"{error.message}"
+                        f"version {candidate.version} of {model!r} is deployed but no "
+                        f"{candidate.backend} replica holds it right now; its model agents are "
+                        f"(re)loading it: {error.message}"
                     ) from None
                 self.breakers.success(key, attempt_started)
                 check_finite_outputs(model, candidate, outputs)

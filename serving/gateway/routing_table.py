@@ -6,9 +6,10 @@ it in with one dict assignment. Requests already routed keep the object they sta
 reload never drops or mixes a request. If the store is unreachable, the last good table keeps
 serving and the error is logged.
 
-A new spec's variants are also *reconciled*: any version its server does not have loaded (after
-``flywheel down``/``up``, say) is loaded from the store, so a restarted stack serves what the
-specs say without anyone redeploying.
+Each pass also refreshes the server directory (the replicas the model agents report) and each
+variant's readiness from it. The gateway loads nothing: the agent beside every server replica
+pulls the versions the specs name (``serving/agent``), so a restarted server gets them back
+without the gateway or anyone redeploying.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from model_store import ModelStore
 from model_store.errors import ModelStoreError
 from model_store.manifest import OutputSpec, Signature
 from serving.backends.base import BackendError, ModelBackend
+from serving.backends.replicas import ServerDirectory
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.sampling import ProfileBins
 from serving.routing.spec import RoutingSpec, Variant
@@ -63,7 +65,9 @@ class RoutingTable:
         backends: Mapping[str, ModelBackend],
         reconcile: bool = True,
         metrics: GatewayMetrics | None = None,
+        directory: ServerDirectory | None = None,
     ) -> None:
+        self.directory = directory
         self.spec_store = spec_store
         self.store = store
         self.backends = backends
@@ -179,7 +183,7 @@ class RoutingTable:
         return self._reconcile_locks.setdefault(model, asyncio.Lock())
 
     async def reconcile(self, live: LiveModel) -> None:
-        """Load any variant its server lacks; record which variants are ready."""
+        """Record which variants are ready on at least one replica of their server."""
         model = live.spec.model
         async with self._lock(model):
             await self._reconcile(live)
@@ -194,22 +198,17 @@ class RoutingTable:
                 live.ready[variant.name] = False
                 continue
             try:
-                if not await backend.ready(live.spec.model, variant.version):
-                    log.info("loading %s v%s on %s", live.spec.model, variant.version, variant.backend)
-                    await backend.load(live.spec.model, variant.version)
                 live.ready[variant.name] = await backend.ready(live.spec.model, variant.version)
             except (BackendError, ModelStoreError) as error:
-                log.warning("cannot load %s on %s: %s", variant.name, variant.backend, error)
+                log.warning("cannot tell whether %s on %s is ready: %s", variant.name, variant.backend, error)
                 live.ready[variant.name] = False
 
     def request_reload(self, model: str) -> bool:
-        """Reconcile ``model`` now, because a server answered that it lacks a deployed version.
+        """Re-check ``model``'s readiness now, because a server answered that it lacks a version.
 
-        Called from the request path when a restarted server comes back empty, so the reload
-        starts the moment the server is reachable again rather than at the next periodic pass.
-        At most one reload runs per model. The gap between reloads starts at 0.5 s and doubles
-        (to 10 s) while reloads leave a variant unready, so a version that cannot load is not
-        fetched and retried twice a second. Returns whether a reload was started.
+        Called from the request path when a restarted server comes back empty (its agent is
+        reloading it). At most one check runs per model; the gap between checks starts at 0.5 s
+        and doubles (to 10 s) while a variant stays unready. Returns whether a check was started.
         """
         live = self.models.get(model)
         now = time.monotonic()
@@ -229,20 +228,23 @@ class RoutingTable:
         while self._reconciling:
             await asyncio.gather(*list(self._reconciling), return_exceptions=True)
 
-    async def run(self, interval_s: float, reconcile_every_s: float = 10.0) -> None:
+    async def run(self, interval_s: float, reconcile_every_s: float | None = None) -> None:
         """Poll forever; a failing store keeps the last good table serving.
 
-        Every ``reconcile_every_s`` the live variants are reconciled again, so a model server
-        that restarted empty (TorchServe keeps nothing) gets its versions back on its own.
+        Every pass (or every ``reconcile_every_s``) reads the agents' reports and the live
+        variants' readiness again: both come from memory and the store, not from the servers.
         """
-        last_reconcile = time.monotonic()
+        every = interval_s if reconcile_every_s is None else reconcile_every_s
+        last_reconcile = -math.inf
         while True:
             try:
+                if self.directory is not None:
+                    await self.directory.refresh()
                 await self.refresh()
                 # Ready only once a whole pass succeeded: before that, "not deployed" would be a
                 # guess, so requests get 503 with Retry-After instead of 404.
                 self.loaded_once.set()
-                if self.reconcile_enabled and time.monotonic() - last_reconcile >= reconcile_every_s:
+                if self.reconcile_enabled and time.monotonic() - last_reconcile >= every:
                     last_reconcile = time.monotonic()
                     for live in list(self.models.values()):
                         if not self._lock(live.spec.model).locked():

@@ -31,3 +31,8 @@ def gateway_service(
         env={**settings.as_env(), **secrets},
         cwd=settings.home,
     )
+
+
+def gateway_replica_ports(settings: FlywheelSettings) -> list[tuple[int, int]]:
+    """(HTTP, gRPC) port of each gateway replica the stack runs."""
+    return [(settings.gateway_http_port, settings.gateway_grpc_port)]

@@ -31,6 +31,7 @@ def main() -> int:
         settings.gateway_url,
         holder=f"{socket.gethostname()}:{os.getpid()}",
         lease_ttl_s=settings.rollout_lease_ttl_s,
+        agent_stale_after_s=settings.agent_stale_after_s,
     )
     heartbeat = settings.run_dir / "rollout-controller.heartbeat"
     heartbeat.parent.mkdir(parents=True, exist_ok=True)

@@ -82,7 +82,15 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
                 "baseline taken",
                 {},
             )
-        problems = [] if controller.candidate_ready(spec, green.version) else [f"{green.name} is not ready"]
+        checked = controller.readiness_verdict(spec, green.version, Verdict(True, [], {}))
+        if checked is None:
+            waiting = controller.replica_problems(spec, green.version)
+            return controller.record_hold(
+                spec,
+                Verdict(None, [f"waiting for {green.name}: " + "; ".join(waiting)], {}),
+                "blue-green warm-up",
+            )
+        problems = checked.reasons if checked.passed is False else []
         if not problems:
             problems = warm_up(controller.gateway_url, spec.model, blue, green, thresholds)
         if problems:
@@ -124,8 +132,13 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
         baked,
         candidate_reference=controller.reference(spec.model, green.version),
     )
-    if verdict.passed is not False and not controller.candidate_ready(spec, green.version):
-        verdict = Verdict(False, [f"{green.name} is not ready"], verdict.metrics)
+    checked = controller.readiness_verdict(spec, green.version, verdict)
+    if checked is None:
+        waiting = controller.replica_problems(spec, green.version)
+        return controller.record_hold(
+            spec, Verdict(None, [f"waiting for {green.name}: " + "; ".join(waiting)], {}), "blue-green bake"
+        )
+    verdict = checked
     if verdict.passed is False:
         return controller.write(
             spec,

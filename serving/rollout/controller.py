@@ -19,6 +19,7 @@ import httpx
 
 from model_store import ModelStore
 from model_store.errors import ModelStoreError
+from serving.agent.report import read_reports, readiness
 from serving.rollout import blue_green, promotion
 from serving.rollout.analysis import (
     DEFAULT_THRESHOLDS,
@@ -52,7 +53,9 @@ class RolloutController:
         gateway_url: str,
         holder: str,
         lease_ttl_s: float = 15.0,
+        agent_stale_after_s: float = 15.0,
     ) -> None:
+        self.agent_stale_after_s = agent_stale_after_s
         self.store = store
         self.spec_store = SpecStore(store.storage)
         self.source = source
@@ -94,14 +97,31 @@ class RolloutController:
                 log.info("%s: %s", model, decision)
         return decisions
 
+    def replica_problems(self, spec: RoutingSpec, version: int) -> list[str]:
+        """Why ``version`` is not ready on every replica of its server (empty: it is).
+
+        Read from the model agents' reports in the store, not from one gateway: traffic shifts
+        only when every replica holds the version, whichever gateway replica routes it.
+        """
+        variant = next((v for v in spec.variants if v.version == version), None)
+        if variant is None:
+            return [f"v{version} is not in {spec.model}'s spec"]
+        reports = read_reports(self.store.storage, self.agent_stale_after_s, variant.backend)
+        return readiness(reports, variant.backend, spec.model, version)[1]
+
     def candidate_ready(self, spec: RoutingSpec, version: int) -> bool:
-        try:
-            response = httpx.get(
-                f"{self.gateway_url}/v2/models/{spec.model}/versions/{version}/ready", timeout=5
-            )
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        return not self.replica_problems(spec, version)
+
+    def readiness_verdict(self, spec: RoutingSpec, version: int, verdict: Verdict) -> Verdict | None:
+        """``verdict`` unless the version is missing on a replica: a failed load fails the step
+        (the agents' reasons go into history); a replica still loading holds it (None)."""
+        problems = self.replica_problems(spec, version)
+        if not problems or verdict.passed is False:
+            return verdict
+        failed = [problem for problem in problems if "could not load" in problem]
+        if failed:
+            return Verdict(False, failed, verdict.metrics)
+        return None
 
     def reference(self, model: str, version: int) -> dict[str, float] | None:
         """The version's reference prediction frequencies from its profile.json (cached), or None."""
@@ -168,8 +188,14 @@ class RolloutController:
                     "reloading, so the candidate's traffic in that window proves nothing",
                 )
             return self.record_hold(spec, verdict, step)
-        if verdict.passed is not False and not self.candidate_ready(spec, candidate.version):
-            verdict = Verdict(False, [f"{candidate.name} is not ready"], verdict.metrics)
+        checked = self.readiness_verdict(spec, candidate.version, verdict)
+        if checked is None:
+            problems = self.replica_problems(spec, candidate.version)
+            waiting = Verdict(
+                None, [f"waiting for {candidate.name} on every replica: " + "; ".join(problems)], {}
+            )
+            return self.record_hold(spec, waiting, step)
+        verdict = checked
         if verdict.passed is False:
             return self.write(
                 spec,

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from model_store.names import validate_name
 from serving.rollout.state import RolloutState
 
-BackendKind = Literal["triton", "torchserve", "tfserving"]
 StrategyName = Literal["single", "blue_green", "canary", "shadow", "ab", "bandit"]
 
 
@@ -30,13 +29,22 @@ class Variant(BaseModel):
 
     name: str
     version: int = Field(ge=1)
-    backend: BackendKind
+    backend: str
     weight: float = Field(default=0.0, ge=0.0, le=100.0)
 
     @field_validator("name")
     @classmethod
     def _safe_name(cls, name: str) -> str:
         return validate_name(name, kind="variant name")
+
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, backend: str) -> str:
+        from serving.backends.registry import UnknownBackendError, backend_kinds
+
+        if backend not in backend_kinds():
+            raise UnknownBackendError(backend)
+        return backend
 
     @staticmethod
     def default_name(backend: str, version: int) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from flywheel.stack.process import stop_process
-from serving.runtimes.torchserve import TorchServePorts, torchserve_service
+from serving.backends.torchserve.runtime import TorchServePorts, torchserve_service
 from tests.support import free_port, start_and_wait
 
 HANDLER = '''

@@ -10,7 +10,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from flywheel.stack.process import stop_process
-from serving.runtimes.triton import TritonPorts, triton_service
+from serving.backends.triton.runtime import TritonPorts, triton_service
 from tests.support import free_port, start_and_wait
 
 MODEL_PY = """

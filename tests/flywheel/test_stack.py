@@ -116,7 +116,8 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
 ) -> None:
     up = json_of(flywheel(stack_env, "up", "--json"))
     names = [
-        "s3", "triton", "torchserve", "tfserving", "gateway", "rollout-controller", "drift-exporter",
+        "s3", "triton", "torchserve", "tfserving", "agent-triton", "agent-torchserve", "agent-tfserving",
+        "gateway", "rollout-controller", "drift-exporter",
         "alertmanager", "prometheus", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
     ]  # fmt: skip
     assert [(s["name"], s["state"]) for s in up["services"]] == [(name, "running") for name in names]

@@ -19,7 +19,7 @@ from model_store import (
     ModelStore,
     VersionNotFoundError,
 )
-from model_store.manifest import GateResult, Lineage, ServingBackend, Signature, TensorSpec
+from model_store.manifest import GateResult, Lineage, Signature, TensorSpec
 from model_store.store import sha256_file
 from tests.support import REPO_ROOT, wait_until
 
@@ -63,7 +63,7 @@ def test_publish_then_read_back_everything(store: ModelStore, tmp_path: Path) ->
         "demo",
         write_artifacts(tmp_path / "src"),
         framework="pytorch",
-        backends=[ServingBackend.TORCHSERVE, ServingBackend.TRITON],
+        backends=["torchserve", "triton"],
         signature=signature,
         lineage=lineage,
         metrics={"rmse": 0.12},

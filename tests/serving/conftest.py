@@ -11,12 +11,12 @@ import pytest
 
 from flywheel.stack.process import ProcessRecord, ServiceSpec, stop_process
 from serving.backends.base import ModelBackend
-from serving.backends.tfserving import TFServingBackend
-from serving.backends.torchserve import TorchServeBackend
-from serving.backends.triton import TritonBackend
-from serving.runtimes.tfserving.service import TFServingPorts, tfserving_service
-from serving.runtimes.torchserve import TorchServePorts, torchserve_service
-from serving.runtimes.triton import TritonPorts, triton_service
+from serving.backends.tfserving.adapter import TFServingBackend
+from serving.backends.tfserving.runtime.service import TFServingPorts, tfserving_service
+from serving.backends.torchserve.adapter import TorchServeBackend
+from serving.backends.torchserve.runtime import TorchServePorts, torchserve_service
+from serving.backends.triton.adapter import TritonBackend
+from serving.backends.triton.runtime import TritonPorts, triton_service
 from tests.serving.gateway_fixtures import canary, gateway_stack  # noqa: F401  (shared by test_gateway*)
 from tests.support import free_port, start_and_wait
 

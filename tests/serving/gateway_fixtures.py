@@ -17,7 +17,7 @@ import pytest
 
 from flywheel.settings import FlywheelSettings
 from flywheel.stack.process import ProcessRecord, ServiceSpec, stop_process
-from flywheel.stack.services import model_server_services
+from flywheel.stack.services import agent_services, model_server_services
 from model_store import ModelStore
 from serving.gateway.service import gateway_service
 from tasks.stock_forecast.contract import FEATURE_COLUMNS, WINDOW
@@ -151,6 +151,7 @@ def gateway_stack(drifted_run: Any, tmp_path_factory: pytest.TempPathFactory) ->
             "tfserving_rest_port",
             "gateway_http_port",
             "gateway_grpc_port",
+            "agent_port",
         )
     }
     settings = drifted_run.settings.model_copy(
@@ -164,10 +165,16 @@ def gateway_stack(drifted_run: Any, tmp_path_factory: pytest.TempPathFactory) ->
             "gateway_max_body_bytes": 1024 * 1024,
             "gateway_body_timeout_s": 2.0,
             "gateway_keepalive_timeout_s": 3.0,
+            "agent_interval_s": 0.2,
         }
     )
     specs = {
-        spec.name: spec for spec in [*model_server_services(settings), gateway_service(settings, ADMIN_TOKEN)]
+        spec.name: spec
+        for spec in [
+            *model_server_services(settings),
+            *agent_services(settings),
+            gateway_service(settings, ADMIN_TOKEN),
+        ]
     }
     records: dict[str, ProcessRecord] = {}
     try:

@@ -21,7 +21,7 @@ from tensorflow_serving.apis import (
 )
 
 from flywheel.stack.process import stop_process
-from serving.runtimes.tfserving.service import TFServingPorts, tfserving_service
+from serving.backends.tfserving.runtime.service import TFServingPorts, tfserving_service
 from tasks.stock_forecast.contract import model_signature
 from tests.pipeline_fixtures import MODEL
 from tests.support import free_port, start_and_wait, wait_until

@@ -12,8 +12,8 @@ import torch
 import tritonclient.http as triton_http
 
 from flywheel.stack.process import stop_process
-from serving.runtimes.torchserve import TorchServePorts, torchserve_service
-from serving.runtimes.triton import TritonPorts, triton_service
+from serving.backends.torchserve.runtime import TorchServePorts, torchserve_service
+from serving.backends.triton.runtime import TritonPorts, triton_service
 from tasks.stock_forecast.contract import model_signature
 from tasks.stock_forecast.dataset import load_features, make_windows
 from tests.pipeline_fixtures import MODEL, PipelineRun

@@ -19,8 +19,8 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from serving.runtimes.tfserving.manager import ServableManager, ServingError
-from serving.runtimes.tfserving.monitoring import RuntimeMetrics
+from serving.backends.tfserving.runtime.manager import ServableManager, ServingError
+from serving.backends.tfserving.runtime.monitoring import RuntimeMetrics
 
 GRPC_CODES = {
     "NOT_FOUND": grpc.StatusCode.NOT_FOUND,

@@ -12,9 +12,9 @@ from google.protobuf import json_format
 from prometheus_client import generate_latest
 
 from serving.backends.base import InvalidInputError
+from serving.backends.tfserving.runtime.manager import ServableManager, ServingError
+from serving.backends.tfserving.runtime.monitoring import DEFAULT_PATH, RuntimeMetrics
 from serving.protocols.tf_rest import decode_predict, encode_predictions
-from serving.runtimes.tfserving.manager import ServableManager, ServingError
-from serving.runtimes.tfserving.monitoring import DEFAULT_PATH, RuntimeMetrics
 
 HTTP_STATUS = {"NOT_FOUND": 404, "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "UNAVAILABLE": 503}
 _PATH = re.compile(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flywheel.stack.process import ServiceSpec, http_probe
-from serving.runtimes.tfserving.monitoring import DEFAULT_PATH, MONITORING_CONFIG
+from serving.backends.tfserving.runtime.monitoring import DEFAULT_PATH, MONITORING_CONFIG
 
 EMPTY_CONFIG = "model_config_list {\n}\n"
 
@@ -38,7 +38,7 @@ def tfserving_service(
         argv=[
             sys.executable,
             "-m",
-            "serving.runtimes.tfserving",
+            "serving.backends.tfserving.runtime",
             "--host",
             host,
             f"--port={ports.grpc}",

@@ -1,4 +1,4 @@
-"""``python -m serving.runtimes.tfserving``: the TF-Serving-protocol model server.
+"""``python -m serving.backends.tfserving.runtime``: the TF-Serving-protocol model server.
 
 Flags follow ``tensorflow_model_server`` so the same command line works for both.
 """
@@ -18,10 +18,10 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.runtimes.tfserving.grpc_service import ModelService, PredictionService
-from serving.runtimes.tfserving.manager import ServableManager
-from serving.runtimes.tfserving.monitoring import MonitoringConfig, RuntimeMetrics
-from serving.runtimes.tfserving.rest import create_rest_app
+from serving.backends.tfserving.runtime.grpc_service import ModelService, PredictionService
+from serving.backends.tfserving.runtime.manager import ServableManager
+from serving.backends.tfserving.runtime.monitoring import MonitoringConfig, RuntimeMetrics
+from serving.backends.tfserving.runtime.rest import create_rest_app
 
 logger = logging.getLogger("flywheel.tfserving")
 
