@@ -169,6 +169,21 @@ class FlywheelSettings(BaseSettings):
     gateway_grpc_port: int = Field(
         default=9081, description="Gateway gRPC port (KServe v2 GRPCInferenceService)."
     )
+    gateway_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description=(
+            "Gateway replicas `flywheel up` runs. Above 1, HAProxy takes the gateway ports and the "
+            "replicas listen on them plus (i + 1) times replica_port_stride."
+        ),
+    )
+    gateway_replica_name: str = Field(
+        default="gateway", description="This gateway replica's name (the stack sets it per replica)."
+    )
+    load_balancer_stats_port: int = Field(
+        default=9404, description="HAProxy's Prometheus /metrics and /stats page (with gateway replicas)."
+    )
     gateway_max_body_bytes: int = Field(
         default=16 * 1024 * 1024,
         gt=0,

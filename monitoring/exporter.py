@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -36,6 +36,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from model_store import ModelStore
 from model_store.errors import ModelStoreError
 from monitoring.drift import DriftReport, SlidingWindow, Thresholds, assess
+
+if TYPE_CHECKING:
+    from flywheel.settings import FlywheelSettings
 
 log = logging.getLogger(__name__)
 BinCounts = dict[tuple[str, str], dict[str, dict[int, float]]]  # (model, version) -> feature -> bin -> count
@@ -57,6 +60,55 @@ def gateway_bins(metrics_url: str) -> Callable[[], BinCounts]:
                     sample.value
                 )
         return counts
+
+    return read
+
+
+def _add(into: BinCounts, counts: BinCounts) -> None:
+    for key, features in counts.items():
+        for feature, bins in features.items():
+            target = into.setdefault(key, {}).setdefault(feature, {})
+            for index, value in bins.items():
+                target[index] = target.get(index, 0.0) + value
+
+
+def _went_down(now: BinCounts, before: BinCounts) -> bool:
+    return any(
+        now.get(key, {}).get(feature, {}).get(index, 0.0) < value
+        for key, features in before.items()
+        for feature, bins in features.items()
+        for index, value in bins.items()
+    )
+
+
+def merged_gateway_bins(metrics_urls: list[str]) -> Callable[[], BinCounts]:
+    """The sum of every gateway replica's counters: one verdict, whichever replica served.
+
+    The same rules as Prometheus's ``sum(increase(...))``: a replica whose counters went down
+    restarted, so what it had counted before stays in (an offset); a replica that does not answer
+    keeps its last reading instead of dropping the sum. With one gateway: its counters as they are.
+    """
+    if len(metrics_urls) == 1:
+        return gateway_bins(metrics_urls[0])
+    readers = {url: gateway_bins(url) for url in metrics_urls}
+    last: dict[str, BinCounts] = {}
+    offsets: dict[str, BinCounts] = {}
+
+    def read() -> BinCounts:
+        total: BinCounts = {}
+        for url, reader in readers.items():
+            try:
+                now = reader()
+            except httpx.HTTPError as error:
+                log.warning("gateway replica at %s unreadable, counting its last reading: %s", url, error)
+                now = last.get(url, {})
+            else:
+                if _went_down(now, last.get(url, {})):
+                    _add(offsets.setdefault(url, {}), last[url])
+                last[url] = now
+            _add(total, now)
+            _add(total, offsets.get(url, {}))
+        return total
 
     return read
 
@@ -194,6 +246,13 @@ class DriftExporter:
                 gauge.remove(model, version)
 
 
+def gateway_metrics_urls(settings: FlywheelSettings) -> list[str]:
+    """Each gateway replica's own /metrics (the balancer would answer from one of them)."""
+    from serving.gateway.service import gateway_replica_ports
+
+    return [f"http://{settings.host}:{http}/metrics" for http, _ in gateway_replica_ports(settings)]
+
+
 def main() -> int:
     """``python -m monitoring.exporter``: serve the gauges on ``drift_exporter_port`` and keep them fresh."""
     from prometheus_client import start_http_server
@@ -205,7 +264,7 @@ def main() -> int:
     registry = CollectorRegistry()
     exporter = DriftExporter(
         ModelStore.open(settings.resolve_store_uri(), settings),
-        gateway_bins(f"{settings.gateway_url}/metrics"),
+        merged_gateway_bins(gateway_metrics_urls(settings)),
         registry,
         window_s=settings.drift_window_s,
     )

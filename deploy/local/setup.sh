@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make setup`: everything the local stack and the test suite need, idempotently.
-#   - Debian packages prometheus, prometheus-alertmanager, nginx, curl (when missing); Java 17 check
+#   - Debian packages prometheus, prometheus-alertmanager, nginx, haproxy, curl (when missing); Java 17 check
 #   - .venv          platform, training and serving code (requirements/platform.txt + lock)
 #   - .venv-airflow  Airflow 3 with its providers (requirements/airflow.txt + lock)
 # A second run compares stamps (hashes of the requirement files) and installs nothing.
@@ -22,7 +22,7 @@ say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 
 # --- Debian packages -------------------------------------------------------------------------
-debian_packages=(prometheus prometheus-alertmanager nginx curl dataset-fashion-mnist)
+debian_packages=(prometheus prometheus-alertmanager nginx haproxy curl dataset-fashion-mnist)
 java_ok() { command -v java >/dev/null && java -version 2>&1 | grep -q 'version "17\.'; }
 java_ok || debian_packages+=(openjdk-17-jre-headless)
 missing=()
@@ -44,7 +44,7 @@ else
   say "Debian packages present: ${debian_packages[*]}"
 fi
 java_ok || { echo "setup: Java 17 is required by TorchServe and Spark; 'java -version' does not report 17" >&2; exit 1; }
-for binary in prometheus promtool prometheus-alertmanager nginx; do
+for binary in prometheus promtool prometheus-alertmanager nginx haproxy; do
   command -v "$binary" >/dev/null || [ -x "/usr/sbin/$binary" ] || { echo "setup: $binary not found after install" >&2; exit 1; }
 done
 

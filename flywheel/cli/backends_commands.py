@@ -10,6 +10,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 import numpy as np
 import typer
 from rich.table import Table
@@ -74,6 +75,111 @@ def _finish(results: dict[str, Any], as_json: bool, render: Callable[[dict[str, 
 def _render_plain(results: dict[str, Any]) -> None:
     for kind, value in results.items():
         console.print(f"[bold]{kind}[/]: {value}")
+
+
+@backends_app.command()
+def kinds(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """The registered model-server kinds: formats they serve, ports, replicas, health and metrics paths.
+
+    A kind is a folder under serving/backends/<kind>/ plus one line in its registry; see
+    docs/architecture.md, "Model servers: plug-ins, replicas and model agents".
+    """
+    from serving.backends.factory import replica_layouts
+    from serving.backends.registry import get_plugin
+
+    settings: FlywheelSettings = ctx.obj
+    data = []
+    for kind in backend_kinds():
+        plugin = get_plugin(kind)
+        data.append(
+            {
+                "kind": kind,
+                "title": plugin.title,
+                "formats": list(plugin.formats),
+                "replicas": [
+                    {"name": layout.name, "ports": layout.ports, "folder": str(layout.folder)}
+                    for layout in replica_layouts(settings, kind)
+                ],
+                "health": plugin.health[1],
+                "metrics": plugin.metrics[1],
+            }
+        )
+
+    def render(data: list[dict[str, Any]]) -> None:
+        for entry in data:
+            replicas = ", ".join(
+                f"{r['name']} ({' '.join(f'{k}={v}' for k, v in r['ports'].items())})"
+                for r in entry["replicas"]
+            )
+            console.print(
+                f"[bold]{entry['kind']}[/] ({entry['title']}): serves {', '.join(entry['formats'])}; "
+                f"health {entry['health']}, metrics {entry['metrics']}; replicas: {replicas}"
+            )
+
+    emit(data, as_json, render)
+
+
+@backends_app.command()
+def replicas(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Every server replica as the gateways see it, and how their requests spread.
+
+    Ready versions come from the agents' reports (through the gateway's /admin/servers); request
+    counts are summed over every gateway replica's own /metrics, per server replica and outcome.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from flywheel.cli.gateway_commands import admin_call
+    from serving.gateway.service import gateway_layouts
+
+    settings: FlywheelSettings = ctx.obj
+    servers = admin_call(settings, "GET", "/servers", as_json)
+    spread: dict[str, dict[str, float]] = {}
+    per_gateway: dict[str, float] = {}
+    for layout in gateway_layouts(settings):
+        try:
+            text = httpx.get(f"http://{settings.host}:{layout.http_port}/metrics", timeout=10).text
+        except httpx.HTTPError as error:
+            fail(f"gateway replica {layout.name} is not reachable: {error}", as_json)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "flywheel_gateway_replica_requests_total":
+                    counts = spread.setdefault(sample.labels["replica"], {})
+                    outcome = sample.labels["outcome"]
+                    counts[outcome] = counts.get(outcome, 0.0) + sample.value
+                elif sample.name == "flywheel_gateway_requests_total":
+                    per_gateway[layout.name] = per_gateway.get(layout.name, 0.0) + sample.value
+    data = {
+        "servers": {
+            kind: [{**replica, "requests": spread.get(replica["replica"], {})} for replica in replicas]
+            for kind, replicas in servers.items()
+        },
+        "gateways": per_gateway,
+    }
+
+    def render(data: dict[str, Any]) -> None:
+        from rich.table import Table
+
+        table = Table(title="server replicas")
+        for column in ("kind", "replica", "up", "ready versions", "requests ok", "failed over"):
+            table.add_column(column)
+        for kind, replicas in data["servers"].items():
+            for replica in replicas:
+                requests = replica["requests"]
+                table.add_row(
+                    kind,
+                    replica["replica"],
+                    "yes" if replica["server_up"] else "NO",
+                    ", ".join(replica["ready"]) or "-",
+                    f"{requests.get('ok', 0):.0f}",
+                    f"{requests.get('unavailable', 0) + requests.get('not_loaded', 0):.0f}",
+                )
+        console.print(table)
+        console.print(
+            "gateway replicas: "
+            + ", ".join(f"{name} {count:.0f} requests" for name, count in data["gateways"].items())
+        )
+
+    emit(data, as_json, render)
 
 
 @backends_app.command()

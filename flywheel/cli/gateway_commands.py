@@ -51,7 +51,7 @@ def admin_call(
             method,
             f"{settings.gateway_url}/admin{path}",
             headers={"Authorization": f"Bearer {token}"},
-            timeout=max(settings.backend_timeout_s, 300.0),  # a deploy waits for the model to load
+            timeout=settings.deploy_ready_timeout_s + 30,  # a deploy waits for every replica to load
             **kwargs,
         )
     except httpx.HTTPError as error:

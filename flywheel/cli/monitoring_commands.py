@@ -25,13 +25,13 @@ def drift(
     """Per-feature drift of live traffic (the gateway's sampled bins) against the training profile."""
     from flywheel.cli.models_commands import open_store
     from monitoring.drift import assess
-    from monitoring.exporter import aligned_counts, gateway_bins
+    from monitoring.exporter import aligned_counts, gateway_metrics_urls, merged_gateway_bins
 
     settings: FlywheelSettings = ctx.obj
     spec = admin_call(settings, "GET", f"/deployments/{name}", as_json)
     versions = [version] if version else sorted({v["version"] for v in spec["variants"]})
     try:
-        counts = gateway_bins(f"{settings.gateway_url}/metrics")()
+        counts = merged_gateway_bins(gateway_metrics_urls(settings))()
     except httpx.HTTPError as error:
         fail(f"the gateway at {settings.gateway_url} is not reachable ({error})", as_json)
     store = open_store(settings)

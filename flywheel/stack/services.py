@@ -70,14 +70,14 @@ def build_services(settings: FlywheelSettings) -> list[ServiceSpec]:
     from flywheel.stack.airflow import airflow_services
     from flywheel.stack.credentials import admin_token, airflow_password
     from monitoring.services import monitoring_services
-    from serving.gateway.service import gateway_service
+    from serving.gateway.service import gateway_services
     from serving.rollout.service import rollout_service
 
     return [
         s3_service(settings),
         *model_server_services(settings),
         *agent_services(settings),
-        gateway_service(settings, admin_token(settings), airflow_password=airflow_password(settings)),
+        *gateway_services(settings, admin_token(settings), airflow_password=airflow_password(settings)),
         rollout_service(settings),
         *monitoring_services(settings),
         *airflow_services(settings),

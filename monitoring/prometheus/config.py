@@ -35,6 +35,8 @@ def scrape_targets(settings: FlywheelSettings) -> dict[str, tuple[list[str], str
         "drift-exporter": ([f"{host}:{settings.drift_exporter_port}"], "/metrics"),
         "agent": ([f"{host}:{agent.port}" for agent in agent_layouts(settings)], "/metrics"),
     }
+    if settings.gateway_replicas > 1:
+        targets["load-balancer"] = ([f"{host}:{settings.load_balancer_stats_port}"], "/metrics")
     for kind in backend_kinds():
         plugin = get_plugin(kind)
         port_name, path = plugin.metrics

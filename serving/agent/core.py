@@ -155,6 +155,9 @@ class ModelAgent:
 
         for key, why in sorted(needed.items()):
             await self._ensure_loaded(key, why, loaded.get(key[0], set()))
+            if not self.server_up:  # it went away mid-pass: report that, touch nothing else
+                await self.publish()
+                return
         if store_complete:
             await self._unload_unneeded(needed, loaded)
         await self.publish()
@@ -172,6 +175,11 @@ class ModelAgent:
         retry = self._retry_at.get(key)
         if retry is not None and time.monotonic() < retry[0]:
             return
+        try:
+            await self.adapter.loaded_versions(model)  # not ready, or not answering at all?
+        except BackendUnavailableError:
+            self.server_up = False
+            return
         self._set(
             key, "loading", why, "restarted empty" if state is not None and state.phase == "ready" else ""
         )
@@ -186,6 +194,18 @@ class ModelAgent:
                 await asyncio.sleep(0.2)
             signature = (await asyncio.to_thread(self.store.get_manifest, model, version)).signature
             await warm_up(self.adapter, model, version, signature)
+        except BackendUnavailableError as error:
+            # The server went away (killed, restarting): an outage, not a bad version. Its state
+            # stays what it was; the next pass loads it once the server answers again.
+            log.warning(
+                "%s: its server stopped answering while loading %s v%s: %s", self.name, model, version, error
+            )
+            self.server_up = False
+            if state is not None:
+                self.states[key] = state
+            else:
+                self.states.pop(key, None)
+            return
         except (BackendError, ModelStoreError, OSError, TimeoutError, ValueError) as error:
             reason = getattr(error, "message", None) or str(error) or type(error).__name__
             backoff = min(retry[1] * 2, RETRY_S[1]) if retry else RETRY_S[0]

@@ -74,7 +74,8 @@ class ReplicaSet:
         self.metrics_url = ""
         self.replicas: dict[str, Replica] = {}
         self._rng = rng or random.Random()
-        self.on_eject: Callable[[str, str], None] = lambda kind, replica: None
+        #: Called with (kind, replica, outcome) per attempt: ok, unavailable, not_loaded.
+        self.on_attempt: Callable[[str, str, str], None] = lambda kind, replica, outcome: None
 
     # Membership (from the directory) ------------------------------------------------------------
     def update(
@@ -120,7 +121,6 @@ class ReplicaSet:
         else:
             replica.eject_s = EJECT_S[0]
         replica.ejected_until = now + replica.eject_s
-        self.on_eject(self.kind, replica.name)
         log.warning("%s ejected for %.0f s: %s", replica.name, replica.eject_s, error)
 
     # ModelBackend -------------------------------------------------------------------------------
@@ -135,14 +135,17 @@ class ReplicaSet:
                 outputs = await replica.adapter.infer(model, version, inputs)
             except BackendUnavailableError as error:
                 self._eject(replica, error)
+                self.on_attempt(self.kind, replica.name, "unavailable")
                 last_error = error
                 continue
             except ModelNotLoadedError as error:
                 replica.lost.add((model, version))  # restarted empty: its agent is reloading it
+                self.on_attempt(self.kind, replica.name, "not_loaded")
                 last_error = error
                 continue
             finally:
                 replica.outstanding -= 1
+            self.on_attempt(self.kind, replica.name, "ok")
             replica.eject_s = EJECT_S[0] if replica.ejected_until <= time.monotonic() else replica.eject_s
             return outputs
         if last_error is not None:
@@ -151,6 +154,8 @@ class ReplicaSet:
             raise BackendUnavailableError(
                 f"no {self.kind} replica is reporting (are its model agents running?)"
             )
+        if not any(replica.report.server_up for replica in self.replicas.values()):
+            raise BackendUnavailableError(f"{self.kind} is unavailable: no replica's server is answering")
         raise VersionNotLoadedError(model, version, await self.loaded_versions(model), self.kind)
 
     async def ready(self, model: str, version: int) -> bool:

@@ -64,6 +64,10 @@ def build_gateway(
     )
     backends: dict[str, ModelBackend] = dict(directory.sets)
     metrics = GatewayMetrics(CollectorRegistry())
+    for replica_set in directory.sets.values():
+        replica_set.on_attempt = lambda kind, replica, outcome: metrics.replica_requests.labels(
+            kind, replica, outcome
+        ).inc()
     table = RoutingTable(SpecStore(store.storage), store, backends, metrics=metrics, directory=directory)
     core = GatewayCore(
         table,

@@ -52,6 +52,12 @@ class GatewayMetrics:
             registry=registry,
         )
         self.start_time.set_to_current_time()
+        self.replica_requests = Counter(
+            "flywheel_gateway_replica_requests",
+            "Requests sent to each model-server replica, by outcome (ok, unavailable, not_loaded).",
+            ["kind", "replica", "outcome"],
+            registry=registry,
+        )
         self.in_flight = Gauge(
             "flywheel_gateway_in_flight_requests",
             "Requests being served now, per model.",

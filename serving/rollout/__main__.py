@@ -21,11 +21,15 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = FlywheelSettings()
     store = ModelStore.open(settings.resolve_store_uri(), settings)
+    # Several gateway replicas: their counters are read as Prometheus sums, never from one replica.
+    prometheus = settings.rollout_prometheus_url or (
+        settings.prometheus_url if settings.gateway_replicas > 1 else None
+    )
     controller = RolloutController(
         store,
         (
-            PrometheusMetricsSource(settings.rollout_prometheus_url)
-            if settings.rollout_prometheus_url
+            PrometheusMetricsSource(prometheus)
+            if prometheus
             else GatewayMetricsSource(f"{settings.gateway_url}/metrics")
         ),
         settings.gateway_url,

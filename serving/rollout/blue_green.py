@@ -15,18 +15,16 @@ Phases, each ended by one compare-and-swap write of the spec:
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import numpy as np
 
 from serving.protocols.examples import example_inputs, v2_request
 from serving.rollout.analysis import VariantCounters, Verdict, analyse, counters_json
+from serving.rollout.context import RolloutContext
 from serving.routing import operations
 from serving.routing.spec import RoutingSpec, Variant
-
-if TYPE_CHECKING:
-    from serving.rollout.controller import RolloutController
 
 DEFAULT_WARMUP_REQUESTS = 10
 DEFAULT_MAX_WARMUP_MEAN_ABS_DIFF = 1.0
@@ -65,15 +63,15 @@ def warm_up(
     return []
 
 
-def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | None:
+def drive(context: RolloutContext, spec: RoutingSpec) -> dict[str, Any] | None:
     rollout = spec.rollout
     assert rollout is not None and rollout.kind == "blue_green"
     blue, green = spec.variant(rollout.stable), spec.variant(rollout.candidate)
-    now = controller.source.snapshot(spec.model, {blue.name: blue.version, green.name: green.version})
+    now = context.source.snapshot(spec.model, {blue.name: blue.version, green.name: green.version})
     thresholds = spec.params.analysis
     if rollout.phase == "warming":
         if not rollout.baseline:
-            return controller.write(
+            return context.write(
                 spec,
                 lambda current: operations.update_rollout(
                     current, baseline=counters_json(now), step_started_at=datetime.now(UTC)
@@ -82,20 +80,20 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
                 "baseline taken",
                 {},
             )
-        checked = controller.readiness_verdict(spec, green.version, Verdict(True, [], {}))
+        checked = context.readiness_verdict(spec, green.version, Verdict(True, [], {}))
         if checked is None:
-            waiting = controller.replica_problems(spec, green.version)
-            return controller.record_hold(
+            waiting = context.replica_problems(spec, green.version)
+            return context.record_hold(
                 spec,
                 Verdict(None, [f"waiting for {green.name}: " + "; ".join(waiting)], {}),
                 "blue-green warm-up",
             )
         problems = checked.reasons if checked.passed is False else []
         if not problems:
-            problems = warm_up(controller.gateway_url, spec.model, blue, green, thresholds)
+            problems = warm_up(context.gateway_url, spec.model, blue, green, thresholds)
         if problems:
             verdict = Verdict(False, problems, {})
-            return controller.write(
+            return context.write(
                 spec,
                 lambda current: operations.update_rollout(
                     operations.keep_only(current, blue.name),
@@ -108,7 +106,7 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
             )
         blue_window = now[blue.name].minus(VariantCounters.from_json(rollout.baseline[blue.name]))
         switched = {"blue_window": blue_window.to_json(), green.name: now[green.name].to_json()}
-        return controller.write(
+        return context.write(
             spec,
             # promote() ended the rollout; the bake keeps it running.
             lambda current: operations.update_rollout(
@@ -130,17 +128,17 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
         green_window,
         thresholds,
         baked,
-        candidate_reference=controller.reference(spec.model, green.version),
+        candidate_reference=context.reference(spec.model, green.version),
     )
-    checked = controller.readiness_verdict(spec, green.version, verdict)
+    checked = context.readiness_verdict(spec, green.version, verdict)
     if checked is None:
-        waiting = controller.replica_problems(spec, green.version)
-        return controller.record_hold(
+        waiting = context.replica_problems(spec, green.version)
+        return context.record_hold(
             spec, Verdict(None, [f"waiting for {green.name}: " + "; ".join(waiting)], {}), "blue-green bake"
         )
     verdict = checked
     if verdict.passed is False:
-        return controller.write(
+        return context.write(
             spec,
             lambda current: operations.update_rollout(
                 operations.promote(current, blue.name), status="rolled_back", last_verdict=verdict.to_json()
@@ -151,7 +149,7 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
         )
     if verdict.passed is None:
         return None
-    decision = controller.write(
+    decision = context.write(
         spec,
         lambda current: operations.update_rollout(
             operations.keep_only(current, green.name), status="promoted", last_verdict=verdict.to_json()
@@ -161,5 +159,5 @@ def drive(controller: RolloutController, spec: RoutingSpec) -> dict[str, Any] | 
         verdict.to_json(),
         champion=green.version,
     )
-    controller.lease.release(spec.model)
+    context.lease.release(spec.model)
     return decision

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.rollout.state import RolloutState
+from serving.routing.rollout_state import RolloutState
 from serving.routing.spec import RoutingSpec, SpecError, StrategyParams, Variant
 
 

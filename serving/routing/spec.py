@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from model_store.names import validate_name
-from serving.rollout.state import RolloutState
+from serving.routing.rollout_state import RolloutState
 
 StrategyName = Literal["single", "blue_green", "canary", "shadow", "ab", "bandit"]
 

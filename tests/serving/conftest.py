@@ -18,6 +18,7 @@ from serving.backends.torchserve.runtime import TorchServePorts, torchserve_serv
 from serving.backends.triton.adapter import TritonBackend
 from serving.backends.triton.runtime import TritonPorts, triton_service
 from tests.serving.gateway_fixtures import canary, gateway_stack  # noqa: F401  (shared by test_gateway*)
+from tests.serving.replica_fixtures import replica_stack  # noqa: F401  (test_replicas)
 from tests.support import free_port, start_and_wait
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from serving.agent.desired import needed_versions
 from serving.agent.report import AgentReport, VersionState, readiness
 from serving.agent.staging import StagedVersion
-from serving.rollout.state import RolloutState
+from serving.routing.rollout_state import RolloutState
 from serving.routing.spec import RoutingSpec
 
 
