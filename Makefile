@@ -21,8 +21,10 @@ test: setup lint  ## set-up, lint, then the whole test suite against real server
 	@$(VENV)/bin/pytest $(PYTEST_ARGS); status=$$?; \
 	  if [ $$status = 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$status
 
-demo: setup  ## run the platform's main job on the embedded default
-	@deploy/local/demo.sh
+REPLICAS ?= 1
+
+demo: setup  ## run the platform's main job on the embedded default (REPLICAS=2: two of every server and gateway)
+	@REPLICAS=$(REPLICAS) deploy/local/demo.sh
 
 down:  ## stop whatever `flywheel up` started
 	$(VENV)/bin/flywheel down

@@ -39,6 +39,10 @@ class Target:
     name: str
     url: str
     pid: int | None = None  # the process whose CPU time is charged per request
+    #: More gateway process groups charged with it (every replica behind a balancer).
+    more_pids: tuple[int, ...] = ()
+    #: The balancer in front, whose CPU is reported on its own line.
+    balancer_pid: int | None = None
 
 
 def infer_body(signature: Any, rows: int = 1, seed: int = 0) -> bytes:
@@ -144,14 +148,21 @@ async def saturation(url: str, body: bytes, concurrency: int, requests: int) -> 
 def measure(
     target: Target, body: bytes, rate: float, duration_s: float, concurrency: int, requests: int
 ) -> dict[str, Any]:
-    cpu_before = cpu_seconds(target.pid) if target.pid else None
+    groups = (target.pid, *target.more_pids) if target.pid else ()
+    cpu_before = sum(cpu_seconds(group) for group in groups)
+    balancer_before = cpu_seconds(target.balancer_pid) if target.balancer_pid else 0.0
     result: dict[str, Any] = {
         "fixed_rate": asyncio.run(fixed_rate(target.url, body, rate, duration_s)),
         "saturation": asyncio.run(saturation(target.url, body, concurrency, requests)),
     }
-    if cpu_before is not None and target.pid:
-        served = result["fixed_rate"]["requests"] + result["saturation"]["requests"] + 250  # + warm-ups
-        result["cpu_us_per_request"] = round((cpu_seconds(target.pid) - cpu_before) / served * 1e6, 1)
+    served = result["fixed_rate"]["requests"] + result["saturation"]["requests"] + 250  # + warm-ups
+    if groups:
+        # Summed over every gateway replica: the gateways' work per request, however it spreads.
+        spent = sum(cpu_seconds(group) for group in groups) - cpu_before
+        result["cpu_us_per_request"] = round(spent / served * 1e6, 1)
+    if target.balancer_pid:
+        spent = cpu_seconds(target.balancer_pid) - balancer_before
+        result["balancer_cpu_us_per_request"] = round(spent / served * 1e6, 1)
     return result
 
 

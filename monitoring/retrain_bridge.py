@@ -9,27 +9,29 @@ The bridge is transport-free; the admin API mounts it at ``POST /admin/alerts``.
   ``dag_run_id`` comes from the earliest-started alert's fingerprint and start time, so
   Alertmanager's repeats, a second drifting feature joining later and several gateway replicas
   all name the same run, and Airflow answers 409 for every copy after the first.
-- **Never lost.** A trigger is first written to a durable outbox (one file per run id, created
-  with ``O_EXCL``), then delivered. When Airflow is down, delivery is retried with exponential
-  backoff until it answers; a crash between Airflow's answer and the outbox update leads to
-  one more attempt, which gets 409 - never a second run.
+- **Never lost.** A trigger is first written to a durable outbox in the object store (one object
+  per run id, created with a conditional put, shared by every gateway replica), then delivered.
+  When Airflow is down, delivery is retried with exponential backoff until it answers; a crash
+  between Airflow's answer and the outbox update leads to one more attempt, which gets 409 -
+  never a second run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
 import re
-import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from model_store.backends.base import ObjectStorage
+from model_store.errors import ObjectNotFoundError, PreconditionFailedError
 
 log = logging.getLogger(__name__)
 #: Airflow's default ``allowed_run_id_pattern`` is ``^[A-Za-z0-9_.~:+-]+$``; keep to a subset.
@@ -121,72 +123,57 @@ class OutboxEntry:
         return cls(**{**raw, "trigger": RetrainTrigger(**raw["trigger"])})
 
 
-def _write_atomically(path: Path, data: bytes, exclusive: bool = False) -> bool:
-    """Write via a temporary file; ``exclusive``: only if ``path`` does not exist (False if it did)."""
-    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    with open(draft, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        if exclusive:
-            os.link(draft, path)  # fails when path exists: the first writer wins
-        else:
-            os.replace(draft, path)
-    except FileExistsError:
-        return False
-    finally:
-        draft.unlink(missing_ok=True)  # gone already after os.replace
-    return True
-
-
 @dataclass
 class Outbox:
-    """Pending triggers under ``pending/``, delivered ones moved to ``delivered/``; one file per run id."""
+    """Pending triggers under ``<prefix>pending/``, delivered ones under ``<prefix>delivered/``; one
+    object per run id, in the object store every gateway replica shares.
 
-    root: Path
+    A trigger is created with a conditional put (if absent), so two replicas given the same alert
+    record it once; either may deliver it, and Airflow's 409 on the run id makes a second delivery
+    harmless. A replica that dies for good leaves its entries for the others.
+    """
+
+    storage: ObjectStorage
+    prefix: str = "outbox/retrain/"
     retry_max_s: float = 60.0
     retry_base_s: float = 1.0
     clock: Callable[[], float] = time.time
-    _pending: Path = field(init=False)
-    _delivered: Path = field(init=False)
 
-    def __post_init__(self) -> None:
-        self._pending = self.root / "pending"
-        self._delivered = self.root / "delivered"
-        self._pending.mkdir(parents=True, exist_ok=True)
-        self._delivered.mkdir(parents=True, exist_ok=True)
+    def _key(self, folder: str, run_id: str) -> str:
+        return f"{self.prefix}{folder}/{run_id}.json"
 
     def add(self, trigger: RetrainTrigger) -> bool:
         """Record ``trigger``; False when its run id is already pending or delivered."""
-        name = f"{trigger.dag_run_id}.json"
-        if (self._delivered / name).exists():
+        if self.storage.etag(self._key("delivered", trigger.dag_run_id)) is not None:
             return False
-        return _write_atomically(
-            self._pending / name, OutboxEntry(trigger, self.clock()).to_json(), exclusive=True
-        )
+        try:
+            self.storage.put_if_absent(
+                self._key("pending", trigger.dag_run_id), OutboxEntry(trigger, self.clock()).to_json()
+            )
+        except PreconditionFailedError:
+            return False
+        return True
 
     def pending(self) -> list[OutboxEntry]:
-        return self._read(self._pending)
+        return self._read("pending")
 
     def delivered(self) -> list[OutboxEntry]:
-        return self._read(self._delivered)
+        return self._read("delivered")
 
-    def _read(self, folder: Path) -> list[OutboxEntry]:
+    def _read(self, folder: str) -> list[OutboxEntry]:
         entries = []
-        for path in sorted(folder.glob("*.json")):
+        for key in sorted(self.storage.list_keys(f"{self.prefix}{folder}/")):
             try:
-                entries.append(OutboxEntry.from_json(path.read_bytes()))
-            except FileNotFoundError:
-                continue  # delivered meanwhile
+                entries.append(OutboxEntry.from_json(self.storage.get(key).data))
+            except ObjectNotFoundError:
+                continue  # delivered meanwhile (by another replica, say)
             except (ValueError, TypeError, KeyError) as error:
                 # An unreadable entry must not block the others: set it aside for a person.
-                corrupt = self.root / "corrupt"
-                corrupt.mkdir(exist_ok=True)
-                path.replace(corrupt / path.name)
-                log.error(
-                    "retrain outbox entry %s is unreadable (%s); moved to %s", path.name, error, corrupt
-                )
+                corrupt = f"{self.prefix}corrupt/{key.rsplit('/', 1)[-1]}"
+                with contextlib.suppress(ObjectNotFoundError):
+                    self.storage.put(corrupt, self.storage.get(key).data)
+                self.storage.delete(key)
+                log.error("retrain outbox entry %s is unreadable (%s); moved to %s", key, error, corrupt)
         return sorted(entries, key=lambda entry: entry.created_at)
 
     def deliver_due(
@@ -199,18 +186,20 @@ class Outbox:
             if entry.next_attempt_at > now:
                 continue
             entry.attempts += 1
-            name = f"{entry.trigger.dag_run_id}.json"
+            run_id = entry.trigger.dag_run_id
             try:
                 entry.outcome = send(entry.trigger)
             except Exception as error:
                 entry.last_error = f"{type(error).__name__}: {error}"[:500]
                 delay = min(self.retry_max_s, self.retry_base_s * 2 ** (entry.attempts - 1))
                 entry.next_attempt_at = now + delay
-                _write_atomically(self._pending / name, entry.to_json())
+                self.storage.put(self._key("pending", run_id), entry.to_json())
             else:
                 entry.delivered_at, entry.last_error = now, None
-                _write_atomically(self._delivered / name, entry.to_json())
-                (self._pending / name).unlink(missing_ok=True)
+                # Delivered first, then no longer pending: a crash in between means one more
+                # attempt, which Airflow answers 409 - never a lost or a second run.
+                self.storage.put(self._key("delivered", run_id), entry.to_json())
+                self.storage.delete(self._key("pending", run_id))
             tried.append(entry)
             if on_outcome is not None:
                 on_outcome(entry)

@@ -16,6 +16,8 @@
 #      labeling
 #   7. the dashboard panels rendered to PNG/HTML
 #   8. bring the stack down (KEEP_UP=1 leaves it running; the state stays in var/demo)
+# REPLICAS=2 (make demo REPLICAS=2) runs two replicas of every model server, each with its model
+# agent, and two gateways behind HAProxy; the demo then shows how requests spread over them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -33,6 +35,11 @@ export FLYWHEEL_SCRAPE_INTERVAL_S=${FLYWHEEL_SCRAPE_INTERVAL_S:-2}
 export FLYWHEEL_DRIFT_SAMPLE_RATE=${FLYWHEEL_DRIFT_SAMPLE_RATE:-0.2}
 export FLYWHEEL_RETRAIN_CANARY_STEPS=${FLYWHEEL_RETRAIN_CANARY_STEPS:-10,50,100}
 export FLYWHEEL_RETRAIN_CANARY_INTERVAL_S=${FLYWHEEL_RETRAIN_CANARY_INTERVAL_S:-10}
+REPLICAS=${REPLICAS:-1}
+if [ "$REPLICAS" -gt 1 ]; then
+  export FLYWHEEL_GATEWAY_REPLICAS=$REPLICAS FLYWHEEL_TRITON_REPLICAS=$REPLICAS
+  export FLYWHEEL_TORCHSERVE_REPLICAS=$REPLICAS FLYWHEEL_TFSERVING_REPLICAS=$REPLICAS
+fi
 step() { printf '\n\033[1;36m== %s\033[0m\n' "$*"; }
 
 cleanup() { [ "${KEEP_UP:-0}" = 1 ] || flywheel down; }
@@ -76,6 +83,11 @@ step "flywheel traffic: replay v1's training windows (in distribution), then the
 flywheel traffic "$FLYWHEEL_MODEL_NAME" --rows 10000
 flywheel drift "$FLYWHEEL_MODEL_NAME"
 
+if [ "$REPLICAS" -gt 1 ]; then
+  step "the spread: $REPLICAS gateways behind HAProxy, $REPLICAS replicas of each server, one agent beside each"
+  flywheel backends replicas
+fi
+
 step "the loop: drift -> alert -> retrain -> canary -> promote (watching, not acting)"
 python deploy/local/demo_loop.py
 
@@ -106,6 +118,11 @@ flywheel batch score image-classifier
 
 step "flywheel dashboards: Grafana files for this stack; the core panels rendered without Grafana"
 flywheel dashboards --minutes 15
+
+if [ "$REPLICAS" -gt 1 ]; then
+  step "the spread after both loops: requests per server replica, summed over the gateway replicas"
+  flywheel backends replicas
+fi
 
 step "flywheel status"
 flywheel status

@@ -182,18 +182,18 @@ def gateway(
     requests: int = typer.Option(3000, "--requests", min=100, help="Requests in the saturation phase."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Triton direct vs through the gateway vs through nginx (split_clients canary), in one run.
+    """Triton direct vs through the gateway vs through nginx (split_clients canary), in one run;
+    with gateway replicas also through HAProxy to all of them.
 
-    Reports added p50/p99 at a fixed rate and at saturation, and the gateway's CPU per request.
+    Reports added p50/p99 at a fixed rate and at saturation, and the gateways' CPU per request
+    (summed over every replica behind the balancer) beside the balancer's own.
     Needs a running stack with NAME deployed on Triton (`flywheel deploy NAME --backend triton`).
     """
-    import asyncio
 
     from flywheel.cli.gateway_commands import admin_call
     from flywheel.cli.models_commands import open_store
     from flywheel.stack.process import ProcessRecord, stop_process
     from loadtests.gateway_bench import Target, infer_body, measure, nginx_config, start_nginx
-    from serving.backends.factory import build_backend
 
     settings: FlywheelSettings = ctx.obj
     spec = admin_call(settings, "GET", f"/deployments/{name}", as_json)
@@ -209,21 +209,32 @@ def gateway(
     versions = open_store(settings).list_versions(name)
     candidate = next((v for v in reversed(versions) if v != version), version)
 
-    async def load_both() -> None:
-        adapter = build_backend("triton", settings, open_store(settings))
-        try:
-            await adapter.load(name, candidate)
-            deadline = time.monotonic() + 120
-            while not all([await adapter.ready(name, version), await adapter.ready(name, candidate)]):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{name} v{version} and v{candidate} not ready on Triton after 120 s")
-                await asyncio.sleep(0.2)
-        finally:
-            await adapter.aclose()
+    def stage_candidate() -> None:
+        """The agents load the candidate for the nginx canary (nobody else writes into Triton)."""
+        from serving.agent.report import read_reports, readiness
+        from serving.agent.staging import stage
 
-    with console.status(f"loading {name} v{candidate} on Triton for the nginx canary"):
-        asyncio.run(load_both())
-    gateway_pid = ProcessRecord.from_file(settings.run_dir / "gateway.json").pid
+        store = open_store(settings)
+        stage(store.storage, name, candidate, "triton", ttl_s=900, actor="bench gateway")
+        deadline = time.monotonic() + 180
+        while True:
+            reports = read_reports(store.storage, settings.agent_stale_after_s, "triton")
+            ready, problems = readiness(reports, "triton", name, candidate)
+            if ready:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} v{candidate} not ready on every Triton replica: {problems}")
+            time.sleep(0.2)
+
+    with console.status(f"staging {name} v{candidate} on Triton for the nginx canary"):
+        stage_candidate()
+    from serving.gateway.service import gateway_layouts
+
+    layouts = gateway_layouts(settings)
+    gateway_pids = [
+        ProcessRecord.from_file(settings.run_dir / f"{layout.name}.json").pid for layout in layouts
+    ]
+    first_gateway = f"http://{settings.host}:{layouts[0].http_port}"
     triton = f"{settings.host}:{settings.triton_http_port}"
     body = infer_body(open_store(settings).get_manifest(name, version).signature)
     with tempfile.TemporaryDirectory(prefix="flywheel-nginx-") as scratch:
@@ -237,7 +248,22 @@ def gateway(
         targets = [
             Target("direct (Triton)", f"http://{triton}/v2/models/{name}/versions/{version}/infer"),
             Target(
-                "gateway", f"{settings.gateway_url}/v2/models/{name}/versions/{version}/infer", gateway_pid
+                "gateway" if len(layouts) == 1 else f"one gateway replica direct ({layouts[0].name})",
+                f"{first_gateway}/v2/models/{name}/versions/{version}/infer",
+                gateway_pids[0],
+            ),
+            *(
+                [
+                    Target(
+                        f"HAProxy -> {len(layouts)} gateway replicas",
+                        f"{settings.gateway_url}/v2/models/{name}/versions/{version}/infer",
+                        gateway_pids[0],
+                        tuple(gateway_pids[1:]),
+                        balancer_pid=ProcessRecord.from_file(settings.run_dir / "load-balancer.json").pid,
+                    )
+                ]
+                if len(layouts) > 1
+                else []
             ),
             Target(
                 "nginx split_clients",
@@ -252,6 +278,9 @@ def gateway(
                     results[target.name] = measure(target, body, rate, duration_s, concurrency, requests)
         finally:
             stop_process(nginx, 10)
+            from serving.agent.staging import unstage
+
+            unstage(open_store(settings).storage, name, candidate, "triton")
     direct = results["direct (Triton)"]
     for row in results.values():
         row["added_p50_ms"] = round(row["fixed_rate"]["p50_ms"] - direct["fixed_rate"]["p50_ms"], 3)
@@ -273,6 +302,7 @@ def gateway(
             "p50 ms sat.",
             "p99 ms sat.",
             "CPU µs/req",
+            "LB CPU µs/req",
         ):
             table.add_column(column, justify="left" if column == "path" else "right")
         for label, row in data["targets"].items():
@@ -286,6 +316,7 @@ def gateway(
                 str(row["saturation"]["p50_ms"]),
                 str(row["saturation"]["p99_ms"]),
                 str(row.get("cpu_us_per_request", "")),
+                str(row.get("balancer_cpu_us_per_request", "")),
             )
         console.print(table)
 

@@ -81,7 +81,7 @@ def build_gateway(
     retrain = (
         None
         if airflow_password is None
-        else RetrainService.from_settings(settings, metrics.registry, airflow_password)
+        else RetrainService.from_settings(settings, metrics.registry, airflow_password, store.storage)
     )
     app = create_app(
         core,

@@ -7,7 +7,9 @@ to the replicas for gRPC, and exports Prometheus metrics natively (``USE_PROMEX`
 
 Retries: inference is replay-safe (it changes nothing; feedback is keyed by request id), so the
 inference paths are retried on another replica when a connection fails, a replica closes it
-without an answer (killed mid-request), times out, or answers 503 (draining or not ready). Every
+without an answer or with half a one (killed mid-request), times out, or answers 503 (draining or
+not ready). Those paths open a fresh connection to a replica per request: on a reused idle
+connection HAProxy leaves a failure to the client to retry, and few clients retry a POST. Every
 other path (admin writes, feedback) is retried only when the connection itself failed, when the
 request cannot have reached a replica.
 """
@@ -45,7 +47,9 @@ def render_haproxy_config(settings: FlywheelSettings) -> str:
     check = "check inter 1s fall 2 rise 1"
     http_servers = "\n".join(f"  server {gw.name} {host}:{gw.http_port} {check}" for gw in layouts)
     grpc_servers = "\n".join(
-        f"  server {gw.name} {host}:{gw.grpc_port} proto h2 {check} port {gw.http_port}" for gw in layouts
+        # Checked on the replica's HTTP/1.1 port (check-proto h1), the traffic itself is h2.
+        f"  server {gw.name} {host}:{gw.grpc_port} proto h2 {check} port {gw.http_port} check-proto h1"
+        for gw in layouts
     )
     # Bodies up to this size are buffered, so a retried inference can be replayed.
     bufsize = 1 << 17
@@ -75,7 +79,11 @@ frontend rest
 
 backend gateways_inference
   balance leastconn
-  retry-on conn-failure empty-response response-timeout 503
+  # A fresh server connection per request: on a reused idle one, HAProxy hands a failure back to
+  # the client to retry (http-reuse "safe"), which most clients do not do for a POST.
+  option http-server-close
+  retry-on conn-failure empty-response junk-response response-timeout 503
+  retries 3
   option httpchk GET /v2/health/ready
   http-check expect status 200
 {http_servers}

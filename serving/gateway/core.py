@@ -153,6 +153,8 @@ class GatewayCore:
         return live.signatures[version]
 
     async def model_ready(self, model: str, version: int | None = None) -> bool:
+        if self.table.get(model) is None:
+            await self.table.lookup_missing(model)
         live = self.table.get(model)
         if live is None:
             return False
@@ -182,6 +184,8 @@ class GatewayCore:
         try:
             if not valid_request_id(request_id):
                 raise InvalidInputError(f"request ids must be 1-{MAX_REQUEST_ID} printable ASCII characters")
+            if self.table.get(model) is None:
+                await self.table.lookup_missing(model)
             live = self.live(model)
             if version is None:
                 route = live.strategy.route(RouteRequest(request_id, headers or {}))

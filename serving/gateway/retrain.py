@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flywheel.airflow_client import AirflowClient
 from flywheel.settings import FlywheelSettings
+from model_store.backends.base import ObjectStorage
 from monitoring.retrain_bridge import Outbox, OutboxEntry, RetrainBridge, RetrainTrigger, WebhookPayload
 from serving.gateway.rest import json_response, read_json
 
@@ -91,7 +92,7 @@ class RetrainService:
 
     @classmethod
     def from_settings(
-        cls, settings: FlywheelSettings, registry: CollectorRegistry, password: str
+        cls, settings: FlywheelSettings, registry: CollectorRegistry, password: str, storage: ObjectStorage
     ) -> RetrainService:
         client = AirflowClient(settings.resolved_airflow_url, settings.airflow_username, password)
         dag_id = settings.retrain_dag_id
@@ -99,7 +100,8 @@ class RetrainService:
         def send(trigger: RetrainTrigger) -> str:
             return client.trigger(dag_id, trigger.dag_run_id, trigger.conf())
 
-        outbox = Outbox(settings.var_path / "retrain-outbox", retry_max_s=settings.retrain_retry_max_s)
+        # In the store every gateway replica shares: a replica that dies for good loses no trigger.
+        outbox = Outbox(storage, retry_max_s=settings.retrain_retry_max_s)
         names = {name.strip() for name in settings.retrain_alerts.split(",") if name.strip()}
         metrics = RetrainMetrics(registry)
         metrics.zero(settings.model_name)

@@ -27,6 +27,7 @@ import orjson
 from model_store import ModelStore
 from model_store.errors import ModelStoreError
 from model_store.manifest import OutputSpec, Signature
+from model_store.names import validate_name
 from serving.backends.base import BackendError, ModelBackend
 from serving.backends.replicas import ServerDirectory
 from serving.gateway.metrics import GatewayMetrics
@@ -36,6 +37,8 @@ from serving.routing.spec_store import SpecNotFoundError, SpecStore
 from serving.routing.strategies import RoutingStrategy, build_strategy
 
 log = logging.getLogger(__name__)
+#: Store reads a second that requests for unknown models may cause (see lookup_missing).
+_MISSES_PER_S = 5.0
 #: Shortest and longest gap between reloads a "not loaded" answer may start (see request_reload).
 _RELOAD_GAP_S = (0.5, 10.0)
 
@@ -83,11 +86,38 @@ class RoutingTable:
         self._reload_requested: dict[str, float] = {}
         self._reload_gap: dict[str, float] = {}
         self._refresh_lock = asyncio.Lock()
+        self._miss_tokens = _MISSES_PER_S
+        self._miss_refilled = time.monotonic()
         #: Models whose stored spec could not be loaded, with the reason (shown by /admin/routing).
         self.spec_errors: dict[str, str] = {}
 
     def get(self, model: str) -> LiveModel | None:
         return self.models.get(model)
+
+    async def lookup_missing(self, model: str) -> None:
+        """A model this gateway does not know: read its spec now rather than answer 404.
+
+        Another gateway replica may have just deployed it (the deploy refreshes only the replica
+        that took it; the others would learn at their next poll). At most ``_MISSES_PER_S`` such
+        reads a second, for valid names only, so made-up names cost no more than a 404.
+        """
+        if model in self.models or not self.loaded_once.is_set():
+            return
+        now = time.monotonic()
+        self._miss_tokens = min(
+            _MISSES_PER_S, self._miss_tokens + (now - self._miss_refilled) * _MISSES_PER_S
+        )
+        self._miss_refilled = now
+        if self._miss_tokens < 1:
+            return
+        self._miss_tokens -= 1
+        try:
+            validate_name(model)
+            exists = await asyncio.to_thread(self.spec_store.etag, model) is not None
+        except (ModelStoreError, ValueError, OSError):
+            return
+        if exists:
+            await self.refresh(only=model)
 
     # Loading -----------------------------------------------------------------------------------
     def _signature(self, model: str, version: int) -> tuple[Signature, OutputSpec]:

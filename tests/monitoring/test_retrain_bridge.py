@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from flywheel.airflow_client import AirflowClient
+from model_store.backends.file import FileStorage
 from monitoring.retrain_bridge import (
     Outbox,
     RetrainBridge,
@@ -120,7 +121,9 @@ def bridge_for(airflow: RecordingAirflow, root: Path, clock: Clock) -> RetrainBr
     def send(trigger: RetrainTrigger) -> str:
         return client.trigger("flywheel_retrain", trigger.dag_run_id, trigger.conf())
 
-    return RetrainBridge(Outbox(root, retry_max_s=8, clock=clock), send, RETRAIN_ALERTS)
+    return RetrainBridge(
+        Outbox(FileStorage(root), prefix="", retry_max_s=8, clock=clock), send, RETRAIN_ALERTS
+    )
 
 
 def test_one_trigger_per_model_episode_and_resolved_or_foreign_alerts_trigger_nothing() -> None:
@@ -263,7 +266,7 @@ def test_wrong_airflow_credentials_keep_the_trigger_pending(
     clock = Clock()
     client = AirflowClient(airflow.url, "flywheel", "wrong", timeout_s=2)
     bridge = RetrainBridge(
-        Outbox(tmp_path, clock=clock),
+        Outbox(FileStorage(tmp_path), prefix="", clock=clock),
         lambda t: client.trigger("flywheel_retrain", t.dag_run_id, t.conf()),
         RETRAIN_ALERTS,
     )
@@ -272,3 +275,21 @@ def test_wrong_airflow_credentials_keep_the_trigger_pending(
     assert entry.outcome is None and "refused the login" in (entry.last_error or "")
     assert "wrong" not in (entry.last_error or ""), "the password never lands in the outbox"
     assert len(bridge.outbox.pending()) == 1 and airflow.runs == {}
+
+
+def test_two_gateway_replicas_share_one_outbox_and_make_one_run(
+    airflow: RecordingAirflow, tmp_path: Path
+) -> None:
+    """Both replicas get the alert (Alertmanager may call either through the balancer); the one
+    that took it dies before delivering; the other delivers it, once."""
+    airflow.start()
+    firing = payload(alert("FeatureDrift", "ff06", "2026-11-23T11:00:00Z", model="m", feature="f"))
+    first = bridge_for(airflow, tmp_path / "store", Clock())
+    second = bridge_for(airflow, tmp_path / "store", Clock())
+    assert len(first.accept(firing).queued) == 1
+    assert len(second.accept(firing).duplicates) == 1  # the same run id, recorded once
+    del first  # died for good, with the trigger undelivered
+    [entry] = second.deliver()
+    assert entry.outcome == "created" and len(airflow.runs) == 1
+    assert second.outbox.pending() == [] and len(second.outbox.delivered()) == 1
+    assert len(second.accept(firing).duplicates) == 1  # delivered: a repeat is still one run

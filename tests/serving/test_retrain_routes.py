@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, generate_latest
 
+from model_store.backends.file import FileStorage
 from monitoring.retrain_bridge import Outbox, RetrainBridge
 from serving.gateway.rest import v2_errors
 from serving.gateway.retrain import RetrainMetrics, RetrainService
@@ -20,7 +21,7 @@ def test_a_run_is_counted_once_whatever_reports_it_again(tmp_path: Path) -> None
 
     async def scenario() -> list[tuple[int, dict[str, object]]]:
         service = RetrainService(
-            RetrainBridge(Outbox(tmp_path), lambda trigger: "created", {"FeatureDrift"}),
+            RetrainBridge(Outbox(FileStorage(tmp_path)), lambda trigger: "created", {"FeatureDrift"}),
             RetrainMetrics(registry),
         )
         app = web.Application(middlewares=[v2_errors])
