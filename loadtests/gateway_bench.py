@@ -224,3 +224,37 @@ def start_nginx(workdir: Path, config: Path, port: int) -> ProcessRecord:
             raise RuntimeError(f"nginx did not start: {(workdir / 'error.log').read_text()[-2000:]}")
         time.sleep(0.05)
     return record
+
+
+def replica_choice_cost(
+    replica_counts: tuple[int, ...] = (1, 2, 4, 16, 64), picks: int = 20_000
+) -> dict[int, float]:
+    """Microseconds the gateway spends choosing a server replica per request, by replica count.
+
+    The same code a request runs (``ReplicaSet._pick``: two of the version's ready replicas at
+    random, the less busy one wins), timed in-process, so the end-to-end numbers' noise on a shared
+    machine does not hide how this part grows with the replicas.
+    """
+    from serving.agent.report import AgentReport, VersionState
+    from serving.backends.replicas import ReplicaSet
+
+    costs = {}
+    for count in replica_counts:
+        replica_set = ReplicaSet("bench")
+        reports = [
+            AgentReport(
+                agent=f"r{index}",
+                kind="bench",
+                replica=index,
+                endpoints={"http": f"http://127.0.0.1:{10000 + index}"},
+                server_up=True,
+                versions=[VersionState(model="m", version=1, phase="ready")],
+            )
+            for index in range(count)
+        ]
+        replica_set.update(reports, lambda endpoints: None)  # type: ignore[arg-type, return-value]
+        started = time.perf_counter()
+        for _ in range(picks):
+            replica_set._pick("m", 1, set())
+        costs[count] = round((time.perf_counter() - started) / picks * 1e6, 2)
+    return costs

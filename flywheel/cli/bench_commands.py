@@ -288,7 +288,17 @@ def gateway(
         row["added_saturation_p50_ms"] = round(
             row["saturation"]["p50_ms"] - direct["saturation"]["p50_ms"], 3
         )
-    data = {"model": name, "version": version, "rate": rate, "concurrency": concurrency, "targets": results}
+    from loadtests.gateway_bench import replica_choice_cost
+
+    data = {
+        "model": name,
+        "version": version,
+        "rate": rate,
+        "concurrency": concurrency,
+        "targets": results,
+        # The per-request routing over server replicas, in-process: flat in the replica count.
+        "replica_choice_us": {str(count): cost for count, cost in replica_choice_cost().items()},
+    }
 
     def render(data: dict[str, Any]) -> None:
         table = Table(title=f"{name} v{version} on Triton, one 10x8 window per request")
@@ -319,6 +329,8 @@ def gateway(
                 str(row.get("balancer_cpu_us_per_request", "")),
             )
         console.print(table)
+        choice = ", ".join(f"{count}: {cost} µs" for count, cost in data["replica_choice_us"].items())
+        console.print(f"choosing a server replica per request, by replica count: {choice}")
 
     emit(data, as_json, render)
 

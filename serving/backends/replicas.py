@@ -73,6 +73,7 @@ class ReplicaSet:
         self.kind = kind
         self.metrics_url = ""
         self.replicas: dict[str, Replica] = {}
+        self._index: dict[tuple[str, int], list[Replica]] = {}
         self._rng = rng or random.Random()
         #: Called with (kind, replica, outcome) per attempt: ok, unavailable, not_loaded.
         self.on_attempt: Callable[[str, str, str], None] = lambda kind, replica, outcome: None
@@ -99,7 +100,18 @@ class ReplicaSet:
             )
         for gone in set(self.replicas) - seen:
             retired.append(self.replicas.pop(gone).adapter)
+        self._reindex()
         return retired
+
+    def _reindex(self) -> None:
+        """(model, version) -> the replicas reporting it ready: built per report, read per request."""
+        index: dict[tuple[str, int], list[Replica]] = {}
+        for replica in self.replicas.values():
+            if replica.report.server_up:
+                for state in replica.report.versions:
+                    if state.phase == "ready":
+                        index.setdefault((state.model, state.version), []).append(replica)
+        self._index = index
 
     # Choosing ---------------------------------------------------------------------------------
     def _choose(self, candidates: list[Replica]) -> Replica:
@@ -108,11 +120,24 @@ class ReplicaSet:
         first, second = self._rng.sample(candidates, 2)
         return first if first.outstanding <= second.outstanding else second
 
-    def _candidates(self, model: str, version: int, tried: set[str]) -> list[Replica]:
+    def _pick(self, model: str, version: int, tried: set[str]) -> Replica | None:
+        """A replica for this request, in constant time however many there are.
+
+        Two random replicas that report the version ready; the one with fewer outstanding
+        requests wins. Only when one of them is ejected, already tried or lost the version (a
+        failure is going on) are all the version's replicas scanned.
+        """
+        key = (model, version)
+        pool = self._index.get(key, ())
         now = time.monotonic()
-        serving = [r for r in self.replicas.values() if r.name not in tried and r.serves(model, version)]
+        if len(pool) > 2 and not tried:
+            first, second = self._rng.sample(pool, 2)
+            if all(r.ejected_until <= now and key not in r.lost for r in (first, second)):
+                return first if first.outstanding <= second.outstanding else second
+        serving = [r for r in pool if r.name not in tried and key not in r.lost]
         healthy = [r for r in serving if r.ejected_until <= now]
-        return healthy or serving  # all ejected: try them anyway rather than fail at once
+        candidates = healthy or serving  # all ejected: try them anyway rather than fail at once
+        return self._choose(candidates) if candidates else None
 
     def _eject(self, replica: Replica, error: BackendError) -> None:
         now = time.monotonic()
@@ -127,8 +152,7 @@ class ReplicaSet:
     async def infer(self, model: str, version: int, inputs: Tensors) -> Tensors:
         tried: set[str] = set()
         last_error: BackendError | None = None
-        while candidates := self._candidates(model, version, tried):
-            replica = self._choose(candidates)
+        while (replica := self._pick(model, version, tried)) is not None:
             tried.add(replica.name)
             replica.outstanding += 1
             try:

@@ -8,8 +8,8 @@ to the replicas for gRPC, and exports Prometheus metrics natively (``USE_PROMEX`
 Retries: inference is replay-safe (it changes nothing; feedback is keyed by request id), so the
 inference paths are retried on another replica when a connection fails, a replica closes it
 without an answer or with half a one (killed mid-request), times out, or answers 503 (draining or
-not ready). Those paths open a fresh connection to a replica per request: on a reused idle
-connection HAProxy leaves a failure to the client to retry, and few clients retry a POST. Every
+not ready). A request in flight on a replica that is killed can still fail when its answer was
+half written (measured: at most a few per kill under load, docs/benchmarks.md). Every
 other path (admin writes, feedback) is retried only when the connection itself failed, when the
 request cannot have reached a replica.
 """
@@ -79,9 +79,8 @@ frontend rest
 
 backend gateways_inference
   balance leastconn
-  # A fresh server connection per request: on a reused idle one, HAProxy hands a failure back to
-  # the client to retry (http-reuse "safe"), which most clients do not do for a POST.
-  option http-server-close
+  # Keep-alive to the replicas: a fresh connection per request (option http-server-close) cost
+  # each gateway about 400 us of CPU per request here (docs/benchmarks.md).
   retry-on conn-failure empty-response junk-response response-timeout 503
   retries 3
   option httpchk GET /v2/health/ready

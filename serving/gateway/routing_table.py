@@ -117,6 +117,10 @@ class RoutingTable:
         except (ModelStoreError, ValueError, OSError):
             return
         if exists:
+            # The replicas first, as every poll does: a spec must never be routable here before
+            # the agents' reports that made its deploy succeed.
+            if self.directory is not None:
+                await self.directory.refresh()
             await self.refresh(only=model)
 
     # Loading -----------------------------------------------------------------------------------

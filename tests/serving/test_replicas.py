@@ -208,6 +208,7 @@ def test_a_gateway_replica_killed_under_load_costs_no_request_through_the_balanc
     # still fail is a request whose answer was half written when the replica died: at most one
     # per client thread (4), and nothing but a dropped connection or a 502 for it.
     failed = load.total() - load.statuses[200]
+    print(f"gateway replica killed under load: {failed} of {load.total()} requests failed: {load.errors}")
     assert failed <= 4 and set(load.statuses) <= {200, 0, 502}, (load.statuses, load.errors[:5])
 
 
