@@ -24,6 +24,7 @@ from serving.gateway.rest import create_app
 from serving.gateway.retrain import RetrainService
 from serving.gateway.routing_table import RoutingTable
 from serving.gateway.sampling import ProfileSampler
+from serving.gateway.shared_feedback import AttributionSigner, FeedbackLedger, SharedArms
 from serving.routing.spec_store import SpecStore
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,10 @@ def build_gateway(
         replica_set.on_attempt = lambda kind, replica, outcome: metrics.replica_requests.labels(
             kind, replica, outcome
         ).inc()
-    table = RoutingTable(SpecStore(store.storage), store, backends, metrics=metrics, directory=directory)
+    arms = SharedArms(store.storage)
+    table = RoutingTable(
+        SpecStore(store.storage), store, backends, metrics=metrics, directory=directory, arms=arms
+    )
     core = GatewayCore(
         table,
         backends,
@@ -76,6 +80,10 @@ def build_gateway(
         ProfileSampler(metrics, settings.drift_sample_rate),
         settings.backend_timeout_s,
         settings.feedback_memory,
+        # Every replica derives the same key from the admin token: any of them can verify a token.
+        signer=AttributionSigner(admin_token),
+        ledger=FeedbackLedger(store.storage),
+        arms=arms,
     )
     admin = AdminService(table.spec_store, store, backends, table, directory, settings.deploy_ready_timeout_s)
     retrain = (

@@ -33,6 +33,13 @@ from serving.gateway.breaker import CircuitBreakers
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.routing_table import LiveModel, RoutingTable
 from serving.gateway.sampling import ProfileSampler
+from serving.gateway.shared_feedback import (
+    AttributionSigner,
+    FeedbackLedger,
+    FeedbackRecordedError,
+    ServedRequest,
+    SharedArms,
+)
 from serving.gateway.validation import check_finite_outputs, check_signature
 from serving.protocols.v2 import MAX_REQUEST_ID, valid_request_id
 from serving.routing.spec import Variant
@@ -54,26 +61,20 @@ class InferenceOutcome:
     outputs: Tensors
     variant: Variant
     request_id: str
+    #: Signed: lets feedback reaching any gateway replica credit this request (shared_feedback.py).
+    attribution: str | None = None
 
     @property
     def headers(self) -> dict[str, str]:
-        return {
+        headers = {
             "x-request-id": self.request_id,
             "x-flywheel-variant": self.variant.name,
             "x-flywheel-version": str(self.variant.version),
             "x-flywheel-backend": self.variant.backend,
         }
-
-
-@dataclass(slots=True)
-class ServedRequest:
-    model: str
-    variant: str
-    #: The first row's value (regression) or its most probable class index (classification).
-    prediction: float
-    kind: OutputKind
-    #: A classifier's class count (the width of its output), for checking labels.
-    classes: int = 0
+        if self.attribution is not None:
+            headers["x-flywheel-attribution"] = self.attribution
+        return headers
 
 
 class GatewayCore:
@@ -85,7 +86,11 @@ class GatewayCore:
         sampler: ProfileSampler,
         timeout_s: float,
         feedback_memory: int = 100_000,
+        signer: AttributionSigner | None = None,
+        ledger: FeedbackLedger | None = None,
+        arms: SharedArms | None = None,
     ) -> None:
+        self.signer, self.ledger, self.arms = signer, ledger, arms
         self.table = table
         self.backends = backends
         self.metrics = metrics
@@ -219,8 +224,9 @@ class GatewayCore:
                 # A slow shadow must not eat the connections the callers' requests need.
                 self.metrics.shadow_requests.labels(model, route.shadow.name, "dropped").inc()
         self.sampler.maybe_record(live.profiles.get(variant.version), model, variant.version, inputs, outputs)
-        self._remember(request_id, model, variant.name, outputs, live.outputs.get(variant.version))
-        return InferenceOutcome(outputs, variant, request_id)
+        served = self._remember(request_id, model, variant.name, outputs, live.outputs.get(variant.version))
+        token = self.signer.token(request_id, served) if self.signer is not None else None
+        return InferenceOutcome(outputs, variant, request_id, token)
 
     async def _call(
         self, live: LiveModel, variant: Variant, inputs: Tensors, allow_failover: bool
@@ -344,7 +350,7 @@ class GatewayCore:
     # Feedback ----------------------------------------------------------------------------------
     def _remember(
         self, request_id: str, model: str, variant: str, outputs: Tensors, output: OutputSpec | None
-    ) -> None:
+    ) -> ServedRequest:
         kind = output.kind if output is not None else OutputKind.REGRESSION
         first = next(iter(outputs.values()), None)
         classes = 0
@@ -355,27 +361,38 @@ class GatewayCore:
             prediction, classes = float(np.argmax(row)), len(row)
         else:
             prediction = float(first.reshape(-1)[0])
-        self._served[request_id] = ServedRequest(model, variant, prediction, kind, classes)
+        served = ServedRequest(model, variant, prediction, kind, classes)
+        self._served[request_id] = served
         if len(self._served) > self.feedback_memory:
             self._served.popitem(last=False)
+        return served
 
-    def feedback(
-        self, model: str, request_id: str, reward: float | None, label: float | None
+    async def feedback(
+        self,
+        model: str,
+        request_id: str,
+        reward: float | None,
+        label: float | None,
+        attribution: str | None = None,
     ) -> dict[str, Any]:
         """Credit the variant that served ``request_id``.
 
         ``reward`` in [0, 1] is used as is, once per request id. A ``label`` becomes a reward by
         the version's output kind (its manifest): for a classifier, 1 when the label is the class
         index the first row predicted; for a regression, 1 when the prediction had the label's
-        sign (it called the direction of the change, say of a return), else 0.
+        sign (it called the direction of the change, say of a return), else 0. A request served
+        by another replica (or before a restart) is credited from its ``attribution`` token.
         """
         live = self.live(model)
         if (reward is None) == (label is None):
             raise InvalidInputError('feedback needs exactly one of "reward" or "label"')
         served = self._served.get(request_id)
+        if (served is None or served.model != model) and attribution and self.signer is not None:
+            served = self.signer.read(attribution, request_id, model)
         if served is None or served.model != model:
             raise UnknownModelError(
-                f"request {request_id!r} of {model!r} is unknown here (too old, or served by another replica)"
+                f"request {request_id!r} of {model!r} is unknown here (too old, or served by another "
+                'replica: send its x-flywheel-attribution header as "attribution")'
             )
         if reward is None:
             assert label is not None
@@ -389,9 +406,23 @@ class GatewayCore:
                 reward = 1.0 if np.sign(label) == np.sign(served.prediction) else 0.0
         if not 0.0 <= reward <= 1.0:
             raise InvalidInputError(f"reward must be within [0, 1], got {reward}")
-        # One reward per served request: repeating feedback must not steer the bandit.
-        del self._served[request_id]
-        live.strategy.record_reward(served.variant, reward)
+        # One reward per served request, on every replica: repeats must not steer the bandit.
+        if self.ledger is not None:
+            first = await asyncio.to_thread(self.ledger.claim, model, request_id, served.variant, reward)
+            if not first:
+                self._served.pop(request_id, None)
+                raise FeedbackRecordedError(f"feedback for request {request_id!r} was already recorded")
+        self._served.pop(request_id, None)
+        if self.arms is not None and live.spec.strategy == "bandit":
+            try:
+                totals = await asyncio.to_thread(self.arms.add, model, served.variant, reward)
+            except BaseException:
+                if self.ledger is not None:  # not counted: the caller may send it again
+                    await asyncio.to_thread(self.ledger.release, model, request_id)
+                raise
+            live.strategy.load_shared(totals)
+        else:
+            live.strategy.record_reward(served.variant, reward)
         self.metrics.feedback.labels(model, served.variant).inc()
         self.metrics.reward.labels(model, served.variant).inc(reward)
         return {"id": request_id, "variant": served.variant, "reward": reward}

@@ -158,6 +158,8 @@ class GatewayServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         )
         response.parameters["variant"].string_param = variant.name
         response.parameters["backend"].string_param = variant.backend
+        if outcome.attribution is not None:  # for feedback through any gateway replica
+            response.parameters["attribution"].string_param = outcome.attribution
         wanted = [output.name for output in request.outputs] or list(outcome.outputs)
         for name in wanted:
             if name not in outcome.outputs:

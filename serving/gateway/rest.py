@@ -343,7 +343,10 @@ class RestGateway:
         for name, value in (("reward", reward), ("label", label)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise InvalidInputError(f"{name} must be a number")
-        result = self.core.feedback(request.match_info["model"], body["id"], reward, label)
+        attribution = body.get("attribution") or request.headers.get("x-flywheel-attribution")
+        if attribution is not None and not isinstance(attribution, str):
+            raise InvalidInputError('"attribution" must be the x-flywheel-attribution header\'s string')
+        result = await self.core.feedback(request.match_info["model"], body["id"], reward, label, attribution)
         return json_response(result)
 
     async def openapi(self, request: web.Request) -> web.Response:

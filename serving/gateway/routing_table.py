@@ -32,6 +32,7 @@ from serving.backends.base import BackendError, ModelBackend
 from serving.backends.replicas import ServerDirectory
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.sampling import ProfileBins
+from serving.gateway.shared_feedback import SharedArms
 from serving.routing.spec import RoutingSpec, Variant
 from serving.routing.spec_store import SpecNotFoundError, SpecStore
 from serving.routing.strategies import RoutingStrategy, build_strategy
@@ -69,8 +70,10 @@ class RoutingTable:
         reconcile: bool = True,
         metrics: GatewayMetrics | None = None,
         directory: ServerDirectory | None = None,
+        arms: SharedArms | None = None,
     ) -> None:
         self.directory = directory
+        self.arms = arms
         self.spec_store = spec_store
         self.store = store
         self.backends = backends
@@ -237,6 +240,19 @@ class RoutingTable:
                 log.warning("cannot tell whether %s on %s is ready: %s", variant.name, variant.backend, error)
                 live.ready[variant.name] = False
 
+    async def load_shared_arms(self) -> None:
+        """Each bandit's arm totals from the store, when they changed (other replicas' feedback)."""
+        if self.arms is None:
+            return
+        for name, live in list(self.models.items()):
+            if live.spec.strategy != "bandit":
+                continue
+            etag = await asyncio.to_thread(self.arms.etag, name)
+            if etag is not None and live.strategy.shared_etag != etag:
+                arms, etag = await asyncio.to_thread(self.arms.read, name)
+                live.strategy.load_shared(arms)
+                live.strategy.shared_etag = etag
+
     def request_reload(self, model: str) -> bool:
         """Re-check ``model``'s readiness now, because a server answered that it lacks a version.
 
@@ -275,6 +291,7 @@ class RoutingTable:
                 if self.directory is not None:
                     await self.directory.refresh()
                 await self.refresh()
+                await self.load_shared_arms()
                 # Ready only once a whole pass succeeded: before that, "not deployed" would be a
                 # guess, so requests get 503 with Retry-After instead of 404.
                 self.loaded_once.set()

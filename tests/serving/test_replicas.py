@@ -14,7 +14,7 @@ from serving.rollout.controller import RolloutController
 from serving.routing import operations
 from serving.routing.spec_store import SpecStore
 from tests.pipeline_fixtures import MODEL
-from tests.serving.gateway_fixtures import ADMIN_TOKEN, v2_body
+from tests.serving.gateway_fixtures import ADMIN_TOKEN, v2_body, windows
 from tests.serving.replica_fixtures import Load, ReplicaStack
 from tests.serving.test_gateway import metric_value
 from tests.support import wait_until
@@ -298,8 +298,6 @@ def test_grpc_is_balanced_over_http2_to_both_gateway_replicas(replica_stack: Rep
     import numpy as np
     import tritonclient.grpc as triton_grpc
 
-    from tests.serving.gateway_fixtures import windows
-
     stack = replica_stack
     serving_version(stack, 1)
     before = {
@@ -319,3 +317,75 @@ def test_grpc_is_balanced_over_http2_to_both_gateway_replicas(replica_stack: Rep
         gw: metric_value(stack.gateway_metrics(gw), "flywheel_gateway_requests_total") for gw in GATEWAYS
     }
     assert all(after[gw] > before[gw] for gw in GATEWAYS), (before, after)
+
+
+def test_feedback_and_bandit_arms_count_whichever_gateway_replica_gets_them(
+    replica_stack: ReplicaStack,
+) -> None:
+    from serving.gateway.shared_feedback import SharedArms
+
+    stack = replica_stack
+    serving_version(stack, 1)
+    variants = [
+        {"name": f"triton-v{version}", "version": version, "backend": "triton", "weight": 50}
+        for version in (1, 2)
+    ]
+    current = stack.admin("GET", f"/deployments/{MODEL}").json()
+    replaced = stack.admin(
+        "PUT",
+        f"/deployments/{MODEL}",
+        json={
+            "expected_revision": current["revision"],
+            "spec": {"model": MODEL, "strategy": "bandit", "variants": variants},
+            "reason": "test: a bandit over two gateway replicas",
+        },
+    )
+    assert replaced.status_code == 200, replaced.text
+    served_by, told = (stack.specs[gw].urls["http"] for gw in GATEWAYS)
+    body = v2_body(windows())
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for gw in (served_by, told):
+        wait_until(
+            lambda gw=gw: (
+                stack.client.get(f"{gw}/admin/routing", headers=headers).json()[MODEL]["strategy"] == "bandit"
+            ),
+            10,
+            "both replicas to route by the bandit",
+        )
+    arms_before, _ = SharedArms(stack.store.storage).read(MODEL)
+    for _ in range(40):
+        response = stack.client.post(f"{served_by}/v2/models/{MODEL}/infer", json=body)
+        assert response.status_code == 200
+        reward = 1.0 if response.headers["x-flywheel-variant"] == "triton-v2" else 0.0
+        # Told to the other replica, which never saw the request: the signed token attributes it.
+        posted = stack.client.post(
+            f"{told}/v2/models/{MODEL}/feedback",
+            json={"id": response.headers["x-request-id"], "reward": reward},
+            headers={"x-flywheel-attribution": response.headers["x-flywheel-attribution"]},
+        )
+        assert (
+            posted.status_code == 200 and posted.json()["variant"] == response.headers["x-flywheel-variant"]
+        )
+    last = {"id": response.headers["x-request-id"], "reward": 1.0}
+    token = {"x-flywheel-attribution": response.headers["x-flywheel-attribution"]}
+    for gw in (served_by, told):  # one reward per request, whichever replica hears it again
+        again = stack.client.post(f"{gw}/v2/models/{MODEL}/feedback", json=last, headers=token)
+        assert again.status_code == 409, again.text
+    forged = stack.client.post(
+        f"{told}/v2/models/{MODEL}/feedback",
+        json={"id": "made-up", "reward": 1.0},
+        headers={"x-flywheel-attribution": token["x-flywheel-attribution"][:-4] + "AAAA"},
+    )
+    assert forged.status_code == 400
+
+    arms, _ = SharedArms(stack.store.storage).read(MODEL)
+    counted = sum(sum(totals) for totals in arms.values()) - sum(sum(t) for t in arms_before.values())
+    assert counted == 40, arms
+    # The replica that served but heard no feedback routes by the shared totals too, and so does
+    # a replica restarted afterwards (it reads them back from the store).
+    stack.kill("gateway")
+    stack.start("gateway")
+    later = [stack.client.post(f"{served_by}/v2/models/{MODEL}/infer", json=body) for _ in range(60)]
+    chosen = [response.headers["x-flywheel-variant"] for response in later]
+    assert chosen.count("triton-v2") >= 45, chosen
+    serving_version(stack, 1)

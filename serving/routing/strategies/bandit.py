@@ -17,11 +17,12 @@ class ArmStats:
 class BanditStrategy(RoutingStrategy):
     """Thompson sampling over the variants, learning from rewards posted to the feedback endpoint.
 
-    Each variant is an arm with a Beta(prior_alpha + successes, prior_beta + failures) belief
-    about its reward rate. Per request the gateway draws one sample per arm and routes to the
-    highest draw, so traffic shifts toward the better arm while the worse one keeps being
-    explored in proportion to the doubt left. A reward in [0, 1] adds ``reward`` successes and
-    ``1 - reward`` failures. Counts live in the gateway process and survive spec reloads.
+        Each variant is an arm with a Beta(prior_alpha + successes, prior_beta + failures) belief
+        about its reward rate. Per request the gateway draws one sample per arm and routes to the
+        highest draw, so traffic shifts toward the better arm while the worse one keeps being
+        explored in proportion to the doubt left. A reward in [0, 1] adds ``reward`` successes and
+        ``1 - reward`` failures. With the gateway's shared arms (``bandit/<model>.json`` in the store) the
+    counts are every replica's; without them, this process's. Either way they survive spec reloads.
     """
 
     name = "bandit"
@@ -48,6 +49,13 @@ class BanditStrategy(RoutingStrategy):
             bounded = min(max(reward, 0.0), 1.0)
             arm.successes += bounded
             arm.failures += 1.0 - bounded
+
+    def load_shared(self, arms: dict[str, tuple[float, float]]) -> None:
+        """The totals in the store (every replica's feedback) replace this process's counts."""
+        for name, (successes, failures) in arms.items():
+            arm = self.arms.get(name)
+            if arm is not None:
+                arm.successes, arm.failures = successes, failures
 
     def carry_over(self, previous: RoutingStrategy) -> None:
         if isinstance(previous, BanditStrategy):

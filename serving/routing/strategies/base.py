@@ -39,6 +39,8 @@ class RoutingStrategy:
 
     def __init__(self, spec: RoutingSpec) -> None:
         self.spec = spec
+        #: The ETag of the shared learned state last loaded (``load_shared``); None: none yet.
+        self.shared_etag: str | None = None
 
     def route(self, request: RouteRequest) -> Route:
         raise NotImplementedError
@@ -50,6 +52,9 @@ class RoutingStrategy:
 
     def record_reward(self, variant: str, reward: float) -> None:
         """Feedback for a request ``variant`` served; only learning strategies use it."""
+
+    def load_shared(self, arms: dict[str, tuple[float, float]]) -> None:
+        """Take learned totals shared by every gateway replica (variant -> successes, failures)."""
 
     def carry_over(self, previous: RoutingStrategy) -> None:
         """Keep learned state from the strategy this one replaces on a spec reload."""
