@@ -118,6 +118,8 @@ class GatewayServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            if self.core.table.get(request.name) is None:
+                await self.core.table.lookup_missing(request.name)
             metadata = self.core.metadata(request.name, _version(request.version))
         except (BackendError, InvalidNameError) as error:
             await self._abort(context, error)

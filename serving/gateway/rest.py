@@ -358,6 +358,25 @@ class RestGateway:
         )
 
 
+def known_models(core: GatewayCore) -> Any:
+    """Before any route that names a model this replica does not know: look in the store once.
+
+    Another gateway replica may have just deployed it (see ``RoutingTable.lookup_missing``), so
+    metadata, readiness and the compatibility paths answer like inference does, not 404.
+    """
+
+    @web.middleware
+    async def lookup(request: web.Request, handler: Handler) -> web.StreamResponse:
+        model = request.match_info.get("model")
+        if model is None and "tail" in request.match_info:  # TF Serving's /v1/models/<m>[/...][:verb]
+            model = request.match_info["tail"].split("/", 1)[0].split(":", 1)[0]
+        if model and core.table.get(model) is None:
+            await core.table.lookup_missing(model)
+        return await handler(request)
+
+    return lookup
+
+
 def create_app(
     core: GatewayCore,
     max_body_bytes: int,
@@ -367,7 +386,8 @@ def create_app(
     """The gateway's whole REST surface; ``admin_app`` (``serving.gateway.admin_rest``) mounts at /admin."""
     rest = RestGateway(core)
     app = web.Application(
-        client_max_size=max_body_bytes, middlewares=[v2_errors, body_deadline(body_timeout_s)]
+        client_max_size=max_body_bytes,
+        middlewares=[v2_errors, body_deadline(body_timeout_s), known_models(core)],
     )
     app.add_routes(
         [

@@ -41,3 +41,28 @@ def test_a_corrupt_spec_keeps_its_last_good_version_and_blocks_nothing(
     assert table.models["broken"].spec.revision == 1, "the last good spec keeps serving"
     assert "broken" in table.spec_errors and "error" in table.describe()["broken"]
     assert table.models["good"].spec.revision == 2
+
+
+def test_a_model_another_replica_just_deployed_is_looked_up_not_404(
+    store: ModelStore, tmp_path: Path
+) -> None:
+    publish(store, tmp_path / "fresh", "fresh")
+    specs = SpecStore(store.storage)
+    table = RoutingTable(specs, store, backends={}, reconcile=False)
+
+    async def scenario() -> None:
+        table.loaded_once.set()
+        await table.refresh()  # nothing deployed yet: this replica's table is empty
+        specs.update(  # another replica deploys it
+            "fresh",
+            lambda current: operations.deploy(current, "fresh", 1, "triton", "single"),
+            actor="t",
+            action="deploy",
+        )
+        await table.lookup_missing("fresh")
+        for bogus in ("../etc", "never-deployed"):  # invalid or absent: no error recorded, no entry
+            await table.lookup_missing(bogus)
+
+    asyncio.run(scenario())
+    assert table.get("fresh") is not None and table.get("fresh").spec.revision == 1  # type: ignore[union-attr]
+    assert table.spec_errors == {} and sorted(table.models) == ["fresh"]
