@@ -161,10 +161,14 @@ class Outbox:
         return self._read("delivered")
 
     def _read(self, folder: str) -> list[OutboxEntry]:
+        return [entry for entry, _ in self._read_with_etags(folder)]
+
+    def _read_with_etags(self, folder: str) -> list[tuple[OutboxEntry, str]]:
         entries = []
         for key in sorted(self.storage.list_keys(f"{self.prefix}{folder}/")):
             try:
-                entries.append(OutboxEntry.from_json(self.storage.get(key).data))
+                stored = self.storage.get(key)
+                entries.append((OutboxEntry.from_json(stored.data), stored.etag))
             except ObjectNotFoundError:
                 continue  # delivered meanwhile (by another replica, say)
             except (ValueError, TypeError, KeyError) as error:
@@ -174,14 +178,14 @@ class Outbox:
                     self.storage.put(corrupt, self.storage.get(key).data)
                 self.storage.delete(key)
                 log.error("retrain outbox entry %s is unreadable (%s); moved to %s", key, error, corrupt)
-        return sorted(entries, key=lambda entry: entry.created_at)
+        return sorted(entries, key=lambda pair: pair[0].created_at)
 
     def deliver_due(
         self, send: Callable[[RetrainTrigger], str], on_outcome: Callable[[OutboxEntry], None] | None = None
     ) -> list[OutboxEntry]:
         """Try every pending entry whose backoff has passed; returns the entries tried."""
         tried = []
-        for entry in self.pending():
+        for entry, etag in self._read_with_etags("pending"):
             now = self.clock()
             if entry.next_attempt_at > now:
                 continue
@@ -193,7 +197,10 @@ class Outbox:
                 entry.last_error = f"{type(error).__name__}: {error}"[:500]
                 delay = min(self.retry_max_s, self.retry_base_s * 2 ** (entry.attempts - 1))
                 entry.next_attempt_at = now + delay
-                self.storage.put(self._key("pending", run_id), entry.to_json())
+                try:  # by CAS: another replica may have delivered it meanwhile; never bring it back
+                    self.storage.put_if_match(self._key("pending", run_id), entry.to_json(), etag)
+                except (PreconditionFailedError, ObjectNotFoundError):
+                    continue
             else:
                 entry.delivered_at, entry.last_error = now, None
                 # Delivered first, then no longer pending: a crash in between means one more

@@ -209,13 +209,15 @@ def gateway(
     versions = open_store(settings).list_versions(name)
     candidate = next((v for v in reversed(versions) if v != version), version)
 
+    stages: list[str] = []
+
     def stage_candidate() -> None:
         """The agents load the candidate for the nginx canary (nobody else writes into Triton)."""
         from serving.agent.report import read_reports, readiness
         from serving.agent.staging import stage
 
         store = open_store(settings)
-        stage(store.storage, name, candidate, "triton", ttl_s=900, actor="bench gateway")
+        stages.append(stage(store.storage, name, candidate, "triton", ttl_s=900, actor="bench gateway"))
         deadline = time.monotonic() + 180
         while True:
             reports = read_reports(store.storage, settings.agent_stale_after_s, "triton")
@@ -280,7 +282,8 @@ def gateway(
             stop_process(nginx, 10)
             from serving.agent.staging import unstage
 
-            unstage(open_store(settings).storage, name, candidate, "triton")
+            for key in stages:
+                unstage(open_store(settings).storage, key)
     direct = results["direct (Triton)"]
     for row in results.values():
         row["added_p50_ms"] = round(row["fixed_rate"]["p50_ms"] - direct["fixed_rate"]["p50_ms"], 3)

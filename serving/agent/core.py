@@ -189,6 +189,9 @@ class ModelAgent:
             await self.adapter.load(model, version)
             deadline = time.monotonic() + self.load_ready_timeout_s
             while not await self.adapter.ready(model, version):
+                # ready() says False for a server that is gone too: ask something that raises
+                # BackendUnavailableError then, so a restart mid-load is an outage, not a bad version.
+                await self.adapter.loaded_versions(model)
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"loaded but not ready after {self.load_ready_timeout_s:g} s")
                 await asyncio.sleep(0.2)
@@ -289,10 +292,21 @@ class ModelAgent:
             return
         self._last_report, self._last_written = fingerprint, time.monotonic()
 
-    async def run(self, interval_s: float) -> None:
+    async def heartbeat(self) -> None:
+        """Keep the report fresh while a pass waits on a long load: a report older than the
+        readers' staleness limit would take this whole replica out of every gateway."""
         while True:
-            try:
-                await self.reconcile_once()
-            except Exception as error:  # never crash-loop: log and try again next pass
-                log.exception("%s: reconcile pass failed: %s", self.name, error)
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(self.heartbeat_s)
+            await self.publish()
+
+    async def run(self, interval_s: float) -> None:
+        beat = asyncio.create_task(self.heartbeat())
+        try:
+            while True:
+                try:
+                    await self.reconcile_once()
+                except Exception as error:  # never crash-loop: log and try again next pass
+                    log.exception("%s: reconcile pass failed: %s", self.name, error)
+                await asyncio.sleep(interval_s)
+        finally:
+            beat.cancel()

@@ -1,13 +1,14 @@
 """Staged deploys: "load this version on every replica of that kind" before a spec routes to it.
 
-A deploy writes ``staging/<model>/<backend>-v<version>.json``, waits until every agent of the
-kind reports the version ready, writes the routing spec, then deletes the stage. A stage carries
+A deploy writes ``staging/<model>/<backend>-v<version>-<nonce>.json``, waits until every agent of
+the kind reports the version ready, writes the routing spec, then deletes its stage. A stage carries
 an expiry, so a deploy that died half way pins nothing for longer than that.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
@@ -33,13 +34,14 @@ class StagedVersion(BaseModel):
         return datetime.now(UTC) >= self.expires_at
 
 
-def stage_key(model: str, version: int, backend: str) -> str:
-    return f"{PREFIX}{model}/{backend}-v{version}.json"
-
-
 def stage(
     storage: ObjectStorage, model: str, version: int, backend: str, ttl_s: float, actor: str = ""
-) -> StagedVersion:
+) -> str:
+    """Write one deploy's stage; returns its key, the only thing :func:`unstage` removes.
+
+    Each call gets its own object (a random suffix): two deploys of one version never remove
+    each other's stage.
+    """
     staged = StagedVersion(
         model=model,
         version=version,
@@ -47,12 +49,13 @@ def stage(
         actor=actor,
         expires_at=datetime.now(UTC) + timedelta(seconds=ttl_s),
     )
-    storage.put(stage_key(model, version, backend), staged.model_dump_json().encode())
-    return staged
+    key = f"{PREFIX}{model}/{backend}-v{version}-{secrets.token_hex(6)}.json"
+    storage.put_if_absent(key, staged.model_dump_json().encode())
+    return key
 
 
-def unstage(storage: ObjectStorage, model: str, version: int, backend: str) -> None:
-    storage.delete(stage_key(model, version, backend))
+def unstage(storage: ObjectStorage, key: str) -> None:
+    storage.delete(key)
 
 
 def staged_versions(storage: ObjectStorage) -> list[StagedVersion]:

@@ -167,6 +167,12 @@ class ReplicaSet:
                 self.on_attempt(self.kind, replica.name, "not_loaded")
                 last_error = error
                 continue
+            except asyncio.CancelledError:
+                # The caller's budget ran out on this replica (it accepts but does not answer):
+                # eject it, so the next requests go to its siblings instead of waiting on it too.
+                self._eject(replica, BackendUnavailableError(f"{replica.name} did not answer in time"))
+                self.on_attempt(self.kind, replica.name, "unavailable")
+                raise
             finally:
                 replica.outstanding -= 1
             self.on_attempt(self.kind, replica.name, "ok")

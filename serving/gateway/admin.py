@@ -11,8 +11,9 @@ on their next poll. The gateway itself writes into no server's folder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from model_store import ModelStore
@@ -57,34 +58,48 @@ class AdminService:
         self.directory = directory
         self.ready_timeout_s = ready_timeout_s
 
-    async def stage(self, model: str, version: int, backend: str, actor: str) -> None:
-        """Until every replica of ``backend`` holds ``version`` ready; the stage is removed after.
+    @contextlib.asynccontextmanager
+    async def staged(self, model: str, wanted: list[tuple[int, str]], actor: str) -> AsyncIterator[None]:
+        """Stage every (version, backend), wait until every replica of each holds it ready, run the
+        body (the spec write), then remove the stages, whatever happened.
 
-        Raises VersionLoadFailedError as soon as an agent reports a failed load, and
-        ReplicasNotReadyError after ``ready_timeout_s``. Call :meth:`unstage` when the spec is written.
+        All stages are written first and waited for under one deadline, so an early one cannot
+        expire while a later one loads. Each deploy has its own stage objects: a concurrent deploy
+        of the same version finishing first removes only its own. Raises VersionLoadFailedError as
+        soon as an agent reports a failed load, ReplicasNotReadyError after ``ready_timeout_s``.
         """
         storage = self.store.storage
-        ttl_s = self.ready_timeout_s + 60  # a deploy that dies here pins the version no longer than this
-        await asyncio.to_thread(staging.stage, storage, model, version, backend, ttl_s, actor)
+        ttl_s = self.ready_timeout_s + 60  # a deploy that dies here pins the versions no longer
+        keys = []
+        try:
+            for version, backend in wanted:
+                keys.append(
+                    await asyncio.to_thread(staging.stage, storage, model, version, backend, ttl_s, actor)
+                )
+            await self._wait_ready(model, wanted)
+            yield
+        finally:
+            for key in keys:
+                await asyncio.to_thread(storage.delete, key)
+
+    async def _wait_ready(self, model: str, wanted: list[tuple[int, str]]) -> None:
         deadline = asyncio.get_running_loop().time() + self.ready_timeout_s
         while True:
             await self.directory.refresh()
-            ready, problems = self.directory.readiness(backend, model, version)
-            if ready:
+            problems: list[str] = []
+            for version, backend in wanted:
+                problems += self.directory.readiness(backend, model, version)[1]
+            if not problems:
                 return
             failed = [problem for problem in problems if "could not load" in problem]
-            if failed or asyncio.get_running_loop().time() > deadline:
-                await asyncio.to_thread(staging.unstage, storage, model, version, backend)
-                if failed:
-                    raise VersionLoadFailedError("; ".join(failed))
+            if failed:
+                raise VersionLoadFailedError("; ".join(failed))
+            if asyncio.get_running_loop().time() > deadline:
                 raise ReplicasNotReadyError(
-                    f"{model} v{version} is not ready on every {backend} replica after "
-                    f"{self.ready_timeout_s:g} s: {'; '.join(problems)}"
+                    f"{model} is not ready on every replica after {self.ready_timeout_s:g} s: "
+                    + "; ".join(problems)
                 )
             await asyncio.sleep(0.25)
-
-    async def unstage(self, model: str, version: int, backend: str) -> None:
-        await asyncio.to_thread(staging.unstage, self.store.storage, model, version, backend)
 
     async def _write(self, model: str, change: Any, **history: Any) -> RoutingSpec:
         spec = await asyncio.to_thread(self.spec_store.update, model, change, **history)
@@ -133,14 +148,11 @@ class AdminService:
             raise SpecError("--steps drive a canary rollout; use --strategy canary")
         current = await asyncio.to_thread(self.spec_store.find, model)
         operations.refuse_during_rollout(current)
-        await self.stage(model, version, backend, actor)
-        try:
+        async with self.staged(model, [(version, backend)], actor):
             return await self._deploy_staged(
                 model, version, backend, strategy, weight, params, steps, interval_s, bake_s,
                 expected_revision, actor, reason,
             )  # fmt: skip
-        finally:
-            await self.unstage(model, version, backend)
 
     async def _deploy_staged(
         self,
@@ -270,14 +282,11 @@ class AdminService:
     ) -> RoutingSpec:
         """Write a whole spec (strategy, params, variants); every variant must be loadable."""
         await asyncio.to_thread(self.spec_store.check_revision, model, expected_revision)
-        staged = []
-        try:
-            for variant in spec.variants:
-                await asyncio.to_thread(self.store.get_manifest, model, variant.version)
-                if variant.backend not in self.backends:
-                    raise SpecError(f"variant {variant.name}: no {variant.backend} adapter is configured")
-                staged.append((variant.version, variant.backend))
-                await self.stage(model, variant.version, variant.backend, actor)
+        for variant in spec.variants:
+            await asyncio.to_thread(self.store.get_manifest, model, variant.version)
+            if variant.backend not in self.backends:
+                raise SpecError(f"variant {variant.name}: no {variant.backend} adapter is configured")
+        async with self.staged(model, [(v.version, v.backend) for v in spec.variants], actor):
             return await self._write(
                 model,
                 lambda current: spec,
@@ -286,9 +295,6 @@ class AdminService:
                 reason=reason,
                 expected_revision=expected_revision,
             )
-        finally:
-            for version, backend in staged:
-                await self.unstage(model, version, backend)
 
     @staticmethod
     def _existing(model: str, current: RoutingSpec | None) -> RoutingSpec:

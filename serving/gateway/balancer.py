@@ -82,7 +82,6 @@ backend gateways_inference
   # Keep-alive to the replicas: a fresh connection per request (option http-server-close) cost
   # each gateway about 400 us of CPU per request here (docs/benchmarks.md).
   retry-on conn-failure empty-response junk-response response-timeout 503
-  retries 3
   option httpchk GET /v2/health/ready
   http-check expect status 200
 {http_servers}
@@ -90,6 +89,8 @@ backend gateways_inference
 backend gateways
   balance leastconn
   retry-on conn-failure
+  # A deploy answers once every server replica holds the version (FLYWHEEL_DEPLOY_READY_TIMEOUT_S).
+  timeout server {settings.deploy_ready_timeout_s + 60:.0f}s
   option httpchk GET /v2/health/ready
   http-check expect status 200
 {http_servers}

@@ -121,7 +121,8 @@ class RetrainService:
     async def deliver(self) -> None:
         async with self._delivering:  # one delivery pass at a time; httpx is blocking, so a thread
             await asyncio.to_thread(self.bridge.deliver)
-            self.metrics.pending.set(len(self.bridge.outbox.pending()))
+            # The outbox is in the object store: every read off the event loop.
+            self.metrics.pending.set(len(await asyncio.to_thread(self.bridge.outbox.pending)))
 
     async def run(self, interval_s: float = 1.0) -> None:
         """Deliver whatever is due every ``interval_s``, and at once after a webhook queued something."""
@@ -137,7 +138,7 @@ class RetrainService:
     def add_routes(self, app: web.Application) -> None:
         async def alerts(request: web.Request) -> web.Response:
             payload = WebhookPayload.model_validate(await read_json(request))
-            result = self.bridge.accept(payload)
+            result = await asyncio.to_thread(self.bridge.accept, payload)
             for trigger in result.queued:
                 log.info("retrain trigger queued: %s (%s)", trigger.dag_run_id, trigger.reason)
                 self.metrics.triggers.labels(trigger.model, "queued").inc()
@@ -147,7 +148,7 @@ class RetrainService:
             return json_response(result.as_dict())
 
         async def status(request: web.Request) -> web.Response:
-            return json_response(self.bridge.status())
+            return json_response(await asyncio.to_thread(self.bridge.status))
 
         async def run_report(request: web.Request) -> web.Response:
             report = RunReport.model_validate(await read_json(request))

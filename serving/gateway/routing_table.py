@@ -196,6 +196,10 @@ class RoutingTable:
         if current is not None and etag == current.etag:
             return False
         live = await asyncio.to_thread(self._build, name)
+        if self.directory is not None:
+            # The replicas' reports read AFTER the spec: a deploy writes its spec only once every
+            # agent reported the version ready, so these reports already say so.
+            await self.directory.refresh()
         self.spec_errors.pop(name, None)
         if live is None:
             return self.models.pop(name, None) is not None
@@ -247,11 +251,14 @@ class RoutingTable:
         for name, live in list(self.models.items()):
             if live.spec.strategy != "bandit":
                 continue
-            etag = await asyncio.to_thread(self.arms.etag, name)
-            if etag is not None and live.strategy.shared_etag != etag:
-                arms, etag = await asyncio.to_thread(self.arms.read, name)
-                live.strategy.load_shared(arms)
-                live.strategy.shared_etag = etag
+            try:
+                etag = await asyncio.to_thread(self.arms.etag, name)
+                if etag is not None and live.strategy.shared_etag != etag:
+                    arms, etag = await asyncio.to_thread(self.arms.read, name)
+                    live.strategy.load_shared(arms)
+                    live.strategy.shared_etag = etag
+            except Exception as error:  # one bad arms object must not stop the others or readiness
+                log.warning("bandit arms of %r unreadable, keeping the last ones: %s", name, error)
 
     def request_reload(self, model: str) -> bool:
         """Re-check ``model``'s readiness now, because a server answered that it lacks a version.
@@ -291,10 +298,10 @@ class RoutingTable:
                 if self.directory is not None:
                     await self.directory.refresh()
                 await self.refresh()
-                await self.load_shared_arms()
                 # Ready only once a whole pass succeeded: before that, "not deployed" would be a
                 # guess, so requests get 503 with Retry-After instead of 404.
                 self.loaded_once.set()
+                await self.load_shared_arms()
                 if self.reconcile_enabled and time.monotonic() - last_reconcile >= every:
                     last_reconcile = time.monotonic()
                     for live in list(self.models.values()):

@@ -69,9 +69,10 @@ class AttributionSigner:
         body, _, mac = token.partition(".")
         try:
             payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-            valid = hmac.compare_digest(mac, self._mac(payload))
+            offered = mac.encode("utf-8", "surrogateescape")
+            valid = hmac.compare_digest(offered, self._mac(payload).encode())
             fields = orjson.loads(payload) if valid else None
-        except (ValueError, orjson.JSONDecodeError):
+        except (ValueError, TypeError, UnicodeError, orjson.JSONDecodeError):
             fields = None
         if not isinstance(fields, list) or len(fields) != 6:
             raise InvalidInputError("the attribution token is not one this platform issued")
