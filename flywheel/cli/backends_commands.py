@@ -161,7 +161,7 @@ def replicas(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
 
         table = Table(title="server replicas")
         for column in ("kind", "replica", "up", "ready versions", "requests ok", "failed over"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for kind, replicas in data["servers"].items():
             for replica in replicas:
                 requests = replica["requests"]
