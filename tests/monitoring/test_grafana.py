@@ -13,10 +13,11 @@ from monitoring.grafana.panels import FLYWHEEL, all_queries
 
 
 def test_committed_files_match_the_generator() -> None:
+    regenerate = "run `.venv/bin/python -m monitoring.grafana.build`"
     for relative, text in generated_files().items():
         committed = GRAFANA_DIR / relative
-        assert committed.exists(), f"{relative} missing: run `flywheel dashboards --no-render`"
-        assert committed.read_text() == text, f"{relative} is stale: run `flywheel dashboards --no-render`"
+        assert committed.exists(), f"{relative} missing: {regenerate}"
+        assert committed.read_text() == text, f"{relative} is stale: {regenerate}"
 
 
 def test_dashboard_has_the_panels_the_issue_names_with_queries_and_annotations() -> None:

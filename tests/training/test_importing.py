@@ -144,7 +144,7 @@ def test_torchscript_serves_on_torchserve_and_triton(sources: dict[str, Path], h
         home, "scaled", str(sources["torchscript"]), "--input", "features:FP32:-1,4",
         "--output", "probabilities:FP32:-1,3", "--classes", "low,mid,high",
     )  # fmt: skip
-    assert manifest["backends"] == ["torchserve", "triton"] and manifest["framework"] == "pytorch"
+    assert manifest["backends"] == ["triton", "torchserve"] and manifest["framework"] == "pytorch"
     assert (
         manifest["lineage"]["origin"] == "imported" and manifest["lineage"]["source_format"] == "torchscript"
     )
