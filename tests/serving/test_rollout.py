@@ -214,8 +214,18 @@ def test_a_bad_candidate_is_rolled_back_by_itself(
         ModelStore.open(controller.settings.resolve_store_uri()), tmp_path, *BAD_CANDIDATES[kind]
     )
     serve_only(controller, "triton-v2", 2, "triton")
+    # Only the check under test may fail: this load is not the training distribution, so the
+    # prediction PSI of any version sits near its limit and could trip first.
+    params = {} if kind == "disagreeing" else {"params": {"analysis": {"max_prediction_psi": 100.0}}}
     run = roll_out(
-        controller, bad, "triton", "canary", steps=[20, 50, 100], interval_s=5, reason=f"rollout test: {kind}"
+        controller,
+        bad,
+        "triton",
+        "canary",
+        steps=[20, 50, 100],
+        interval_s=5,
+        reason=f"rollout test: {kind}",
+        **params,
     )
     assert run.spec["rollout"]["status"] == "rolled_back", run.spec["rollout"]
     assert [v["name"] for v in run.spec["variants"]] == ["triton-v2"]
