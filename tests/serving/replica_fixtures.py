@@ -196,7 +196,7 @@ def replica_stack(drifted_run: Any, tmp_path_factory: pytest.TempPathFactory) ->
             "routing_reload_interval_s": 0.2,
             "agent_interval_s": 0.2,
             "agent_unload_grace_s": 3.0,
-            "agent_stale_after_s": 5.0,
+            "agent_stale_after_s": 15.0,  # the default: agents starved by a busy machine must not vanish
             "drift_sample_rate": 1.0,
         }
     )

@@ -163,7 +163,7 @@ def test_a_version_no_agent_can_load_never_gets_traffic(replica_stack: ReplicaSt
         GatewayMetricsSource(stack.specs["gateway"].urls["metrics"]),
         stack.url,
         holder="test",
-        agent_stale_after_s=5,
+        agent_stale_after_s=15,
     )
     with Load(stack.url) as load:
         decisions: list[dict[str, object]] = []
