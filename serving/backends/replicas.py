@@ -36,6 +36,8 @@ from serving.backends.base import (
 from serving.backends.registry import backend_kinds, get_plugin
 
 log = logging.getLogger(__name__)
+#: A replica stays routable until its report is this many times older than the staleness limit.
+STALE_ROUTABLE_FACTOR = 4.0
 #: First and longest ejection of a replica that failed a request.
 EJECT_S = (1.0, 15.0)
 
@@ -256,14 +258,18 @@ class ServerDirectory:
     async def refresh(self) -> None:
         async with self._lock:
             try:
-                reports = await asyncio.to_thread(read_reports, self.store.storage, self.stale_after_s)
+                # Routing keeps a replica whose report is a little late (agents starved of CPU, a
+                # slow store): its requests still go there until they fail and eject it. Only
+                # readiness (deploys, rollouts) insists on fresh reports.
+                horizon = self.stale_after_s * STALE_ROUTABLE_FACTOR
+                reports = await asyncio.to_thread(read_reports, self.store.storage, horizon)
             except (ModelStoreError, OSError) as error:
                 if self.last_error != str(error):
                     log.error("agent reports unreadable, keeping the last replicas: %s", error)
                 self.last_error = str(error)
                 return
             self.last_error = None
-            self.reports = reports
+            self.reports = [report for report in reports if report.age_s() <= self.stale_after_s]
             for kind, replica_set in self.sets.items():
                 for adapter in replica_set.update(
                     [r for r in reports if r.kind == kind], self._builder(kind)
