@@ -7,9 +7,6 @@ from collections.abc import Iterable
 from serving.agent.staging import StagedVersion
 from serving.routing.spec import RoutingSpec
 
-#: Why a version is needed, strongest first (what the status shows).
-REASONS = ("live", "stable", "staged")
-
 
 def needed_versions(
     specs: Iterable[RoutingSpec], staged: Iterable[StagedVersion], kind: str
