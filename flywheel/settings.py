@@ -43,25 +43,48 @@ class FlywheelSettings(BaseSettings):
     store_uri: str | None = Field(
         default=None,
         description=(
-            "Model store location: file://PATH (relative to home) or s3://BUCKET[/PREFIX]. "
-            "Unset means file://<var_dir>/store: a local folder, durable across `flywheel down`/`up`."
+            "Model store location: s3://BUCKET[/PREFIX] or file://PATH (relative to home). Unset means "
+            "s3://<model_bucket>/store on the configured S3 endpoint (the local SeaweedFS by default), "
+            "so every node shares one store."
         ),
+    )
+    model_bucket: str = Field(
+        default="flywheel-models",
+        description="Bucket of the default model store (store_uri unset), created by `flywheel up`.",
     )
     host: str = Field(
         default="127.0.0.1",
         description="Address every local service binds to. Loopback by default; change with care.",
     )
-    s3_port: int = Field(default=9000, description="Port of the local S3 endpoint (moto_server).")
+    s3_port: int = Field(default=9000, description="S3 API port of the local SeaweedFS (`weed mini`).")
+    s3_grpc_port: int = Field(default=19000, description="gRPC port of the local SeaweedFS S3 gateway.")
+    seaweedfs_master_port: int = Field(default=9333, description="Local SeaweedFS master HTTP port.")
+    seaweedfs_master_grpc_port: int = Field(default=19333, description="Local SeaweedFS master gRPC port.")
+    seaweedfs_volume_port: int = Field(default=9340, description="Local SeaweedFS volume server HTTP port.")
+    seaweedfs_volume_grpc_port: int = Field(
+        default=19340, description="Local SeaweedFS volume server gRPC port."
+    )
+    seaweedfs_filer_port: int = Field(default=8888, description="Local SeaweedFS filer HTTP port.")
+    seaweedfs_filer_grpc_port: int = Field(default=18888, description="Local SeaweedFS filer gRPC port.")
+    seaweedfs_admin_port: int = Field(
+        default=23646,
+        le=65535 - 10000,
+        description="Local SeaweedFS admin port. Its gRPC port is this plus 10000: SeaweedFS's "
+        "maintenance worker always dials that offset, so it cannot be set apart.",
+    )
     s3_endpoint_url: str | None = Field(
         default=None,
         description="S3 endpoint for boto3. Empty means the local endpoint at host:s3_port.",
     )
     s3_region: str = Field(default="us-east-1", description="S3 region name passed to boto3.")
     s3_access_key_id: SecretStr = Field(
-        default=SecretStr("flywheel-local"), description="S3 access key id (any value works locally)."
+        default=SecretStr("flywheel"), description="S3 access key id of the local endpoint (or of AWS)."
     )
-    s3_secret_access_key: SecretStr = Field(
-        default=SecretStr("flywheel-local-secret"), description="S3 secret access key."
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None,
+        description="S3 secret access key. Unset: the local endpoint's key is generated into "
+        "var/credentials on first use; with s3_endpoint_url set, boto3's own chain (environment, "
+        "profile, instance role) is used.",
     )
     raw_bucket: str = Field(
         default="flywheel-raw", description="Bucket of the raw-data landing zone, created by `flywheel up`."
@@ -319,7 +342,7 @@ class FlywheelSettings(BaseSettings):
 
     @property
     def s3_data_dir(self) -> Path:
-        return self.var_path / "s3"
+        return self.var_path / "seaweedfs"
 
     @property
     def serving_dir(self) -> Path:
@@ -368,7 +391,7 @@ class FlywheelSettings(BaseSettings):
     def resolve_store_uri(self) -> str:
         """The store URI with a relative ``file://`` path made absolute against ``home``."""
         if self.store_uri is None:
-            return f"file://{self.var_path / 'store'}"
+            return f"s3://{self.model_bucket}/store"
         if self.store_uri.startswith("file://"):
             path = Path(self.store_uri.removeprefix("file://"))
             if not path.is_absolute():

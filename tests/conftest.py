@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from flywheel.settings import FlywheelSettings
 from flywheel.stack.process import ServiceSpec, stop_process
+from flywheel.stack.services import s3_service
 from model_store import ModelStore
 from model_store.backends.s3 import S3Storage, s3_client
 
@@ -21,34 +22,36 @@ from tests.pipeline_fixtures import (  # noqa: F401
     drifted_run,
     pipeline_run,
 )
-from tests.support import REPO_ROOT, free_port, http_ok, start_and_wait
+from tests.support import free_stack_ports, start_and_wait
 
 
-def s3_server_spec(port: int, data_dir: Path) -> ServiceSpec:
-    return ServiceSpec(
-        name=f"s3-{port}",
-        argv=[
-            sys.executable,
-            "-m",
-            "flywheel.stack.s3_server",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        probe=lambda: None if http_ok(f"http://127.0.0.1:{port}/") else "down",
-        cwd=REPO_ROOT,
+def s3_server_settings(workdir: Path) -> FlywheelSettings:
+    """Settings of a private SeaweedFS under ``workdir``: free ports and its own generated key."""
+    import secrets
+
+    return FlywheelSettings(
+        home=workdir,
+        var_dir=workdir / "var",
+        s3_secret_access_key=SecretStr(secrets.token_urlsafe(24)),
+        **{name: port for name, port in free_stack_ports().items() if name.startswith(("s3_", "seaweedfs_"))},
     )
+
+
+def s3_server_spec(settings: FlywheelSettings) -> ServiceSpec:
+    """The S3 service exactly as `flywheel up` runs it (SeaweedFS), without its bucket creation."""
+    spec = s3_service(settings)
+    spec.after_start = None
+    return spec
 
 
 @pytest.fixture(scope="session")
 def s3_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlywheelSettings]:
-    """One real S3 endpoint (moto's server, durable launcher) for the whole session."""
+    """One real S3 endpoint (SeaweedFS, as `flywheel up` runs it) for the whole session."""
     workdir = tmp_path_factory.mktemp("s3")
-    port = free_port()
-    record = start_and_wait(s3_server_spec(port, workdir / "data"), workdir, f"http://127.0.0.1:{port}/")
-    yield FlywheelSettings(home=workdir, var_dir=workdir / "var", s3_port=port)
-    stop_process(record, 10)
+    settings = s3_server_settings(workdir)
+    record = start_and_wait(s3_server_spec(settings), settings.var_path, settings.s3_url)
+    yield settings
+    stop_process(record, 20)
 
 
 def new_bucket(settings: FlywheelSettings) -> str:

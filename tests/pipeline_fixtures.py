@@ -47,6 +47,8 @@ def pipeline_settings(s3_settings: FlywheelSettings, home: Path) -> FlywheelSett
             "home": home,
             "var_dir": home / "var",
             "raw_bucket": new_bucket(s3_settings),
+            # A folder store here; the stack tests and the end-to-end loop run the s3:// default.
+            "store_uri": f"file://{home / 'var' / 'store'}",
             "model_name": MODEL,
         }
     )

@@ -15,6 +15,28 @@ from flywheel.stack.sockets import listeners
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def free_port_below(limit: int) -> int:
+    """A free port whose number is at most ``limit`` (for a server that derives a second port from it)."""
+    while True:
+        port = free_port()
+        if port <= limit:
+            return port
+
+
+def free_stack_ports() -> dict[str, int]:
+    """A free port for every ``*_port`` setting, so a private stack collides with nothing."""
+    from flywheel.settings import FlywheelSettings
+    from flywheel.stack.seaweedfs import ADMIN_GRPC_OFFSET
+
+    ports = {name: free_port() for name in FlywheelSettings.model_fields if name.endswith("_port")}
+    # SeaweedFS's admin takes its HTTP port + 10000 as well: keep both in range and free.
+    while True:
+        admin = free_port_below(65535 - ADMIN_GRPC_OFFSET)
+        if not listeners({admin + ADMIN_GRPC_OFFSET}) and admin + ADMIN_GRPC_OFFSET not in ports.values():
+            ports["seaweedfs_admin_port"] = admin
+            return ports
+
+
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1) -> None:
     """Poll ``condition`` until it holds; fail with ``what`` after ``timeout_s``. Never a bare sleep."""
     deadline = time.monotonic() + timeout_s

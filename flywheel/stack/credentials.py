@@ -1,4 +1,5 @@
-"""Generated secrets: the admin API's bearer token and Airflow's credentials, under ``var/credentials``.
+"""Generated secrets under ``var/credentials``: the admin API's bearer token, Airflow's credentials and
+the local S3 endpoint's secret key.
 
 Each file is written beside its place with mode 0600 and hard-linked into place, which fails if
 it already exists: two concurrent first runs cannot end up with different or half-written
@@ -59,3 +60,18 @@ def airflow_password(settings: FlywheelSettings, create: bool = True) -> str:
     if settings.airflow_password is not None and settings.airflow_password.get_secret_value():
         return settings.airflow_password.get_secret_value()
     return generated_secret(settings, "airflow-password", create)
+
+
+def s3_credentials(settings: FlywheelSettings) -> tuple[str, str] | None:
+    """(access key id, secret key) for S3 clients, or None to let boto3 find them itself.
+
+    A configured secret wins. Without one, the local endpoint (no ``s3_endpoint_url``) uses a
+    generated key that ``flywheel up`` also hands to SeaweedFS; an external endpoint (AWS) uses
+    boto3's own chain: environment, shared profile, instance or pod role.
+    """
+    key_id = settings.s3_access_key_id.get_secret_value()
+    if settings.s3_secret_access_key is not None and settings.s3_secret_access_key.get_secret_value():
+        return key_id, settings.s3_secret_access_key.get_secret_value()
+    if settings.s3_endpoint_url:
+        return None
+    return key_id, generated_secret(settings, "s3-secret-access-key")

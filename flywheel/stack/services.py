@@ -6,14 +6,13 @@ Prometheus, Alertmanager and Airflow. ``flywheel up`` starts exactly this list.
 
 from __future__ import annotations
 
-import sys
-
 from flywheel.settings import FlywheelSettings
-from flywheel.stack.process import ServiceSpec, http_probe
+from flywheel.stack.process import HealthProbe, ServiceSpec
 
 
 def s3_service(settings: FlywheelSettings) -> ServiceSpec:
-    """moto's S3 server on loopback, durable under ``var/s3`` (see flywheel.stack.s3_server)."""
+    """SeaweedFS's S3 endpoint on loopback, durable under ``var/seaweedfs`` (see flywheel.stack.seaweedfs)."""
+    from flywheel.stack.seaweedfs import prepare_data_dir, seaweedfs_argv, seaweedfs_environment
 
     def create_buckets() -> None:
         from flywheel.stack.buckets import ensure_bucket
@@ -26,24 +25,31 @@ def s3_service(settings: FlywheelSettings) -> ServiceSpec:
     url = f"http://{settings.host}:{settings.s3_port}"
     return ServiceSpec(
         name="s3",
-        argv=[
-            sys.executable,
-            "-m",
-            "flywheel.stack.s3_server",
-            "--host",
-            settings.host,
-            "--port",
-            str(settings.s3_port),
-            "--data-dir",
-            str(settings.s3_data_dir),
-            "--region",
-            settings.s3_region,
-        ],
-        probe=http_probe(f"{url}/"),
+        argv=seaweedfs_argv(settings, settings.s3_data_dir),
+        probe=s3_probe(settings),
         urls={"s3": url},
+        env=seaweedfs_environment(settings),
         cwd=settings.home,
+        prepare=lambda: prepare_data_dir(settings.s3_data_dir),
         after_start=create_buckets,
     )
+
+
+def s3_probe(settings: FlywheelSettings) -> HealthProbe:
+    """Healthy when a signed ListBuckets succeeds: the S3 gateway, filer and auth all answer."""
+
+    def probe() -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from model_store.backends.s3 import s3_client
+
+        try:
+            s3_client(settings, max_attempts=1, timeout_s=2).list_buckets()
+        except (BotoCoreError, ClientError) as error:
+            return f"{settings.s3_url}: {type(error).__name__}"
+        return None
+
+    return probe
 
 
 def model_server_services(settings: FlywheelSettings) -> list[ServiceSpec]:
@@ -73,8 +79,10 @@ def build_services(settings: FlywheelSettings) -> list[ServiceSpec]:
     from serving.gateway.service import gateway_services
     from serving.rollout.service import rollout_service
 
+    # An external endpoint (s3_endpoint_url, e.g. AWS) replaces the local SeaweedFS.
+    local_s3 = [] if settings.s3_endpoint_url else [s3_service(settings)]
     return [
-        s3_service(settings),
+        *local_s3,
         *model_server_services(settings),
         *agent_services(settings),
         *gateway_services(settings, admin_token(settings), airflow_password=airflow_password(settings)),

@@ -26,19 +26,23 @@ _PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 
 
-def s3_client(settings: FlywheelSettings) -> Any:
+def s3_client(settings: FlywheelSettings, max_attempts: int = 5, timeout_s: float = 60) -> Any:
     """A boto3 S3 client for the configured endpoint, path-style so loopback endpoints work."""
+    from flywheel.stack.credentials import s3_credentials
+
+    credentials = s3_credentials(settings)
+    key_id, secret = credentials if credentials is not None else (None, None)
     return boto3.client(
         "s3",
         endpoint_url=settings.s3_url,
         region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key_id.get_secret_value(),
-        aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
         config=Config(
             s3={"addressing_style": "path"},
-            retries={"max_attempts": 5, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            connect_timeout=min(5, timeout_s),
+            read_timeout=timeout_s,
         ),
     )
 

@@ -28,7 +28,7 @@ from flywheel.settings import FlywheelSettings
 from flywheel.stack.credentials import admin_token, airflow_password
 from model_store import ModelStore
 from monitoring.traffic import replay, send_traffic
-from tests.support import REPO_ROOT, free_port
+from tests.support import REPO_ROOT, free_stack_ports
 from training.reference_inputs import reference_inputs
 
 MODEL = "stock-forecaster"
@@ -205,11 +205,7 @@ class Traffic:
 @pytest.fixture(scope="module")
 def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopStack]:
     home = tmp_path_factory.mktemp("loop")
-    ports = {
-        f"FLYWHEEL_{name.upper()}": str(free_port())
-        for name in FlywheelSettings.model_fields
-        if name.endswith("_port")
-    }
+    ports = {f"FLYWHEEL_{name.upper()}": str(port) for name, port in free_stack_ports().items()}
     env = {
         **os.environ,
         **ports,

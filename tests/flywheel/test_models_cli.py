@@ -15,6 +15,7 @@ from flywheel.cli.main import app
 def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path))
     monkeypatch.setenv("FLYWHEEL_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("FLYWHEEL_STORE_URI", "file://var/store")  # no S3 endpoint runs here
     return CliRunner()
 
 

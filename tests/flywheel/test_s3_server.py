@@ -1,40 +1,39 @@
-"""The local S3 endpoint keeps objects, ETags and deletions across restarts, even after SIGKILL."""
+"""The local S3 endpoint (SeaweedFS as `flywheel up` runs it): durable across restarts, even after
+SIGKILL; conditional writes enforced by the server; loopback only; every request signed."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
-from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
+from pydantic import SecretStr
 
 from flywheel.settings import FlywheelSettings
-from flywheel.stack.process import ProcessRecord, stop_process
+from flywheel.stack.process import ProcessRecord, group_members, stop_process
+from flywheel.stack.seaweedfs import seaweedfs_ports
+from flywheel.stack.sockets import listeners
 from model_store.backends.s3 import S3Storage, s3_client
-from tests.conftest import s3_server_spec
-from tests.support import free_port, start_and_wait
+from tests.conftest import s3_server_settings, s3_server_spec
+from tests.support import start_and_wait, wait_until, wildcard_listeners
 
 
-def start(workdir: Path, data_dir: Path, port: int) -> ProcessRecord:
-    return start_and_wait(s3_server_spec(port, data_dir), workdir, f"http://127.0.0.1:{port}/")
-
-
-def client_for(workdir: Path, port: int) -> Any:
-    return s3_client(FlywheelSettings(home=workdir, s3_port=port))
+def start(settings: FlywheelSettings) -> ProcessRecord:
+    return start_and_wait(s3_server_spec(settings), settings.var_path, settings.s3_url)
 
 
 def kill_hard(record: ProcessRecord) -> None:
-    import os
-    import signal
-
     os.killpg(record.pid, signal.SIGKILL)
     stop_process(record, 5)
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
 def test_objects_survive_a_restart(tmp_path: Path, stop: str) -> None:
-    data_dir, port = tmp_path / "data", free_port()
-    record = start(tmp_path, data_dir, port)
-    client = client_for(tmp_path, port)
+    settings = s3_server_settings(tmp_path)
+    record = start(settings)
+    client = s3_client(settings)
     client.create_bucket(Bucket="landing")
     client.put_object(Bucket="landing", Key="raw/AAPL.csv", Body=b"Date,Open\n2024-01-02,1\n")
     client.put_object(Bucket="landing", Key="raw", Body=b"a key that is also a prefix")
@@ -52,8 +51,9 @@ def test_objects_survive_a_restart(tmp_path: Path, stop: str) -> None:
     if stop == "sigkill":
         kill_hard(record)
     else:
-        stop_process(record, 10)
-    record = start(tmp_path, data_dir, port)
+        stop_process(record, 20)
+    assert not group_members(record)
+    record = start(settings)
     try:
         after = {o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket="landing")["Contents"]}
         assert after == before
@@ -61,11 +61,35 @@ def test_objects_survive_a_restart(tmp_path: Path, stop: str) -> None:
         body = client.get_object(Bucket="landing", Key="raw/big.bin")["Body"].read()
         assert body == big.read_bytes()
     finally:
-        stop_process(record, 10)
+        stop_process(record, 20)
+
+
+def test_every_port_is_pinned_loopback_and_every_request_signed(s3_settings: FlywheelSettings) -> None:
+    """SeaweedFS listens on exactly the configured ports, none on a wildcard address, and refuses a
+    request signed with another key."""
+    record = ProcessRecord.from_file(s3_settings.run_dir / "s3.json")
+    expected = set(seaweedfs_ports(s3_settings).values())
+
+    def held() -> set[int]:
+        return {listener.port for listener in listeners() if listener.pgid == record.pid}
+
+    # The admin server opens its ports a moment after S3 answers.
+    wait_until(lambda: held() >= expected, 30, "every SeaweedFS port to open")
+    assert held() == expected
+    assert wildcard_listeners({record.pid}) == []
+    assert "AWS_SECRET_ACCESS_KEY" not in " ".join(record.argv)
+
+    stranger = s3_settings.model_copy(update={"s3_secret_access_key": SecretStr("not-the-key")})
+    with pytest.raises(ClientError) as refused:
+        s3_client(stranger, max_attempts=1).list_buckets()
+    assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+    secret = s3_settings.s3_secret_access_key
+    assert secret is not None and secret.get_secret_value() not in Path(record.log).read_text()
 
 
 def test_conditional_puts_are_atomic_under_contention(s3_settings: FlywheelSettings) -> None:
-    """Sixteen threads race to create one key: exactly one wins, as on AWS S3."""
+    """Sixteen threads race to create one key: exactly one wins, as on AWS S3. A replace that names
+    a stale ETag loses, and the winner's content stays."""
     from concurrent.futures import ThreadPoolExecutor
 
     from model_store.errors import PreconditionFailedError
@@ -82,3 +106,8 @@ def test_conditional_puts_are_atomic_under_contention(s3_settings: FlywheelSetti
 
     with ThreadPoolExecutor(16) as pool:
         assert sum(pool.map(attempt, range(16))) == 1
+    current = storage.get("contended")
+    storage.put("contended", b"replaced")
+    with pytest.raises(PreconditionFailedError):
+        storage.put_if_match("contended", b"late", current.etag)
+    assert storage.get("contended").data == b"replaced"

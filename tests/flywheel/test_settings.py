@@ -7,11 +7,25 @@ import pytest
 from flywheel.settings import FlywheelSettings
 
 
-def test_defaults_bind_loopback_and_store_under_var(tmp_path: Path) -> None:
+def test_defaults_bind_loopback_and_share_the_store_on_s3(tmp_path: Path) -> None:
     settings = FlywheelSettings(home=tmp_path)
     assert settings.host == "127.0.0.1"
-    assert settings.resolve_store_uri() == f"file://{tmp_path / 'var' / 'store'}"
+    assert settings.resolve_store_uri() == "s3://flywheel-models/store"
     assert settings.s3_url == "http://127.0.0.1:9000"
+
+
+def test_the_local_s3_key_is_generated_owner_only_and_an_external_endpoint_uses_boto3s_chain(
+    tmp_path: Path,
+) -> None:
+    from flywheel.stack.credentials import s3_credentials
+
+    settings = FlywheelSettings(home=tmp_path)
+    key_id, secret = s3_credentials(settings) or ("", "")
+    generated = tmp_path / "var" / "credentials" / "s3-secret-access-key"
+    assert key_id == "flywheel" and secret == generated.read_text().strip() and len(secret) >= 32
+    assert generated.stat().st_mode & 0o777 == 0o600
+    assert s3_credentials(FlywheelSettings(home=tmp_path)) == (key_id, secret), "stable across processes"
+    assert s3_credentials(settings.model_copy(update={"s3_endpoint_url": "https://s3.amazonaws.com"})) is None
 
 
 def test_environment_overrides_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,7 @@ from model_store import ModelStore
 from model_store.backends.s3 import s3_client
 from serving.routing.spec import RoutingSpec
 from serving.routing.spec_store import SpecStore
-from tests.support import REPO_ROOT, free_port, http_ok, wait_until, wildcard_listeners
+from tests.support import REPO_ROOT, free_port, free_stack_ports, http_ok, wait_until, wildcard_listeners
 
 
 def flywheel(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -38,11 +38,7 @@ def flywheel(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 @pytest.fixture
 def stack_env(tmp_path: Path) -> dict[str, str]:
-    ports = {
-        f"FLYWHEEL_{name.upper()}": str(free_port())
-        for name in FlywheelSettings.model_fields
-        if name.endswith("_port")
-    }
+    ports = {f"FLYWHEEL_{name.upper()}": str(port) for name, port in free_stack_ports().items()}
     return {
         **os.environ,
         **ports,
@@ -130,8 +126,8 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
     # Loopback only: no service (nor a child: Java, Airflow workers) listens on all interfaces.
     assert wildcard_listeners({r.pid for r in records}) == []
     # Generated secrets never reach a log.
-    secrets = [(tmp_path / "var" / "credentials" / name).read_text().strip()
-               for name in ("admin-token", "airflow-password", "airflow-jwt-secret")]  # fmt: skip
+    generated = ("admin-token", "airflow-password", "airflow-jwt-secret", "s3-secret-access-key")
+    secrets = [(tmp_path / "var" / "credentials" / name).read_text().strip() for name in generated]
     for log in (tmp_path / "var" / "log").glob("*.log"):
         text = log.read_text(errors="replace")
         assert not any(secret in text for secret in secrets), f"a secret in {log.name}"
@@ -166,7 +162,7 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
     settings = FlywheelSettings(home=tmp_path, s3_port=int(stack_env["FLYWHEEL_S3_PORT"]))
     client = s3_client(settings)
     put = client.put_object(Bucket=settings.raw_bucket, Key="raw/AAPL.csv", Body=b"Date,Close\n")
-    spec = SpecStore(ModelStore.open(settings.resolve_store_uri()).storage).update(
+    spec = SpecStore(ModelStore.open(settings.resolve_store_uri(), settings).storage).update(
         "demo",
         lambda current: RoutingSpec(
             model="demo", variants=[{"name": "triton-v1", "version": 1, "backend": "triton", "weight": 100}]

@@ -132,15 +132,16 @@ def test_bad_artifact_paths_are_refused(store: ModelStore, tmp_path: Path) -> No
     assert store.list_versions("demo") == []
 
 
-def _publisher_env(store: ModelStore) -> dict[str, str]:
+def _publisher_env(store: ModelStore, request: pytest.FixtureRequest) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    client = getattr(store.storage, "client", None)
-    if client is not None:
-        env["FLYWHEEL_S3_ENDPOINT_URL"] = client.meta.endpoint_url
+    if store.uri.startswith("s3://"):  # the endpoint and key of the session's SeaweedFS
+        env.update(request.getfixturevalue("s3_settings").as_env())
     return env
 
 
-def test_a_publisher_killed_half_way_leaves_no_visible_version(store: ModelStore, tmp_path: Path) -> None:
+def test_a_publisher_killed_half_way_leaves_no_visible_version(
+    store: ModelStore, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     first = tmp_path / "a_first.bin"
     first.write_bytes(b"uploaded before the crash")
     # The publisher blocks reading this FIFO while hashing its second artifact: a deterministic
@@ -149,7 +150,7 @@ def test_a_publisher_killed_half_way_leaves_no_visible_version(store: ModelStore
     os.mkfifo(blocker)
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.model_store.publisher", store.uri, "demo", str(first), str(blocker)],
-        env=_publisher_env(store),
+        env=_publisher_env(store, request),
         cwd=REPO_ROOT,
     )
     try:
@@ -167,7 +168,7 @@ def test_a_publisher_killed_half_way_leaves_no_visible_version(store: ModelStore
 
 
 def test_eight_concurrent_publisher_processes_get_eight_distinct_versions(
-    store: ModelStore, tmp_path: Path
+    store: ModelStore, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     artifact = tmp_path / "weights.bin"
     artifact.write_bytes(b"w" * 4096)
@@ -177,7 +178,12 @@ def test_eight_concurrent_publisher_processes_get_eight_distinct_versions(
     def run_one(_: int) -> int:
         barrier.wait()
         result = subprocess.run(
-            command, env=_publisher_env(store), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+            command,
+            env=_publisher_env(store, request),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         return int(result.stdout.strip())

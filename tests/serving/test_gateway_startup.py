@@ -13,7 +13,7 @@ from flywheel.stack.buckets import ensure_bucket
 from flywheel.stack.process import start_process, stop_process
 from serving.gateway.service import gateway_service
 from tests.conftest import s3_server_spec
-from tests.support import free_port, start_and_wait, wait_until
+from tests.support import free_stack_ports, start_and_wait, wait_until
 
 TOKEN = "startup-test-token-0123456789"
 BODY = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [0.5]}]}
@@ -27,17 +27,11 @@ def _answers(url: str) -> bool:
 
 
 def test_before_its_specs_load_the_gateway_is_not_ready_and_answers_503(tmp_path: Path) -> None:
-    ports = {
-        name: free_port()
-        for name in FlywheelSettings.model_fields
-        if name.endswith("_port") and name != "s3_port"
-    }
-    s3_port = free_port()  # nothing listens here yet: the store is unreachable at start
+    ports = free_stack_ports()  # nothing listens on the S3 port yet: the store is unreachable at start
     settings = FlywheelSettings(
         home=tmp_path,
         var_dir=tmp_path / "var",
         store_uri="s3://startup-store/store",
-        s3_port=s3_port,
         routing_reload_interval_s=0.2,
         **ports,
     )
@@ -66,7 +60,7 @@ def test_before_its_specs_load_the_gateway_is_not_ready_and_answers_503(tmp_path
             assert ("retry-after", "1") in tuple(error.trailing_metadata() or ())
 
         # The store comes up: the gateway loads (no specs), turns ready, and now "not deployed" is true.
-        s3 = start_and_wait(s3_server_spec(s3_port, tmp_path / "s3"), tmp_path, f"s3 on {s3_port}")
+        s3 = start_and_wait(s3_server_spec(settings), tmp_path, settings.s3_url)
         ensure_bucket(settings, "startup-store")
         wait_until(lambda: _answers(f"{url}/v2/health/ready"), 120, "the gateway to be ready")
         assert stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=10).ready is True

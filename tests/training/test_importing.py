@@ -111,7 +111,12 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("import-home")
-    return {"FLYWHEEL_HOME": str(folder), "FLYWHEEL_CONFIG": str(folder / "absent.toml")}
+    # A folder store: importing needs no S3 endpoint (the default store is s3:// on the stack's).
+    return {
+        "FLYWHEEL_HOME": str(folder),
+        "FLYWHEEL_CONFIG": str(folder / "absent.toml"),
+        "FLYWHEEL_STORE_URI": "file://var/store",
+    }
 
 
 def run_import(home: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -128,7 +133,7 @@ def run_import(home: dict[str, str], *args: str) -> subprocess.CompletedProcess[
 
 
 def store_of(home: dict[str, str]) -> ModelStore:
-    settings = FlywheelSettings(home=Path(home["FLYWHEEL_HOME"]))
+    settings = FlywheelSettings(home=Path(home["FLYWHEEL_HOME"]), store_uri=home["FLYWHEEL_STORE_URI"])
     return ModelStore.open(settings.resolve_store_uri())
 
 
