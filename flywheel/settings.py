@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -99,7 +99,23 @@ class FlywheelSettings(BaseSettings):
     )
     spark_master: str = Field(
         default="local[*]",
-        description="Spark master for preprocessing: local[*], spark://..., yarn or k8s://...",
+        description="Spark master for preprocessing: local[*] (in-process), or an existing cluster's "
+        "spark://..., yarn or k8s://... (then leave spark_cluster off).",
+    )
+    spark_cluster: bool = Field(
+        default=False,
+        description="`flywheel up` starts a Spark standalone master and one worker on loopback, and "
+        "preprocessing runs on that master instead of spark_master.",
+    )
+    spark_master_port: int = Field(default=7077, description="Local Spark standalone master port.")
+    spark_master_ui_port: int = Field(
+        default=7080, description="Local Spark master's web UI (its /json/ is the health probe)."
+    )
+    spark_worker_port: int = Field(default=7078, description="Local Spark worker port.")
+    spark_worker_ui_port: int = Field(default=7081, description="Local Spark worker's web UI.")
+    spark_worker_cores: int = Field(default=2, ge=1, description="Cores the local Spark worker offers.")
+    spark_worker_memory: str = Field(
+        default="2g", pattern=r"^[0-9]+[mg]$", description="Memory the local Spark worker offers executors."
     )
     spark_driver_memory: str = Field(
         default="4g", description="spark.driver.memory for the preprocessing job."
@@ -314,6 +330,15 @@ class FlywheelSettings(BaseSettings):
         default=20.0, description="How long `flywheel down` waits after SIGTERM before SIGKILL."
     )
 
+    @model_validator(mode="after")
+    def _one_spark_master(self) -> FlywheelSettings:
+        if self.spark_cluster and not self.spark_master.startswith("local"):
+            raise ValueError(
+                f"spark_cluster starts a local cluster, but spark_master names {self.spark_master!r}: "
+                "set one of FLYWHEEL_SPARK_CLUSTER=1 or FLYWHEEL_SPARK_MASTER, not both"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -351,6 +376,13 @@ class FlywheelSettings(BaseSettings):
     @property
     def s3_url(self) -> str:
         return self.s3_endpoint_url or f"http://{self.host}:{self.s3_port}"
+
+    @property
+    def resolved_spark_master(self) -> str:
+        """The master preprocessing runs on: the local cluster's when one is asked for."""
+        if self.spark_cluster:
+            return f"spark://{self.host}:{self.spark_master_port}"
+        return self.spark_master
 
     @property
     def gateway_url(self) -> str:

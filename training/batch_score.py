@@ -168,7 +168,7 @@ def score_new_data(
             client.download_file(settings.raw_bucket, item["key"], str(local))
         progress(f"Spark features for {len(new)} objects")
         spark = build_spark_session(
-            settings.spark_master,
+            settings.resolved_spark_master,
             f"flywheel-score-{model}",
             settings.spark_driver_memory,
             log_file=settings.log_dir / "spark.log",

@@ -144,6 +144,7 @@ def _unfinished_snapshot(context: PipelineContext) -> Any:
 
 
 def step_preprocess(context: PipelineContext, force: bool = False) -> dict[str, Any]:
+    from training.content_hash import content_hash
     from training.spark import build_spark_session
 
     run = context.resolve_run()
@@ -156,14 +157,16 @@ def step_preprocess(context: PipelineContext, force: bool = False) -> dict[str, 
         context.progress(f"staging {len(snapshot.objects)} objects of {snapshot.snapshot_id}")
         for item in snapshot.objects:
             context.store.storage.get_file(snapshot_prefix + item.stored_as, raw_dir / item.stored_as)
-        context.progress(f"Spark preprocessing on {context.settings.spark_master}")
+        context.progress(f"Spark preprocessing on {context.settings.resolved_spark_master}")
         spark = build_spark_session(
-            master=context.settings.spark_master,
+            master=context.settings.resolved_spark_master,
             app_name=f"flywheel-preprocess-{context.model}",
             driver_memory=context.settings.spark_driver_memory,
             log_file=context.settings.log_dir / "spark.log",
         )
         report = context.task.preprocess(spark, raw_dir, output_dir)
+        # Equal for equal data whichever master ran it (local[*], the standalone cluster, YARN).
+        report["content_hash"] = content_hash(output_dir)
         return run.upload("preprocess", output_dir, {"snapshot_id": snapshot.snapshot_id, **report})
 
 

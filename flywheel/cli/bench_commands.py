@@ -45,7 +45,7 @@ def preprocess(
         with console.status("starting Spark"):
             started = time.perf_counter()
             spark = build_spark_session(
-                master=settings.spark_master,
+                master=settings.resolved_spark_master,
                 driver_memory=settings.spark_driver_memory,
                 log_file=settings.log_dir / "spark.log",
             )
@@ -69,7 +69,7 @@ def preprocess(
         "rows": symbols * days,
         "symbols": symbols,
         "repeats": repeats,
-        "spark_master": settings.spark_master,
+        "spark_master": settings.resolved_spark_master,
         "spark_session_start_s": round(session_start_s, 2),
         "spark_full_job_s": {"median": round(statistics.median(spark_samples), 2), "samples": spark_samples},
         "pandas_features_only_s": {

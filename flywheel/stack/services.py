@@ -75,6 +75,7 @@ def build_services(settings: FlywheelSettings) -> list[ServiceSpec]:
     """Every service ``flywheel up`` manages, in the order they start."""
     from flywheel.stack.airflow import airflow_services
     from flywheel.stack.credentials import admin_token, airflow_password
+    from flywheel.stack.spark_cluster import spark_cluster_services
     from monitoring.services import monitoring_services
     from serving.gateway.service import gateway_services
     from serving.rollout.service import rollout_service
@@ -83,6 +84,7 @@ def build_services(settings: FlywheelSettings) -> list[ServiceSpec]:
     local_s3 = [] if settings.s3_endpoint_url else [s3_service(settings)]
     return [
         *local_s3,
+        *spark_cluster_services(settings),
         *model_server_services(settings),
         *agent_services(settings),
         *gateway_services(settings, admin_token(settings), airflow_password=airflow_password(settings)),

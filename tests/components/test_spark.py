@@ -16,4 +16,5 @@ def test_spark_session_runs_a_groupby(spark: Any) -> None:
     }
     assert rows == {"AAPL": 2.0, "TSLA": 5.0}
     assert spark.conf.get("spark.sql.shuffle.partitions") == "8"
+    # The shared session is in-process; tests/components/test_spark_cluster.py runs the cluster.
     assert spark.sparkContext.master.startswith("local")
