@@ -33,6 +33,9 @@ from flywheel.stack.process import (
 )
 from flywheel.stack.sockets import listeners
 
+#: How long `up` keeps probing a running service that fails its probe before it restarts it.
+UNHEALTHY_GRACE_S = 15.0
+
 
 class ServiceStartError(RuntimeError):
     """A service that did not become healthy; the message carries its log tail."""
@@ -145,7 +148,7 @@ class StackSupervisor:
         try:
             for spec in self.services:
                 existing = self._record(spec.name)
-                if existing and is_running(existing) and spec.probe() is None:
+                if existing and is_running(existing) and self._healthy_within(spec, existing):
                     notify(spec.name, "already running")
                     continue
                 if existing:
@@ -179,6 +182,18 @@ class StackSupervisor:
                 (self.run_dir / f"{record.name}.json").unlink(missing_ok=True)
             raise
         return self.status()
+
+    def _healthy_within(self, spec: ServiceSpec, record: ProcessRecord) -> bool:
+        """Whether a running service answers its probe within UNHEALTHY_GRACE_S: one slow answer on a
+        busy machine must not make `up` restart a healthy service."""
+        deadline = time.monotonic() + UNHEALTHY_GRACE_S
+        while is_running(record):
+            if spec.probe() is None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(1.0)
+        return False
 
     def down(self, on_event: StackEvent | None = None) -> list[str]:
         """Stop every recorded service, newest first; returns the names that were running."""
