@@ -7,22 +7,20 @@ predictions with the model version in every row to ``s3://<raw_bucket>/scored/<m
 the rows the two models disagree on most to ``s3://<raw_bucket>/labeling/<model>/``. Exit code 3
 (nothing new) skips the run.
 
-Schedule: ``FLYWHEEL_BATCH_SCORE_SCHEDULE`` (cron; empty turns it off). In production the task is
-a KubernetesPodOperator with the platform image, and the feature step a SparkSubmitOperator.
+Schedule: ``FLYWHEEL_BATCH_SCORE_SCHEDULE`` (cron; empty turns it off). The runner
+(``FLYWHEEL_DAG_RUNNER``, ``flywheel_runners.py``) makes the task a BashOperator (local) or a
+KubernetesPodOperator in the platform image (kubernetes); under spark-submit it stays local.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
-from pathlib import Path
 
 import pendulum
-from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import Param, dag
+from flywheel_runners import flywheel_step
 
-REPO = Path(__file__).resolve().parents[1]
-HOME = Path(os.environ.get("FLYWHEEL_HOME") or REPO)
 MODEL = os.environ.get("FLYWHEEL_MODEL_NAME", "stock-forecaster")
 NOTHING_NEW = 3
 
@@ -48,16 +46,9 @@ NOTHING_NEW = 3
     tags=["flywheel"],
 )
 def flywheel_batch_score() -> None:
-    BashOperator(
-        task_id="score",
-        bash_command='"$FLYWHEEL" batch score "$MODEL" --label-share "$LABEL_SHARE" --json',
-        env={
-            "FLYWHEEL": str(REPO / ".venv" / "bin" / "flywheel"),
-            "MODEL": "{{ params.model }}",
-            "LABEL_SHARE": "{{ params.label_share }}",
-        },
-        append_env=True,
-        cwd=str(HOME),
+    flywheel_step(
+        "score",
+        ["batch", "score", "{{ params.model }}", "--label-share", "{{ params.label_share }}", "--json"],
         skip_on_exit_code=NOTHING_NEW,
     )
 

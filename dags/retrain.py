@@ -15,9 +15,10 @@ does the work and is idempotent (keyed by the dataset snapshot), so Airflow's re
   skipped); a failed run is reported by the DAG's failure callback. Both count into
   ``flywheel_retrain_runs_total``, which the ``RetrainFailed`` alert watches.
 
-Production mapping: each BashOperator becomes a KubernetesPodOperator running the same
-``flywheel pipeline`` command in the platform image (``train_*`` on GPU nodes), and ``preprocess``
-becomes a SparkSubmitOperator (``training/preprocess.py`` as the application) against the cluster.
+- **Runners** (``FLYWHEEL_DAG_RUNNER``, see ``flywheel_runners.py``): ``local`` runs each step as a
+  BashOperator beside Airflow; ``kubernetes`` as a KubernetesPodOperator in the platform image
+  (``train_*`` with a GPU, on GPU nodes); ``spark-submit`` runs ``preprocess`` as a
+  SparkSubmitOperator against the configured cluster and the rest locally.
 """
 
 from __future__ import annotations
@@ -26,17 +27,13 @@ import json
 import os
 import subprocess
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, dag, task
+from flywheel_runners import FLYWHEEL, HOME, flywheel_step
 
-REPO = Path(__file__).resolve().parents[1]  # dags/ sits in the checkout beside .venv
-HOME = Path(os.environ.get("FLYWHEEL_HOME") or REPO)  # where the stack's var/ is
-FLYWHEEL = str(REPO / ".venv" / "bin" / "flywheel")
 MODEL = os.environ.get("FLYWHEEL_MODEL_NAME", "stock-forecaster")
 RAW_PREFIX = os.environ.get("FLYWHEEL_RAW_PREFIX", "raw/")
 SCHEDULE = os.environ.get("FLYWHEEL_RETRAIN_SCHEDULE", "*/10 * * * *") or None
@@ -44,18 +41,12 @@ SCHEDULE = os.environ.get("FLYWHEEL_RETRAIN_SCHEDULE", "*/10 * * * *") or None
 NOTHING_NEW, GATE_FAILED = 3, 4
 
 
-def step(task_id: str, command: str, **kwargs: Any) -> BashOperator:
-    """A BashOperator running ``flywheel pipeline COMMAND`` for the run's model, from the stack's home."""
-    return BashOperator(
-        task_id=task_id,
-        bash_command=f'"$FLYWHEEL" pipeline {command} --model "$MODEL" --json',
-        env={
-            "FLYWHEEL": FLYWHEEL,
-            "MODEL": "{{ params.model }}",
-            "FLYWHEEL_RAW_PREFIX": "{{ params.data_prefix }}",  # where ingest looks for new objects
-        },
-        append_env=True,  # the FLYWHEEL_* settings the stack gave Airflow
-        cwd=str(HOME),
+def step(task_id: str, command: str, **kwargs: Any) -> Any:
+    """``flywheel pipeline COMMAND`` for the run's model, run by the configured runner."""
+    return flywheel_step(
+        task_id,
+        ["pipeline", *command.split(), "--model", "{{ params.model }}", "--json"],
+        env={"FLYWHEEL_RAW_PREFIX": "{{ params.data_prefix }}"},  # where ingest looks for new objects
         **kwargs,
     )
 
@@ -117,8 +108,10 @@ def report_failure(context: dict[str, Any]) -> None:
 def flywheel_retrain() -> None:
     # Exit code 3: nothing new under the raw prefix, so the whole run is skipped.
     ingest = step("ingest", "ingest", skip_on_exit_code=NOTHING_NEW)
-    preprocess = step("preprocess", "preprocess")
-    trainers = [step(f"train_{name}", f"train --framework {name}") for name in ("pytorch", "tensorflow")]
+    preprocess = step("preprocess", "preprocess", spark=True)
+    trainers = [
+        step(f"train_{name}", f"train --framework {name}", gpu=True) for name in ("pytorch", "tensorflow")
+    ]
 
     @task.branch(task_id="evaluate")
     def evaluate(params: dict[str, Any] | None = None) -> str:

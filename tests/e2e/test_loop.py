@@ -82,6 +82,10 @@ def test_new_data_starts_a_run_by_itself_which_publishes_and_deploys_v1(loop_sta
         "the run's deploy task to serve v1",
         interval_s=1,
     )
+    # The stack's profile: the Celery workers ran the tasks, and preprocess went through spark-submit.
+    assert stack.celery_tasks_succeeded() >= 9, "ingest to report, each on a Celery worker"
+    submitted = stack.task_log(DAG_ID, "preprocess")
+    assert "pipeline_step.py" in submitted and "spark-submit" in submitted, submitted[-2000:]
 
 
 def test_a_rest_triggered_run_with_nothing_new_skips_cleanly(loop_stack: LoopStack) -> None:
@@ -349,3 +353,24 @@ def test_every_dashboard_query_returns_data_and_the_panels_render(
     assert Path(rendered["png"]).stat().st_size > 20_000
     assert all(count > 0 for count in rendered["panels"].values()), rendered["panels"]
     assert rendered["annotations"] >= 2
+
+
+def test_the_celery_profile_listens_on_loopback_and_logs_no_password(loop_stack: LoopStack) -> None:
+    from flywheel.stack.process import ProcessRecord
+    from tests.support import wildcard_listeners
+
+    var = loop_stack.settings.var_path
+    names = ["postgres", "redis", "airflow-celery-worker-0"]
+    records = [ProcessRecord.from_file(var / "run" / f"{name}.json") for name in names]
+    assert wildcard_listeners({record.pid for record in records}) == []
+    passwords = [
+        (var / "credentials" / name).read_text().strip() for name in ("postgres-password", "redis-password")
+    ]
+    for name in ("postgres-password", "redis-password", "airflow-database-url", "airflow-broker-url"):
+        assert (var / "credentials" / name).stat().st_mode & 0o777 == 0o600, name
+    logs = [*(var / "log").glob("*.log"), *(var / "airflow" / "logs").rglob("*.log")]
+    for log in logs:
+        text = log.read_text(errors="replace")
+        assert not any(password in text for password in passwords), f"a database password in {log}"
+    for record in records:
+        assert not any(password in " ".join(record.argv) for password in passwords), record.name
