@@ -22,9 +22,10 @@ test: setup lint  ## set-up, lint, then the whole test suite against real server
 	  if [ $$status = 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 REPLICAS ?= 1
+ENGINES ?= embedded
 
-demo: setup  ## run the platform's main job on the embedded default (REPLICAS=2: two of every server and gateway)
-	@REPLICAS=$(REPLICAS) deploy/local/demo.sh
+demo: setup  ## the platform's main job (REPLICAS=2: two of every server and gateway; ENGINES=scale-out: Spark cluster, Airflow on Celery)
+	@REPLICAS=$(REPLICAS) ENGINES=$(ENGINES) deploy/local/demo.sh
 
 down:  ## stop whatever `flywheel up` started
 	$(VENV)/bin/flywheel down

@@ -15,10 +15,17 @@ KubernetesPodOperator in the platform image (kubernetes); under spark-submit it 
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pendulum
 from airflow.sdk import Param, dag
+
+# The runners sit beside this file. Airflow 3 puts the DAG folder on sys.path when it parses a bundle,
+# but a bare DagBag or dag.test() does not.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))
 from flywheel_runners import flywheel_step
 
 MODEL = os.environ.get("FLYWHEEL_MODEL_NAME", "stock-forecaster")

@@ -26,12 +26,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import Param, dag, task
+
+# The runners sit beside this file. Airflow 3 puts the DAG folder on sys.path when it parses a bundle,
+# but a bare DagBag or dag.test() does not.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))
 from flywheel_runners import FLYWHEEL, HOME, flywheel_step
 
 MODEL = os.environ.get("FLYWHEEL_MODEL_NAME", "stock-forecaster")

@@ -145,7 +145,7 @@ def _unfinished_snapshot(context: PipelineContext) -> Any:
 
 def step_preprocess(context: PipelineContext, force: bool = False) -> dict[str, Any]:
     from training.content_hash import content_hash
-    from training.spark import build_spark_session
+    from training.spark import build_spark_session, launched_by_spark_submit
 
     run = context.resolve_run()
     if not force and (done := run.result("preprocess")):
@@ -167,6 +167,7 @@ def step_preprocess(context: PipelineContext, force: bool = False) -> dict[str, 
         report = context.task.preprocess(spark, raw_dir, output_dir)
         # Equal for equal data whichever master ran it (local[*], the standalone cluster, YARN).
         report["content_hash"] = content_hash(output_dir)
+        report["spark"] = {"master": spark.sparkContext.master, "spark_submit": launched_by_spark_submit()}
         return run.upload("preprocess", output_dir, {"snapshot_id": snapshot.snapshot_id, **report})
 
 

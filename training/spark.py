@@ -36,7 +36,7 @@ def build_spark_session(
     from pyspark.sql import SparkSession
 
     # spark-submit started this process: its --master and driver settings win.
-    submitted = bool(os.environ.get("PYSPARK_GATEWAY_PORT"))
+    submitted = launched_by_spark_submit()
     if submitted:
         master = None
     on_this_machine = not submitted and driver_stays_on_loopback(master)
@@ -66,6 +66,11 @@ def build_spark_session(
         .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
     )
+
+
+def launched_by_spark_submit() -> bool:
+    """spark-submit runs a Python application with the JVM already up and tells PySpark its port."""
+    return bool(os.environ.get("PYSPARK_GATEWAY_PORT"))
 
 
 def driver_stays_on_loopback(master: str | None) -> bool:

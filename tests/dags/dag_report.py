@@ -8,9 +8,6 @@ from typing import Any
 
 from airflow.dag_processing.dagbag import DagBag
 
-# As Airflow 3's bundle DagBag does in the dag-processor and the task runner: DAG files import
-# their helpers (flywheel_runners) from the folder itself.
-sys.path.append(sys.argv[1])
 bag = DagBag(dag_folder=sys.argv[1])
 
 

@@ -148,19 +148,21 @@ class LoopStack:
         outcome: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
         return outcome
 
-    def celery_tasks_succeeded(self) -> int:
-        """Airflow task runs the Celery workers finished (their INFO log says so, one line each)."""
-        return sum(
-            log.read_text(errors="replace").count("succeeded in")
-            for log in (self.settings.var_path / "log").glob("airflow-celery-worker-*.log")
+    def celery_tasks_run(self) -> int:
+        """Tasks the Celery workers have run since they started, by Celery's own count (inspect stats)."""
+        script = (
+            "import json, sys; from celery import Celery; "
+            "app = Celery(broker=open(sys.argv[1]).read().strip()); "
+            "stats = app.control.inspect(timeout=5).stats() or {}; "
+            "print(json.dumps(sum(sum(s.get('total', {}).values()) for s in stats.values())))"
         )
-
-    def task_log(self, dag_id: str, task_id: str) -> str:
-        """Every attempt's log of ``task_id`` in any run of ``dag_id`` (the scheduler's runs)."""
-        logs = self.settings.var_path / "airflow" / "logs" / f"dag_id={dag_id}"
-        return "\n".join(
-            path.read_text(errors="replace") for path in sorted(logs.glob(f"*/task_id={task_id}/*"))
+        broker = self.settings.var_path / "credentials" / "airflow-broker-url"
+        python = REPO_ROOT / ".venv-airflow" / "bin" / "python"
+        result = subprocess.run(
+            [str(python), "-c", script, str(broker)], capture_output=True, text=True, timeout=60
         )
+        assert result.returncode == 0, result.stderr[-2000:]
+        return int(json.loads(result.stdout.strip().splitlines()[-1]))
 
     def deployment(self, model: str = MODEL) -> dict[str, Any]:
         response = self.http.get(
