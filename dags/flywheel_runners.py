@@ -4,9 +4,10 @@
   ``FLYWHEEL_*`` settings. Templated arguments travel as environment variables, never spliced into
   the shell line, so a run's params cannot inject shell.
 - ``kubernetes``: a KubernetesPodOperator runs the same arguments in the platform image
-  (``FLYWHEEL_DAG_IMAGE``, deploy/docker/Dockerfile) with settings from the ``flywheel-settings``
-  ConfigMap and secrets by reference (deploy/kubernetes). Training steps request one
-  ``nvidia.com/gpu`` and land on GPU nodes (node selector and toleration).
+  (``FLYWHEEL_DAG_IMAGE``, deploy/docker/Dockerfile, with a JRE for Spark) with settings from the
+  ``flywheel-settings`` ConfigMap, secrets by reference (deploy/kubernetes) and emptyDir scratch.
+  Training steps run the CUDA image (``FLYWHEEL_DAG_GPU_IMAGE``), request one ``nvidia.com/gpu``
+  and land on GPU nodes (node selector and toleration).
 - ``spark-submit``: the Spark step (preprocess) becomes a SparkSubmitOperator against the
   ``FLYWHEEL_SPARK_SUBMIT_CONN_ID`` connection, running ``training/jobs/pipeline_step.py``, which
   runs the same ``flywheel pipeline`` step on the submitted session; the other steps stay local.
@@ -32,6 +33,10 @@ RUNNER = os.environ.get("FLYWHEEL_DAG_RUNNER", "local")
 if RUNNER not in RUNNERS:
     raise ValueError(f"FLYWHEEL_DAG_RUNNER={RUNNER!r}: choose one of {', '.join(RUNNERS)}")
 IMAGE = os.environ.get("FLYWHEEL_DAG_IMAGE", "ghcr.io/flywheel-ml/flywheel:0.1.0")
+#: Training pods: the platform image with CUDA builds of torch and TensorFlow (train-gpu.Dockerfile).
+GPU_IMAGE = os.environ.get("FLYWHEEL_DAG_GPU_IMAGE", "ghcr.io/flywheel-ml/flywheel-train-gpu:0.1.0")
+#: Where a pod's writable state goes: the image's root is read-only and it runs as a non-root user.
+VAR_DIR = "/var/lib/flywheel"
 NAMESPACE = os.environ.get("FLYWHEEL_DAG_NAMESPACE", "flywheel")
 SPARK_CONN_ID = os.environ.get("FLYWHEEL_SPARK_SUBMIT_CONN_ID", "spark_default")
 PIPELINE_STEP_APP = REPO / "training" / "jobs" / "pipeline_step.py"
@@ -89,14 +94,17 @@ def _pod_step(task_id: str, arguments: list[str], resources: str, **kwargs: Any)
     from kubernetes.client import models as k8s
 
     gpu = resources == "gpu"
+    scratch = [("var", VAR_DIR), ("tmp", "/tmp")]  # staging, Spark's scratch and logs, run folders
     return KubernetesPodOperator(
         task_id=task_id,
         name=f"flywheel-{task_id.replace('_', '-')}",
         namespace=NAMESPACE,
-        image=IMAGE,
+        image=GPU_IMAGE if gpu else IMAGE,
         cmds=["flywheel"],
         arguments=arguments,
-        env_vars=kwargs.pop("env", {}),
+        env_vars={"FLYWHEEL_VAR_DIR": VAR_DIR, **kwargs.pop("env", {})},
+        volumes=[k8s.V1Volume(name=name, empty_dir=k8s.V1EmptyDirVolumeSource()) for name, _ in scratch],
+        volume_mounts=[k8s.V1VolumeMount(name=name, mount_path=path) for name, path in scratch],
         env_from=[k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name="flywheel-settings"))],
         secrets=[Secret("env", variable, secret, key) for variable, secret, key in POD_SECRETS],
         container_resources=k8s.V1ResourceRequirements(**STEP_RESOURCES[resources]),
@@ -110,7 +118,9 @@ def _pod_step(task_id: str, arguments: list[str], resources: str, **kwargs: Any)
             seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
         ),
         container_security_context=k8s.V1SecurityContext(
-            allow_privilege_escalation=False, capabilities=k8s.V1Capabilities(drop=["ALL"])
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            capabilities=k8s.V1Capabilities(drop=["ALL"]),
         ),
         automount_service_account_token=False,
         get_logs=True,
@@ -135,6 +145,8 @@ def _spark_submit_step(task_id: str, arguments: list[str], **kwargs: Any) -> Any
         env_vars={
             # spark-submit and the driver's Python come from .venv, which has Flywheel and pyspark.
             "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+            # The driver's RPC and block manager bind the stack's address, not the host name's.
+            **({"SPARK_LOCAL_IP": os.environ["FLYWHEEL_HOST"]} if os.environ.get("FLYWHEEL_HOST") else {}),
             "PYSPARK_PYTHON": str(venv_bin / "python"),
             "PYSPARK_DRIVER_PYTHON": str(venv_bin / "python"),
             **kwargs.pop("env", {}),

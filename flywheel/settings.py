@@ -103,6 +103,12 @@ class FlywheelSettings(BaseSettings):
         description="Spark master for preprocessing: local[*] (in-process), or an existing cluster's "
         "spark://..., yarn or k8s://... (then leave spark_cluster off).",
     )
+    spark_staging_dir: Path | None = Field(
+        default=None,
+        description="Folder preprocess stages a snapshot into and Spark writes to. Unset: a local temp "
+        "folder, which local[*] and the local standalone cluster reach; a remote master's executors "
+        "need a folder they share with the driver (NFS, a shared volume).",
+    )
     spark_cluster: bool = Field(
         default=False,
         description="`flywheel up` starts a Spark standalone master and one worker on loopback, and "
@@ -325,6 +331,11 @@ class FlywheelSettings(BaseSettings):
         default="ghcr.io/flywheel-ml/flywheel:0.1.0",
         description="Platform image the kubernetes DAG runner's pods run (deploy/docker/Dockerfile).",
     )
+    dag_gpu_image: str = Field(
+        default="ghcr.io/flywheel-ml/flywheel-train-gpu:0.1.0",
+        description="Image of the kubernetes runner's training pods: the platform with CUDA torch and "
+        "TensorFlow (deploy/docker/train-gpu.Dockerfile).",
+    )
     dag_namespace: str = Field(default="flywheel", description="Namespace of the kubernetes runner's pods.")
     spark_submit_conn_id: str = Field(
         default="spark_default", description="Airflow connection (the master) of the spark-submit runner."
@@ -460,6 +471,12 @@ class FlywheelSettings(BaseSettings):
     def resolve_store_uri(self) -> str:
         """The store URI with a relative ``file://`` path made absolute against ``home``."""
         if self.store_uri is None:
+            if self.s3_endpoint_url and "model_bucket" not in self.model_fields_set:
+                # On a shared endpoint a default bucket name could be anyone's: name yours.
+                raise ValueError(
+                    "with FLYWHEEL_S3_ENDPOINT_URL set, name the store: "
+                    "FLYWHEEL_STORE_URI=s3://BUCKET/PREFIX (or FLYWHEEL_MODEL_BUCKET)"
+                )
             return f"s3://{self.model_bucket}/store"
         if self.store_uri.startswith("file://"):
             path = Path(self.store_uri.removeprefix("file://"))

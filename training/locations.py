@@ -27,8 +27,12 @@ class LocationError(ValueError):
 def local_folder(location: str) -> Path | None:
     """The folder a plain path or ``file://`` URI names; None for an object-store location."""
     parts = urlsplit(location)
-    if parts.scheme in ("", "file"):
-        return Path(parts.path if parts.scheme else location)
+    if not parts.scheme:
+        return Path(location)
+    if parts.scheme == "file":
+        # file:///abs is absolute; file://rel/path is relative, as FLYWHEEL_STORE_URI reads it.
+        host = "" if parts.netloc in ("", "localhost") else parts.netloc
+        return Path(host + parts.path) if host else Path(parts.path)
     if parts.scheme in OBJECT_STORE_SCHEMES:
         if not parts.netloc:
             raise LocationError(f"{location!r} names no bucket: use s3a://BUCKET/PREFIX")
@@ -42,10 +46,16 @@ def hadoop_uri(location: str) -> str:
 
 
 def require_s3a(spark: Any, location: str) -> None:
-    """Fail clearly when the session's JVM has no S3A filesystem."""
+    """Fail clearly when Hadoop finds no filesystem for the location's scheme.
+
+    Asked through Hadoop's own lookup, which sees the jars Spark added (``spark.jars``,
+    ``--packages``), unlike a bare ``Class.forName`` from py4j's class loader.
+    """
+    jvm = spark.sparkContext._jvm
     try:
-        spark.sparkContext._jvm.java.lang.Class.forName(S3A_FILESYSTEM)
-    except Exception as error:  # py4j wraps the JVM's ClassNotFoundException
+        conf = spark.sparkContext._jsc.hadoopConfiguration()
+        jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(urlsplit(hadoop_uri(location)).scheme, conf)
+    except Exception as error:  # py4j wraps the JVM's UnsupportedFileSystemException
         raise LocationError(
             f"{location} needs Spark's S3 connector, which this Spark lacks ({S3A_FILESYSTEM} is not on "
             "the classpath). A cluster brings org.apache.hadoop:hadoop-aws matching its Hadoop version and "
@@ -55,16 +65,24 @@ def require_s3a(spark: Any, location: str) -> None:
 
 
 def _copy(spark: Any, source: str, destination: str) -> None:
+    """Copy a folder so that ``destination`` becomes it: an existing destination is replaced (a
+    copy into an existing folder would nest, and leave stale files of an earlier run)."""
     jvm = spark.sparkContext._jvm
     conf = spark.sparkContext._jsc.hadoopConfiguration()
-    source_path, destination_path = (
-        jvm.org.apache.hadoop.fs.Path(source),
-        jvm.org.apache.hadoop.fs.Path(destination),
-    )
-    jvm.org.apache.hadoop.fs.FileUtil.copy(
-        source_path.getFileSystem(conf), source_path, destination_path.getFileSystem(conf), destination_path,
-        False, True, conf,
-    )  # fmt: skip
+    source_path = jvm.org.apache.hadoop.fs.Path(source)
+    destination_path = jvm.org.apache.hadoop.fs.Path(destination)
+    try:
+        source_fs, destination_fs = source_path.getFileSystem(conf), destination_path.getFileSystem(conf)
+        if not source_fs.exists(source_path):
+            raise LocationError(f"{source} does not exist")
+        destination_fs.delete(destination_path, True)
+        jvm.org.apache.hadoop.fs.FileUtil.copy(
+            source_fs, source_path, destination_fs, destination_path, False, True, conf
+        )
+    except LocationError:
+        raise
+    except Exception as error:  # py4j: the JVM's IOException, with Hadoop's message
+        raise LocationError(f"copying {source} to {destination} failed: {str(error)[:500]}") from error
 
 
 @contextmanager

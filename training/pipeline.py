@@ -86,8 +86,10 @@ def task_of(store: ModelStore, model: str, default: str) -> Task:
     return get_task(recorded)
 
 
-def _scratch() -> tempfile.TemporaryDirectory[str]:
-    return tempfile.TemporaryDirectory(prefix="flywheel-step-")
+def _scratch(folder: Path | None = None) -> tempfile.TemporaryDirectory[str]:
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix="flywheel-step-", dir=folder)
 
 
 def step_ingest(context: PipelineContext) -> dict[str, Any]:
@@ -152,7 +154,10 @@ def step_preprocess(context: PipelineContext, force: bool = False) -> dict[str, 
         return done
     snapshot = DatasetStore(context.store.storage).get(context.dataset, run.run_id)
     snapshot_prefix = DatasetStore.snapshot_prefix(context.dataset, snapshot.snapshot_id)
-    with _scratch() as scratch:
+    # The executors read the staged snapshot and write the output: on a remote cluster this must be
+    # a folder they share with the driver (FLYWHEEL_SPARK_STAGING_DIR); a local temp folder is
+    # enough for local[*] and the local standalone cluster.
+    with _scratch(context.settings.spark_staging_dir) as scratch:
         raw_dir, output_dir = Path(scratch) / "raw", Path(scratch) / "out"
         context.progress(f"staging {len(snapshot.objects)} objects of {snapshot.snapshot_id}")
         for item in snapshot.objects:
@@ -165,7 +170,7 @@ def step_preprocess(context: PipelineContext, force: bool = False) -> dict[str, 
             log_file=context.settings.log_dir / "spark.log",
         )
         report = context.task.preprocess(spark, raw_dir, output_dir)
-        # Equal for equal data whichever master ran it (local[*], the standalone cluster, YARN).
+        # Equal for equal data whichever master ran it (local[*], the standalone cluster, ...).
         report["content_hash"] = content_hash(output_dir)
         report["spark"] = {"master": spark.sparkContext.master, "spark_submit": launched_by_spark_submit()}
         return run.upload("preprocess", output_dir, {"snapshot_id": snapshot.snapshot_id, **report})

@@ -54,7 +54,10 @@ def load_settings(ctx: typer.Context) -> None:
     """Build the settings once per invocation and hand them to the command."""
     try:
         ctx.obj = FlywheelSettings()
+        ctx.obj.resolve_store_uri()  # a store that cannot be named is a settings error, said up front
     except ValidationError as error:
+        fail(f"invalid settings: {error}")
+    except ValueError as error:
         fail(f"invalid settings: {error}")
 
 

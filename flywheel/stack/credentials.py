@@ -43,12 +43,18 @@ def admin_token(settings: FlywheelSettings, create: bool = True) -> str:
 
 
 def write_private_file(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` with mode 0600 (tightening a file that already existed)."""
+    """``path`` holds ``text``, mode 0600. Written beside it and renamed into place, so a reader (Airflow
+    running ``cat`` on it) sees the old or the new content, never a half; unchanged content is not
+    rewritten."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)  # O_CREAT's mode does not tighten a file that already existed
+    if path.exists() and not path.is_symlink() and path.read_text() == text:
+        os.chmod(path, 0o600)
+        return path
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(text)
+    os.replace(draft, path)
     return path
 
 

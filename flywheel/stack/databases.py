@@ -4,8 +4,8 @@ Both are the machine's own binaries (Debian ``postgresql-15`` and ``redis-server
 stack on loopback with generated passwords that never reach a command line or a log:
 
 - **PostgreSQL** gets its superuser password from a file at ``initdb`` (``--pwfile``), uses
-  scram-sha-256 for every TCP connection, and listens on ``host:postgres_port`` only; its Unix
-  socket lives in its own data folder. PostgreSQL refuses to run as root, so when Flywheel is root
+  scram-sha-256 for every TCP connection, and listens on ``host:postgres_port`` only; it opens no
+  Unix socket. PostgreSQL refuses to run as root, so when Flywheel is root
   the server runs as ``postgres_os_user`` (``setpriv``, which execs: the recorded PID is the
   server's) and its data folder belongs to that user.
 - **Redis** reads ``requirepass`` from a 0600 config file, with protected mode on. It is only a
@@ -19,6 +19,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 from flywheel.settings import FlywheelSettings
@@ -82,46 +83,74 @@ def _check_reachable(settings: FlywheelSettings, folder: Path) -> None:
             )
 
 
+#: Suffix of the marker written beside a data folder before initdb: only a folder with it may be
+#: cleared after a failed initdb. Flywheel never deletes a folder it did not create.
+OWNED_MARKER = ".flywheel-initdb"
+
+
 def initialise_postgres(settings: FlywheelSettings) -> None:
     """``initdb`` once: scram-sha-256 everywhere, the superuser's password from a private file."""
     data_dir = postgres_data_dir(settings)
     if (data_dir / "PG_VERSION").exists():
         return
     _check_reachable(settings, data_dir)
-    if data_dir.exists():
-        shutil.rmtree(data_dir)  # a half-made folder from an interrupted initdb
-    data_dir.mkdir(parents=True, mode=0o700)
+    # Beside the data folder (initdb wants the folder itself empty): present from before initdb
+    # until it succeeds, so only a folder an interrupted initdb of ours left is ever cleared.
+    marker = data_dir.parent / f".{data_dir.name}{OWNED_MARKER}"
+    if data_dir.exists() and any(data_dir.iterdir()):
+        if not marker.exists():
+            raise FileExistsError(
+                f"{data_dir} is not empty and is not a PostgreSQL data folder: point "
+                "FLYWHEEL_POSTGRES_DATA_DIR at a new or empty folder"
+            )
+        shutil.rmtree(data_dir)  # what an interrupted initdb of ours left
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _hand_to_database_user(settings, data_dir)
-    password_file = data_dir.parent / f".{data_dir.name}.pwfile"
-    descriptor = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(postgres_password(settings))
-    _hand_to_database_user(settings, password_file)
-    initdb = [str(POSTGRES_BIN / "initdb"), "-D", str(data_dir), "-U", DATABASE_USER,
-              f"--pwfile={password_file}", "--auth=scram-sha-256", "--encoding=UTF8"]  # fmt: skip
+    marker.touch()
+    # The password goes in a private folder of its own, readable by the database user only.
+    scratch = Path(tempfile.mkdtemp(prefix="flywheel-initdb-"))
     try:
+        _hand_to_database_user(settings, scratch)
+        password_file = scratch / "pwfile"
+        descriptor = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(postgres_password(settings))
+            if _runs_as_root():
+                user = pwd.getpwnam(settings.postgres_os_user)
+                os.fchown(handle.fileno(), user.pw_uid, user.pw_gid)
+        initdb = [str(POSTGRES_BIN / "initdb"), "-D", str(data_dir), "-U", DATABASE_USER,
+                  f"--pwfile={password_file}", "--auth=scram-sha-256", "--encoding=UTF8"]  # fmt: skip
         result = subprocess.run(
             _as_database_user(settings, initdb), capture_output=True, text=True, timeout=300
         )
     finally:
-        password_file.unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     if result.returncode != 0:
         raise RuntimeError(f"initdb failed:\n{(result.stdout + result.stderr)[-2000:]}")
+    marker.unlink(missing_ok=True)
 
 
 def _postgres_environment(settings: FlywheelSettings) -> dict[str, str]:
-    return {"PGPASSWORD": postgres_password(settings), "PGCONNECT_TIMEOUT": "3"}
+    """libpq reads the password from a 0600 passfile: none in any environment or command line."""
+    passfile = write_private_file(
+        settings.var_path / "credentials" / "pgpass",
+        f"{settings.host}:{settings.postgres_port}:*:{DATABASE_USER}:{postgres_password(settings)}\n",
+    )
+    return {"PGPASSFILE": str(passfile), "PGCONNECT_TIMEOUT": "3"}
 
 
 def _postgres_probe(settings: FlywheelSettings) -> HealthProbe:
     def probe() -> str | None:
         where = ["-h", settings.host, "-p", str(settings.postgres_port)]
-        result = subprocess.run(
-            [str(POSTGRES_BIN / "pg_isready"), *where, "-t", "2"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
+        try:
+            result = subprocess.run(
+                [str(POSTGRES_BIN / "pg_isready"), *where, "-t", "2"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"postgres: {type(error).__name__}"
         return None if result.returncode == 0 else f"postgres: {result.stdout.strip() or result.returncode}"
 
     return probe
@@ -145,7 +174,7 @@ def postgres_service(settings: FlywheelSettings) -> ServiceSpec:
     data_dir = postgres_data_dir(settings)
     server = [str(POSTGRES_BIN / "postgres"), "-D", str(data_dir),
               "-c", f"listen_addresses={settings.host}", "-c", f"port={settings.postgres_port}",
-              "-c", f"unix_socket_directories={data_dir}", "-c", "password_encryption=scram-sha-256",
+              "-c", "unix_socket_directories=", "-c", "password_encryption=scram-sha-256",
               "-c", "max_connections=100"]  # fmt: skip
     return ServiceSpec(
         name="postgres",

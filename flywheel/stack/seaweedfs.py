@@ -15,6 +15,12 @@ What the stack relies on, and how it is made so:
   environment (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``), never its command line, so they
   are in no ``ps`` listing, pid record or log; with them set, SeaweedFS checks every request's
   signature.
+- **The internal ports check tokens too.** The filer and the volume servers would otherwise
+  serve and accept any path to anyone on the machine (the S3 signature guards only the S3 port):
+  ``security.toml`` (0600, in the data folder, which is ``weed``'s working folder so it finds it)
+  holds generated JWT keys for filer and volume reads and writes; a request without a token
+  gets 401. The master still hands out write tokens for new blobs (SeaweedFS's design); what
+  the store names, the filer's paths, needs a token.
 - **No telemetry**: ``-master.telemetry=false``.
 """
 
@@ -105,8 +111,24 @@ def seaweedfs_environment(settings: FlywheelSettings) -> dict[str, str]:
     return {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
 
 
-def prepare_data_dir(data_dir: Path) -> None:
-    """Create the data folder (owner-only) and drop ``mini.options``, the options ``weed mini``
-    saved last time: it is reloaded at start, and the command line is the one source of them."""
+def prepare_data_dir(settings: FlywheelSettings, data_dir: Path) -> None:
+    """Create the data folder (owner-only), write ``security.toml`` there, and drop
+    ``mini.options``, the options ``weed mini`` saved last time: it is reloaded at start, and the
+    command line is the one source of them."""
+    from flywheel.stack.credentials import generated_secret, write_private_file
+
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     (data_dir / "mini.options").unlink(missing_ok=True)
+    sections = {
+        "jwt.signing": "seaweedfs-volume-write",
+        "jwt.signing.read": "seaweedfs-volume-read",
+        "jwt.filer_signing": "seaweedfs-filer-write",
+        "jwt.filer_signing.read": "seaweedfs-filer-read",
+    }
+    write_private_file(
+        data_dir / "security.toml",
+        "".join(
+            f'[{section}]\nkey = "{generated_secret(settings, name)}"\nexpires_after_seconds = 60\n'
+            for section, name in sections.items()
+        ),
+    )

@@ -29,8 +29,8 @@ def s3_service(settings: FlywheelSettings) -> ServiceSpec:
         probe=s3_probe(settings),
         urls={"s3": url},
         env=seaweedfs_environment(settings),
-        cwd=settings.home,
-        prepare=lambda: prepare_data_dir(settings.s3_data_dir),
+        cwd=settings.s3_data_dir,  # weed reads security.toml from its working folder
+        prepare=lambda: prepare_data_dir(settings, settings.s3_data_dir),
         after_start=create_buckets,
     )
 

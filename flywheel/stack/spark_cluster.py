@@ -39,6 +39,8 @@ def _cluster_environment(settings: FlywheelSettings, role: str) -> dict[str, str
         # Executors start Python workers for a task's UDFs: this venv's interpreter has Flywheel.
         "PYSPARK_PYTHON": sys.executable,
         "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
+        # Finished applications' folders (executor logs, staged files) go after a day, not never.
+        "SPARK_WORKER_OPTS": "-Dspark.worker.cleanup.enabled=true -Dspark.worker.cleanup.appDataTtl=86400",
         "SPARK_DAEMON_MEMORY": "512m" if role == "worker" else "1g",
     }
 

@@ -47,7 +47,9 @@ def render_haproxy_config(settings: FlywheelSettings) -> str:
     # A refused or reset connection marks a replica down at once (observe layer4): a killed replica
     # takes no more requests, and its restarted process gets none until /v2/health/ready says 200
     # (it answers 503 while it loads its routing specs). Checks alone took two seconds (fall 2).
-    check = "check inter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down"
+    # Two errors, not one: a single connect timeout on a saturated machine must not take every
+    # replica out at once.
+    check = "check inter 1s fall 2 rise 1 observe layer4 error-limit 2 on-error mark-down"
     http_servers = "\n".join(f"  server {gw.name} {host}:{gw.http_port} {check}" for gw in layouts)
     grpc_servers = "\n".join(
         # Checked on the replica's HTTP/1.1 port (check-proto h1), the traffic itself is h2.

@@ -97,6 +97,7 @@ def test_locations_are_paths_or_uris_and_object_stores_need_the_s3_connector(
 ) -> None:
     assert local_folder("/data/raw") == Path("/data/raw")
     assert local_folder("file:///data/raw") == Path("/data/raw")
+    assert local_folder("file://var/raw") == Path("var/raw"), "relative, as FLYWHEEL_STORE_URI reads it"
     assert local_folder("s3a://bucket/raw") is None and local_folder("s3://bucket/raw") is None
     with pytest.raises(LocationError, match="names no bucket"):
         local_folder("s3a:///raw")
@@ -109,3 +110,23 @@ def test_locations_are_paths_or_uris_and_object_stores_need_the_s3_connector(
         staged_folders(spark, outside, output),
     ):
         raise AssertionError("no folder is handed out without the connector")
+
+
+def test_a_staged_copy_replaces_its_destination_and_a_missing_source_is_a_clear_error(
+    spark: Any, tmp_path: Path
+) -> None:
+    from training.locations import _copy
+
+    source, destination = tmp_path / "run" / "preprocess", tmp_path / "staged"
+    (source / "features").mkdir(parents=True)
+    (source / "features" / "part-0.parquet").write_bytes(b"rows")
+    (source / "report.json").write_text("{}")
+    (destination / "stale").mkdir(parents=True)
+    for _ in range(2):  # a rerun must not nest the copy inside the first one
+        _copy(spark, f"file://{source}", f"file://{destination}")
+    copied = sorted(
+        str(p.relative_to(destination)) for p in destination.rglob("*") if not p.name.startswith(".")
+    )
+    assert copied == ["features", "features/part-0.parquet", "report.json"]
+    with pytest.raises(LocationError, match="does not exist"):
+        _copy(spark, f"file://{tmp_path / 'absent'}", f"file://{destination}")

@@ -40,6 +40,7 @@ def operator(task: Any) -> dict[str, Any]:
             "node_selector": task.node_selector,
             "tolerations": _plain(task.tolerations),
             "run_as_non_root": _plain(task.security_context).get("run_as_non_root"),
+            "mounts": sorted(mount.mount_path for mount in task.volume_mounts),
         }
     if kind == "SparkSubmitOperator":
         return {

@@ -106,7 +106,10 @@ def test_the_kubernetes_runner_runs_each_step_as_a_pod_with_gpus_only_for_traini
         pod = operators[step]
         assert pod["operator"] == "KubernetesPodOperator", step
         image, _, tag = pod["image"].rpartition(":")
-        assert image.endswith("/flywheel") and tag and tag != "latest", "a pinned platform image"
+        training = step.startswith("train_")
+        expected = "/flywheel-train-gpu" if training else "/flywheel"
+        assert image.endswith(expected) and tag and tag != "latest", "a pinned platform (or CUDA) image"
+        assert pod["mounts"] == ["/tmp", "/var/lib/flywheel"], "writable scratch on a read-only root"
         assert pod["command"][0] == "flywheel" and pod["command"][-1] == "--json"
         if step != "score":
             assert pod["command"][1:] == pipeline_arguments(step)
@@ -118,7 +121,6 @@ def test_the_kubernetes_runner_runs_each_step_as_a_pod_with_gpus_only_for_traini
             resources["limits"]
         )
         assert pod["run_as_non_root"] is True
-        training = step.startswith("train_")
         assert ("nvidia.com/gpu" in resources["limits"]) is training, step
         assert bool(pod["node_selector"]) is training and bool(pod["tolerations"]) is training, step
     assert operators["train_pytorch"]["tolerations"] == [

@@ -241,11 +241,13 @@ def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopStack]:
         "FLYWHEEL_POSTGRES_DATA_DIR": str(database_root / "data"),
     }
     stack = LoopStack(home, env)
-    up = stack.flywheel("up", "--json")
     try:
-        assert up.returncode == 0, (up.stdout + up.stderr)[-4000:]
-        yield stack
+        up = stack.flywheel("up", "--json")
+        try:
+            assert up.returncode == 0, (up.stdout + up.stderr)[-4000:]
+            yield stack
+        finally:
+            down = stack.flywheel("down", "--json", timeout=300)
+            assert down.returncode == 0, down.stdout + down.stderr
     finally:
-        down = stack.flywheel("down", "--json", timeout=300)
         shutil.rmtree(database_root, ignore_errors=True)
-        assert down.returncode == 0, down.stdout + down.stderr

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 from pydantic import SecretStr
@@ -29,11 +31,8 @@ def kill_hard(record: ProcessRecord) -> None:
     stop_process(record, 5)
 
 
-@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
-def test_objects_survive_a_restart(tmp_path: Path, stop: str) -> None:
-    settings = s3_server_settings(tmp_path)
-    record = start(settings)
-    client = s3_client(settings)
+def fill(client: Any, tmp_path: Path) -> dict[str, str]:
+    """Objects, a multipart upload, deletions; returns key -> ETag of what is left."""
     client.create_bucket(Bucket="landing")
     client.put_object(Bucket="landing", Key="raw/AAPL.csv", Body=b"Date,Open\n2024-01-02,1\n")
     client.put_object(Bucket="landing", Key="raw", Body=b"a key that is also a prefix")
@@ -47,6 +46,19 @@ def test_objects_survive_a_restart(tmp_path: Path, stop: str) -> None:
     client.delete_objects(Bucket="landing", Delete={"Objects": [{"Key": "batch/1"}, {"Key": "batch/2"}]})
     before = {o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket="landing")["Contents"]}
     assert before["raw/big.bin"].endswith('-2"'), "a multipart ETag, which a naive re-put would change"
+    return before
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+def test_objects_survive_a_restart(tmp_path: Path, stop: str) -> None:
+    settings = s3_server_settings(tmp_path)
+    record = start(settings)
+    try:
+        before = fill(s3_client(settings), tmp_path)
+    except BaseException:
+        stop_process(record, 20)
+        raise
+    client = s3_client(settings)
 
     if stop == "sigkill":
         kill_hard(record)
@@ -59,7 +71,7 @@ def test_objects_survive_a_restart(tmp_path: Path, stop: str) -> None:
         assert after == before
         assert sorted(after) == ["raw", "raw/AAPL.csv", "raw/big.bin"]
         body = client.get_object(Bucket="landing", Key="raw/big.bin")["Body"].read()
-        assert body == big.read_bytes()
+        assert body == (tmp_path / "big.bin").read_bytes()
     finally:
         stop_process(record, 20)
 
@@ -77,14 +89,20 @@ def test_every_port_is_pinned_loopback_and_every_request_signed(s3_settings: Fly
     wait_until(lambda: held() >= expected, 30, "every SeaweedFS port to open")
     assert held() == expected
     assert wildcard_listeners({record.pid}) == []
-    assert "AWS_SECRET_ACCESS_KEY" not in " ".join(record.argv)
+    secret = s3_settings.s3_secret_access_key
+    assert secret is not None and secret.get_secret_value() not in " ".join(record.argv)
+
+    # The filer's own HTTP API (paths of every bucket) wants a token too, not only the S3 port.
+    filer = f"http://127.0.0.1:{s3_settings.seaweedfs_filer_port}/buckets/"
+    assert httpx.get(filer).status_code == 401
+    assert httpx.put(filer + "planted/manifest.json", content=b"{}").status_code == 401
+    assert (s3_settings.s3_data_dir / "security.toml").stat().st_mode & 0o777 == 0o600
 
     stranger = s3_settings.model_copy(update={"s3_secret_access_key": SecretStr("not-the-key")})
     with pytest.raises(ClientError) as refused:
         s3_client(stranger, max_attempts=1).list_buckets()
     assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
-    secret = s3_settings.s3_secret_access_key
-    assert secret is not None and secret.get_secret_value() not in Path(record.log).read_text()
+    assert secret.get_secret_value() not in Path(record.log).read_text()
 
 
 def test_conditional_puts_are_atomic_under_contention(s3_settings: FlywheelSettings) -> None:

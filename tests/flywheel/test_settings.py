@@ -43,3 +43,31 @@ def test_secrets_are_not_printed(tmp_path: Path) -> None:
     settings = FlywheelSettings(home=tmp_path, admin_token="s3cr3t-token")
     assert "s3cr3t-token" not in repr(settings)
     assert "flywheel-local-secret" not in str(settings.model_dump())
+
+
+def test_an_external_endpoint_needs_a_named_store_bucket(tmp_path: Path) -> None:
+    external = FlywheelSettings(home=tmp_path, s3_endpoint_url="https://s3.example.com")
+    with pytest.raises(ValueError, match="name the store"):
+        external.resolve_store_uri()
+    named = external.model_copy(update={"model_bucket": "team-models"})
+    named.model_fields_set.add("model_bucket")
+    assert named.resolve_store_uri() == "s3://team-models/store"
+    assert FlywheelSettings(home=tmp_path, s3_endpoint_url="https://s3.example.com",
+                            store_uri="s3://ours/store").resolve_store_uri() == "s3://ours/store"  # fmt: skip
+
+
+def test_the_cli_says_when_s3_is_unreachable(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support import REPO_ROOT, free_port
+
+    env = {"FLYWHEEL_HOME": str(tmp_path), "FLYWHEEL_CONFIG": str(tmp_path / "absent.toml"),
+           "FLYWHEEL_S3_PORT": str(free_port()), "PATH": "/usr/bin:/bin"}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "flywheel", "models", "list"],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "cannot reach S3 at http://127.0.0.1:" in result.stderr and "flywheel up" in result.stderr
+    assert "Traceback" not in result.stderr
