@@ -24,6 +24,8 @@ def _canonical(value: Any) -> Any:
         return {key: _canonical(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_canonical(item) for item in value]
+    if isinstance(value, bytes | bytearray | memoryview):  # e.g. an image's pixels
+        return bytes(value).hex()
     if hasattr(value, "tolist"):  # numpy scalars and arrays
         return _canonical(value.tolist())
     if hasattr(value, "isoformat"):
@@ -38,10 +40,14 @@ def content_hash(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*.json")):
         document = _canonical(json.loads(path.read_text()))
-        digest.update(f"{path.relative_to(folder)}\n{json.dumps(document, sort_keys=True)}\n".encode())
+        digest.update(
+            f"{path.relative_to(folder)}\n{json.dumps(document, sort_keys=True, default=str)}\n".encode()
+        )
     for dataset in sorted({path.parent for path in folder.rglob("*.parquet")}):
         frame = pd.read_parquet(dataset)
-        rows = sorted(json.dumps(_canonical(row), sort_keys=True) for row in frame.to_dict("records"))
+        rows = sorted(
+            json.dumps(_canonical(row), sort_keys=True, default=str) for row in frame.to_dict("records")
+        )
         digest.update(f"{dataset.relative_to(folder)}\n{len(rows)}\n".encode())
         for row in rows:
             digest.update(row.encode() + b"\n")
