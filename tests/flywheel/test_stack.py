@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,17 @@ def flywheel(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 
 @pytest.fixture
-def stack_env(tmp_path: Path) -> dict[str, str]:
+def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     ports = {f"FLYWHEEL_{name.upper()}": str(port) for name, port in free_stack_ports().items()}
-    return {
+    env = {
         **os.environ,
         **ports,
         "FLYWHEEL_HOME": str(tmp_path),
         "FLYWHEEL_CONFIG": str(tmp_path / "absent.toml"),
     }
+    yield env
+    # Whatever a failed assertion left running stops here: a stray stack would slow every later test.
+    flywheel(env, "down")
 
 
 def json_of(result: subprocess.CompletedProcess[str]) -> Any:
