@@ -374,6 +374,12 @@ class FlywheelSettings(BaseSettings):
     start_timeout_s: float = Field(
         default=120.0, description="How long `flywheel up` waits for each service to become healthy."
     )
+    unhealthy_grace_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="How long `flywheel up` keeps probing a running service that fails its health probe "
+        "before it restarts it (one slow answer on a busy machine is not a failure).",
+    )
     stop_timeout_s: float = Field(
         default=20.0, description="How long `flywheel down` waits after SIGTERM before SIGKILL."
     )

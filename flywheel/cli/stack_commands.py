@@ -26,6 +26,7 @@ def supervisor_for(settings: FlywheelSettings) -> StackSupervisor:
         log_dir=settings.log_dir,
         start_timeout_s=settings.start_timeout_s,
         stop_timeout_s=settings.stop_timeout_s,
+        unhealthy_grace_s=settings.unhealthy_grace_s,
     )
 
 

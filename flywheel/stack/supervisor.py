@@ -33,9 +33,6 @@ from flywheel.stack.process import (
 )
 from flywheel.stack.sockets import listeners
 
-#: How long `up` keeps probing a running service that fails its probe before it restarts it.
-UNHEALTHY_GRACE_S = 15.0
-
 
 class ServiceStartError(RuntimeError):
     """A service that did not become healthy; the message carries its log tail."""
@@ -90,12 +87,14 @@ class StackSupervisor:
         log_dir: Path,
         start_timeout_s: float = 120.0,
         stop_timeout_s: float = 20.0,
+        unhealthy_grace_s: float = 15.0,
     ) -> None:
         self.services = list(services)
         self.run_dir = run_dir
         self.log_dir = log_dir
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        self.unhealthy_grace_s = unhealthy_grace_s
 
     def _record(self, name: str) -> ProcessRecord | None:
         path = self.run_dir / f"{name}.json"
@@ -184,9 +183,9 @@ class StackSupervisor:
         return self.status()
 
     def _healthy_within(self, spec: ServiceSpec, record: ProcessRecord) -> bool:
-        """Whether a running service answers its probe within UNHEALTHY_GRACE_S: one slow answer on a
+        """Whether a running service answers its probe within ``unhealthy_grace_s``: one slow answer on a
         busy machine must not make `up` restart a healthy service."""
-        deadline = time.monotonic() + UNHEALTHY_GRACE_S
+        deadline = time.monotonic() + self.unhealthy_grace_s
         while is_running(record):
             if spec.probe() is None:
                 return True

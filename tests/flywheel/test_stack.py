@@ -45,6 +45,9 @@ def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         **ports,
         "FLYWHEEL_HOME": str(tmp_path),
         "FLYWHEEL_CONFIG": str(tmp_path / "absent.toml"),
+        # The repair checks kill a service's child: its launcher lives on, unhealthy for good, and
+        # each repair would otherwise wait out the default 15 s grace.
+        "FLYWHEEL_UNHEALTHY_GRACE_S": "5",
     }
     yield env
     # Whatever a failed assertion left running stops here: a stray stack would slow every later test.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ from training.content_hash import content_hash
 
 def write_output(folder: Path, rows: pd.DataFrame, parts: int, report: dict[str, object]) -> Path:
     (folder / "features").mkdir(parents=True)
-    for index, chunk in enumerate(np.array_split(rows, parts)):
-        chunk.to_parquet(folder / "features" / f"part-{index:05d}-{index * 7919}.parquet")
+    bounds = np.linspace(0, len(rows), parts + 1).astype(int)
+    for index, (start, end) in enumerate(pairwise(bounds)):
+        rows.iloc[start:end].to_parquet(folder / "features" / f"part-{index:05d}-{index * 7919}.parquet")
     (folder / "report.json").write_text(json.dumps(report, indent=index))
     return folder
 
