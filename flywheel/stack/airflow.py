@@ -111,13 +111,12 @@ def celery_environment(settings: FlywheelSettings) -> dict[str, str]:
 
 def write_passwords_file(settings: FlywheelSettings) -> Path:
     """Airflow's simple-auth passwords file, mode 0600, rewritten to match the configured password."""
-    path = settings.var_path / "credentials" / "airflow-passwords.json"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)  # O_CREAT's mode does not tighten a file that already existed
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump({settings.airflow_username: airflow_password(settings)}, handle)
-    return path
+    from flywheel.stack.credentials import write_private_file
+
+    return write_private_file(
+        settings.var_path / "credentials" / "airflow-passwords.json",
+        json.dumps({settings.airflow_username: airflow_password(settings)}),
+    )
 
 
 def migrate_database(settings: FlywheelSettings, timeout_s: float = 600) -> None:
