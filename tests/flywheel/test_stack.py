@@ -1,4 +1,4 @@
-"""`flywheel up | status | down` against real processes, and durability across a restart."""
+"""`flywheel up | status | down` against real processes, and durability across killed services."""
 
 from __future__ import annotations
 
@@ -90,28 +90,40 @@ def assert_stack_owns_its_ports(tmp_path: Path, names: list[str], ports: set[int
 def assert_supervision_repairs_every_service(
     stack_env: dict[str, str], tmp_path: Path, names: list[str], ports: set[int]
 ) -> None:
-    """Kill each service's recorded PID alone, then one child it spawned: status says so, up repairs."""
-    for name in names:
-        record = ProcessRecord.from_file(tmp_path / "var" / "run" / f"{name}.json")
-        children = _children(record.pid)
+    """Kill every service's recorded PID alone, then one child each spawned: status says so, and one
+    `up` repairs them all (a round per kind of damage rather than a restart per service keeps the
+    test to two repairs of the whole stack)."""
+    records = {name: ProcessRecord.from_file(tmp_path / "var" / "run" / f"{name}.json") for name in names}
+    children = {name: _children(record.pid) for name, record in records.items()}
+    for record in records.values():
         os.kill(record.pid, signal.SIGKILL)
+    for name, record in records.items():
         wait_until(lambda record=record: not is_running(record), 10, f"{name} to die")
-        state = next(s for s in json.loads(flywheel(stack_env, "status", "--json").stdout)["services"]
-                     if s["name"] == name)["state"]  # fmt: skip
-        assert state == ("orphaned" if group_members(record) else "dead"), (name, state)
-        up = json_of(flywheel(stack_env, "up", "--json"))
-        assert {s["state"] for s in up["services"]} == {"running"}, (name, up)
-        assert not group_members(record), f"{name}: what the killed launcher left behind was stopped"
-        assert_stack_owns_its_ports(tmp_path, names, ports)
-        if children:
-            fresh = ProcessRecord.from_file(tmp_path / "var" / "run" / f"{name}.json")
-            child = _children(fresh.pid)
-            if child:
-                os.kill(child[0], signal.SIGKILL)
-                wait_until(lambda pid=child[0]: _gone(pid), 10, "the child to die")
-                up = json_of(flywheel(stack_env, "up", "--json"))
-                assert {s["state"] for s in up["services"]} == {"running"}, (name, "child", up)
-                assert_stack_owns_its_ports(tmp_path, names, ports)
+    states = {
+        s["name"]: s["state"] for s in json.loads(flywheel(stack_env, "status", "--json").stdout)["services"]
+    }
+    expected = {name: "orphaned" if group_members(record) else "dead" for name, record in records.items()}
+    assert states == expected
+    up = json_of(flywheel(stack_env, "up", "--json"))
+    assert {s["state"] for s in up["services"]} == {"running"}, up
+    left = [name for name, record in records.items() if group_members(record)]
+    assert left == [], "what each killed launcher left behind was stopped"
+    assert_stack_owns_its_ports(tmp_path, names, ports)
+
+    killed = []
+    for name in names:
+        if not children[name]:
+            continue  # the service is its own server: killing the launcher above was the whole test
+        fresh = ProcessRecord.from_file(tmp_path / "var" / "run" / f"{name}.json")
+        if child := _children(fresh.pid):
+            os.kill(child[0], signal.SIGKILL)
+            killed.append(child[0])
+    assert killed, "some services run their server as a child"
+    for pid in killed:
+        wait_until(lambda pid=pid: _gone(pid), 10, "the child to die")
+    up = json_of(flywheel(stack_env, "up", "--json"))
+    assert {s["state"] for s in up["services"]} == {"running"}, ("children", up)
+    assert_stack_owns_its_ports(tmp_path, names, ports)
 
 
 def test_up_status_down_leaves_nothing_running_and_loses_nothing(
@@ -156,9 +168,8 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
     ports = {
         int(value) for key, value in stack_env.items() if key.startswith("FLYWHEEL_") and key.endswith("PORT")
     }
-    assert_supervision_repairs_every_service(stack_env, tmp_path, names, ports)
-
-    # State that must survive a restart: a model version in the store and a raw object in S3.
+    # State that must survive every service being killed: a model version in the store, a raw
+    # object in S3 and a routing spec.
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     (artifacts / "model.pt").write_bytes(b"weights")
@@ -178,6 +189,19 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
         action="deploy",
     )
 
+    # SIGKILL of every service, then `up`: a harsher restart than `down` + `up`, which loses nothing.
+    assert_supervision_repairs_every_service(stack_env, tmp_path, names, ports)
+    listed = json_of(flywheel(stack_env, "models", "list", "--json"))
+    assert [(m["name"], m["versions"]) for m in listed["models"]] == [("demo", [1])]
+    head = client.head_object(Bucket=settings.raw_bucket, Key="raw/AAPL.csv")
+    assert head["ETag"] == put["ETag"]
+    # The routing spec survives too, and the gateway serves it with the token kept in var/.
+    token = (tmp_path / "var" / "credentials" / "admin-token").read_text()
+    gateway = f"http://127.0.0.1:{stack_env['FLYWHEEL_GATEWAY_HTTP_PORT']}"
+    served = httpx.get(f"{gateway}/admin/deployments/demo", headers={"Authorization": f"Bearer {token}"})
+    assert served.status_code == 200 and served.json()["revision"] == spec.revision
+    assert httpx.get(f"{gateway}/admin/deployments/demo").status_code == 401
+
     records = [ProcessRecord.from_file(tmp_path / "var" / "run" / f"{name}.json") for name in names]
     down = json_of(flywheel(stack_env, "down", "--json"))
     assert down["stopped"] == list(reversed(names))
@@ -187,21 +211,6 @@ def test_up_status_down_leaves_nothing_running_and_loses_nothing(
     assert not http_ok(settings.s3_url + "/")
     assert not list((tmp_path / "var" / "run").glob("*.json"))
     assert {s["state"] for s in json_of(flywheel(stack_env, "status", "--json"))["services"]} == {"stopped"}
-
-    json_of(flywheel(stack_env, "up", "--json"))
-    try:
-        listed = json_of(flywheel(stack_env, "models", "list", "--json"))
-        assert [(m["name"], m["versions"]) for m in listed["models"]] == [("demo", [1])]
-        head = client.head_object(Bucket=settings.raw_bucket, Key="raw/AAPL.csv")
-        assert head["ETag"] == put["ETag"]
-        # The routing spec survives too, and the gateway serves it with the token kept in var/.
-        token = (tmp_path / "var" / "credentials" / "admin-token").read_text()
-        gateway = f"http://127.0.0.1:{stack_env['FLYWHEEL_GATEWAY_HTTP_PORT']}"
-        served = httpx.get(f"{gateway}/admin/deployments/demo", headers={"Authorization": f"Bearer {token}"})
-        assert served.status_code == 200 and served.json()["revision"] == spec.revision
-        assert httpx.get(f"{gateway}/admin/deployments/demo").status_code == 401
-    finally:
-        json_of(flywheel(stack_env, "down", "--json"))
 
 
 def test_a_service_that_cannot_start_fails_up_with_its_log(stack_env: dict[str, str]) -> None:
