@@ -256,6 +256,24 @@ class FlywheelSettings(BaseSettings):
     feedback_memory: int = Field(
         default=100_000, gt=0, description="Recent request ids a gateway remembers for the feedback endpoint."
     )
+    capture_sample_rate: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="Share of served requests each gateway captures (inputs and outputs) to capture/ in "
+        "the store; the x-flywheel-capture header forces (on) or refuses (off) it per request.",
+    )
+    capture_flush_interval_s: float = Field(
+        default=10.0, gt=0, description="How often a gateway writes its captured requests as a Parquet batch."
+    )
+    capture_batch_records: int = Field(
+        default=2000, gt=0, description="Captured requests that make a gateway flush before the interval."
+    )
+    capture_max_buffered_mib: float = Field(
+        default=64.0,
+        gt=0,
+        description="Memory a gateway's capture buffer may hold; requests beyond it are dropped and counted.",
+    )
     rollout_tick_s: float = Field(
         default=1.0, gt=0, description="How often the rollout controller re-analyses running rollouts."
     )

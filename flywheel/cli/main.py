@@ -12,6 +12,7 @@ from flywheel.cli import (
     backends_commands,
     batch_commands,
     bench_commands,
+    capture_commands,
     data_commands,
     fault_bench_commands,  # noqa: F401  (registers `flywheel bench faults`)
     gateway_commands,
@@ -45,6 +46,7 @@ app.add_typer(pipeline_commands.pipeline_app, name="pipeline")
 app.add_typer(backends_commands.backends_app, name="backends")
 app.add_typer(bench_commands.bench_app, name="bench")
 app.add_typer(batch_commands.batch_app, name="batch")
+app.add_typer(capture_commands.capture_app, name="capture")
 app.command()(bench_commands.loadtest)
 app.command()(retrain_commands.retrain)
 

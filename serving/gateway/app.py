@@ -17,6 +17,7 @@ from serving.backends.base import ModelBackend
 from serving.backends.replicas import ServerDirectory
 from serving.gateway.admin import AdminService
 from serving.gateway.admin_rest import create_admin_app
+from serving.gateway.capture import CaptureWriter
 from serving.gateway.core import GatewayCore
 from serving.gateway.grpc_server import create_grpc_server
 from serving.gateway.metrics import GatewayMetrics
@@ -28,6 +29,8 @@ from serving.gateway.shared_feedback import AttributionSigner, FeedbackLedger, S
 from serving.routing.spec_store import SpecStore
 
 log = logging.getLogger(__name__)
+#: A stopping gateway waits this long for its last capture batch to reach the store.
+CAPTURE_FINAL_FLUSH_S = 10.0
 
 
 @dataclass
@@ -45,6 +48,14 @@ class Gateway:
         for task in self.tasks:
             task.cancel()
         await self.core.drain()
+        if self.core.capture is not None:
+            # What was captured but not flushed yet: a clean stop loses none of it.
+            try:
+                await asyncio.wait_for(self.core.capture.flush(), CAPTURE_FINAL_FLUSH_S)
+            except TimeoutError:
+                log.warning(
+                    "the last capture batch did not reach the store within %.0f s", CAPTURE_FINAL_FLUSH_S
+                )
         await self.directory.aclose()
 
 
@@ -73,6 +84,15 @@ def build_gateway(
     table = RoutingTable(
         SpecStore(store.storage), store, backends, metrics=metrics, directory=directory, arms=arms
     )
+    capture = CaptureWriter(
+        store.storage,
+        metrics.registry,
+        settings.gateway_replica_name,
+        settings.capture_sample_rate,
+        settings.capture_flush_interval_s,
+        settings.capture_batch_records,
+        int(settings.capture_max_buffered_mib * 1024 * 1024),
+    )
     core = GatewayCore(
         table,
         backends,
@@ -84,6 +104,7 @@ def build_gateway(
         signer=AttributionSigner(admin_token),
         ledger=FeedbackLedger(store.storage),
         arms=arms,
+        capture=capture,
     )
     admin = AdminService(table.spec_store, store, backends, table, directory, settings.deploy_ready_timeout_s)
     retrain = (
@@ -106,6 +127,8 @@ async def serve(settings: FlywheelSettings, admin_token: str, airflow_password: 
     gateway.tasks.append(asyncio.create_task(gateway.table.run(settings.routing_reload_interval_s)))
     if gateway.retrain is not None:
         gateway.tasks.append(asyncio.create_task(gateway.retrain.run()))
+    if gateway.core.capture is not None:
+        gateway.tasks.append(asyncio.create_task(gateway.core.capture.run()))
     runner = web.AppRunner(
         gateway.app,
         access_log=None,

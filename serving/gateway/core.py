@@ -30,6 +30,7 @@ from serving.backends.base import (
     VersionReloadingError,
 )
 from serving.gateway.breaker import CircuitBreakers
+from serving.gateway.capture import CaptureWriter
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.routing_table import LiveModel, RoutingTable
 from serving.gateway.sampling import ProfileSampler
@@ -89,8 +90,10 @@ class GatewayCore:
         signer: AttributionSigner | None = None,
         ledger: FeedbackLedger | None = None,
         arms: SharedArms | None = None,
+        capture: CaptureWriter | None = None,
     ) -> None:
         self.signer, self.ledger, self.arms = signer, ledger, arms
+        self.capture = capture
         self.table = table
         self.backends = backends
         self.metrics = metrics
@@ -224,7 +227,12 @@ class GatewayCore:
                 # A slow shadow must not eat the connections the callers' requests need.
                 self.metrics.shadow_requests.labels(model, route.shadow.name, "dropped").inc()
         self.sampler.maybe_record(live.profiles.get(variant.version), model, variant.version, inputs, outputs)
-        served = self._remember(request_id, model, variant.name, outputs, live.outputs.get(variant.version))
+        output = live.outputs.get(variant.version)
+        if self.capture is not None:
+            classification = output is not None and output.kind is OutputKind.CLASSIFICATION
+            self.capture.offer(model, variant.version, variant.name, variant.backend, request_id, inputs,
+                               outputs, elapsed, classification, headers)  # fmt: skip
+        served = self._remember(request_id, model, variant.name, outputs, output)
         token = self.signer.token(request_id, served) if self.signer is not None else None
         return InferenceOutcome(outputs, variant, request_id, token)
 

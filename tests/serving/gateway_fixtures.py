@@ -162,6 +162,10 @@ def gateway_stack(drifted_run: Any, tmp_path_factory: pytest.TempPathFactory) ->
             "backend_timeout_s": 5.0,
             "routing_reload_interval_s": 0.2,
             "drift_sample_rate": 1.0,
+            # Only requests that ask (x-flywheel-capture: on) are captured: the capture test
+            # counts exactly those, and the load tests pay nothing for it.
+            "capture_sample_rate": 0.0,
+            "capture_flush_interval_s": 0.5,
             "gateway_max_body_bytes": 1024 * 1024,
             "gateway_body_timeout_s": 2.0,
             "gateway_keepalive_timeout_s": 3.0,

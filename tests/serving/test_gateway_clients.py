@@ -65,3 +65,56 @@ def test_tritonclient_grpc(canary: GatewayStack) -> None:
         client.infer("no-such-model", inputs)
     assert unknown.value.status() == "StatusCode.NOT_FOUND"
     client.close()
+
+
+def test_captured_requests_reach_the_store_with_what_was_served_over_rest_and_grpc(
+    canary: GatewayStack,
+) -> None:
+    """The stack captures only requests that ask (rate 0): exactly those land in capture/, as Parquet,
+    with the version and variant that answered and the inputs that were sent."""
+    from model_store import ModelStore
+    from model_store.capture import CaptureReader, decode_tensors
+    from tests.support import wait_until
+
+    features = windows(2, seed=5)
+    served = {}
+    for number in range(6):
+        request_id = f"capture-{number}"
+        asked = {0: "on", 1: "on", 2: "off"}.get(number % 3, "")
+        headers = {
+            "x-request-id": request_id,
+            "x-flywheel-capture": asked,
+            "x-flywheel-entity": f"row-{number}",
+        }
+        response = canary.infer(features, headers=headers)
+        assert response.status_code == 200, response.text
+        if asked == "on":
+            served[request_id] = (
+                int(response.headers["x-flywheel-version"]),
+                response.headers["x-flywheel-variant"],
+            )
+    client = triton_grpc.InferenceServerClient(canary.grpc)
+    inputs = [triton_grpc.InferInput("features", list(features.shape), "FP32")]
+    inputs[0].set_data_from_numpy(features)
+    result = client.infer(MODEL, inputs, request_id="capture-grpc", headers={"x-flywheel-capture": "on"})
+    served["capture-grpc"] = (int(result.get_response().model_version), "")
+    client.close()
+
+    reader = CaptureReader(ModelStore.open(canary.settings.resolve_store_uri()).storage)
+
+    def captured() -> dict[str, dict]:
+        return {row["request_id"]: row for row in reader.read(MODEL).to_pylist()
+                if row["request_id"].startswith("capture-")}  # fmt: skip
+
+    wait_until(
+        lambda: captured().keys() == served.keys(), 30, "the gateway to flush the captured requests", 0.2
+    )
+    rows = captured()
+    for request_id, (version, variant) in served.items():
+        row = rows[request_id]
+        assert row["version"] == version and (not variant or row["variant"] == variant), row
+        np.testing.assert_array_equal(decode_tensors(row["inputs"])["features"], features)
+        assert decode_tensors(row["outputs"])["prediction"].shape == (2, 1)
+        assert row["rows"] == 2 and row["prediction"] is not None and row["confidence"] is None
+    assert rows["capture-0"]["entity"] == "row-0" and rows["capture-grpc"]["entity"] is None
+    assert 'flywheel_capture_records_total{model="' + MODEL + '",outcome="written"}' in canary.metrics()
