@@ -298,10 +298,27 @@ class FlywheelSettings(BaseSettings):
         gt=0,
         description="How often the drift exporter reads the gateway's bins and judges them.",
     )
+    quality_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the drift exporter joins labels to captured requests and updates quality.",
+    )
+    quality_window_labels: int = Field(
+        default=500, gt=0, description="Live quality is measured over each version's newest this many labels."
+    )
+    quality_min_labels: int = Field(
+        default=50, gt=0, description="Joined labels a version needs before its live quality is published."
+    )
+    label_join_window_days: int = Field(
+        default=7, gt=0, description="Days of captures and labels each label join reads."
+    )
     drift_alert_for: str = Field(
         default="2m",
         pattern=r"^[0-9]+(ms|s|m|h)$",
-        description="How long FeatureDrift/PredictionDrift must hold before they fire (Prometheus `for`).",
+        description=(
+            "How long FeatureDrift/PredictionDrift/ModelQualityDegraded must hold before they fire "
+            "(Prometheus `for`)."
+        ),
     )
     prometheus_port: int = Field(default=9090, description="Prometheus port.")
     alertmanager_port: int = Field(default=9093, description="Alertmanager port.")
@@ -379,7 +396,7 @@ class FlywheelSettings(BaseSettings):
         default=30.0, gt=0, description="Bake time of each step of a retrained version's canary."
     )
     retrain_alerts: str = Field(
-        default="FeatureDrift,PredictionDrift",
+        default="FeatureDrift,PredictionDrift,ModelQualityDegraded",
         description="Comma-separated alert names that trigger retraining; other alerts are only recorded.",
     )
     retrain_retry_max_s: float = Field(

@@ -153,11 +153,21 @@ class CaptureReader:
             for key in keys:
                 yield CaptureBatch(key, day)
 
-    def read_batch(self, batch: CaptureBatch | str) -> pa.Table:
+    def read_batch(self, batch: CaptureBatch | str, columns: list[str] | None = None) -> pa.Table:
         key = batch.key if isinstance(batch, CaptureBatch) else batch
-        return pq.read_table(io.BytesIO(self.storage.get(key).data), schema=CAPTURE_SCHEMA)
+        return pq.read_table(io.BytesIO(self.storage.get(key).data), schema=CAPTURE_SCHEMA, columns=columns)
 
-    def read(self, model: str, since: date | None = None, until: date | None = None) -> pa.Table:
-        """Every captured request of ``model`` in the days given, as one table."""
-        tables = [self.read_batch(batch) for batch in self.batches(model, since, until)]
-        return pa.concat_tables(tables) if tables else CAPTURE_SCHEMA.empty_table()
+    def read(
+        self,
+        model: str,
+        since: date | None = None,
+        until: date | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.Table:
+        """Every captured request of ``model`` in the days given, as one table (``columns`` only:
+        the inputs and outputs are most of a capture's bytes)."""
+        tables = [self.read_batch(batch, columns) for batch in self.batches(model, since, until)]
+        if tables:
+            return pa.concat_tables(tables)
+        schema = CAPTURE_SCHEMA if columns is None else pa.schema([CAPTURE_SCHEMA.field(c) for c in columns])
+        return schema.empty_table()

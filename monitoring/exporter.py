@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from model_store import ModelStore
 from model_store.errors import ModelStoreError
 from monitoring.drift import DriftReport, SlidingWindow, Thresholds, assess
+from monitoring.quality import QualityExporter, run_forever
 
 if TYPE_CHECKING:
     from flywheel.settings import FlywheelSettings
@@ -268,6 +270,18 @@ def main() -> int:
         registry,
         window_s=settings.drift_window_s,
     )
+    quality = QualityExporter(
+        exporter.store,
+        registry,
+        settings.quality_window_labels,
+        settings.quality_min_labels,
+        settings.label_join_window_days,
+    )
+    stop_quality = threading.Event()
+    quality_thread = threading.Thread(
+        target=run_forever, args=(quality, settings.quality_interval_s, stop_quality), daemon=True
+    )
+    quality_thread.start()
     server, thread = start_http_server(settings.drift_exporter_port, settings.host, registry)
     log.info(
         "drift exporter on %s:%s, window %ss", settings.host, settings.drift_exporter_port, exporter.window_s
@@ -283,8 +297,10 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        stop_quality.set()
         server.shutdown()
         thread.join(timeout=5)
+        quality_thread.join(timeout=5)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,14 @@ class Task(ABC):
         """Hyperparameters worth searching, shared by both frameworks' builders."""
         return {}
 
+    def labels_from_raw(self, raw_files: dict[str, Path]) -> pd.DataFrame | None:
+        """Ground truth that later raw data reveals, as ``entity`` and ``label`` columns (the entity
+        keys callers send as ``x-flywheel-entity``); None for a task whose labels come from people.
+
+        ``raw_files`` maps each raw object's key to a local copy.
+        """
+        return None
+
     def params(self, framework: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         if framework not in FRAMEWORKS:
             raise ValueError(f"unknown framework {framework!r}; choose from {', '.join(FRAMEWORKS)}")

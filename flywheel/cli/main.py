@@ -17,6 +17,7 @@ from flywheel.cli import (
     fault_bench_commands,  # noqa: F401  (registers `flywheel bench faults`)
     gateway_commands,
     import_commands,  # noqa: F401  (registers `flywheel models import`)
+    labels_commands,
     models_commands,
     monitoring_commands,
     pipeline_commands,
@@ -47,6 +48,7 @@ app.add_typer(backends_commands.backends_app, name="backends")
 app.add_typer(bench_commands.bench_app, name="bench")
 app.add_typer(batch_commands.batch_app, name="batch")
 app.add_typer(capture_commands.capture_app, name="capture")
+app.add_typer(labels_commands.labels_app, name="labels")
 app.command()(bench_commands.loadtest)
 app.command()(retrain_commands.retrain)
 

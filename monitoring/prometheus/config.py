@@ -77,7 +77,7 @@ def render_config(
 
 
 #: Alerts whose ``for`` follows the ``drift_alert_for`` setting (the demo shortens it).
-DRIFT_ALERTS = ("FeatureDrift", "PredictionDrift")
+DRIFT_ALERTS = ("FeatureDrift", "PredictionDrift", "ModelQualityDegraded")
 
 
 def backend_down_expr() -> str:

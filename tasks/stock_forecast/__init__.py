@@ -93,6 +93,11 @@ class StockForecastTask(Task):
 
         return {"prediction": distribution_profile(prediction)}
 
+    def labels_from_raw(self, raw_files: dict[str, Path]) -> pd.DataFrame | None:
+        from tasks.stock_forecast.labels import next_day_returns
+
+        return next_day_returns(raw_files)
+
     def search_space(self) -> dict[str, SearchDimension]:
         return {
             "learning_rate": SearchDimension("log_float", 1e-4, 1e-2),
