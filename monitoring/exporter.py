@@ -10,6 +10,8 @@ against the version's ``profile.json`` and publishes gauges that Prometheus scra
   for a classifier's predicted classes, KS for a regression's values)
 - ``flywheel_drift_share{model,version}`` and ``flywheel_drift_detected{model,version}``
 - ``flywheel_drift_window_samples{model,version}``
+- ``flywheel_estimated_quality{model,version,metric="accuracy"}``: a classifier's accuracy
+  estimated from the window's confidence counts alone (CBPE, ``monitoring/estimate.py``)
 
 Gauges are only set while a window holds ``min_samples`` rows, so a quiet model never alerts on
 noise, and they are withdrawn when traffic stops, so an alert resolves instead of freezing. The
@@ -37,6 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from model_store import ModelStore
 from model_store.errors import ModelStoreError
 from monitoring.drift import DriftReport, SlidingWindow, Thresholds, assess
+from monitoring.estimate import estimated_accuracy
 from monitoring.quality import QualityExporter, run_forever
 
 if TYPE_CHECKING:
@@ -172,6 +175,12 @@ class DriftExporter:
         self.window_samples = Gauge(
             "flywheel_drift_window_samples", "Rows in the live window.", labels, registry=registry
         )
+        self.estimated_quality = Gauge(
+            "flywheel_estimated_quality",
+            "A classifier's accuracy estimated from its live confidences alone (CBPE), before labels.",
+            [*labels, "metric"],
+            registry=registry,
+        )
 
     def _profile(self, model: str, version: str) -> dict[str, Any] | None:
         """The version's reference profile; a failed read is retried a minute later, not cached."""
@@ -213,9 +222,11 @@ class DriftExporter:
                 # rather than subtract across the reset into negative counts.
                 window = self._windows[(model, version)] = SlidingWindow(seconds=self.window_s)
             window.add(now, cumulative)
-            report = assess(profile, window.counts(), self.thresholds)
+            counts = window.counts()
+            report = assess(profile, counts, self.thresholds)
             reports[(model, version)] = report
             self._publish(model, version, report)
+            self._publish_estimate(model, version, profile, counts, report)
         return reports
 
     def _publish(self, model: str, version: str, report: DriftReport) -> None:
@@ -238,6 +249,22 @@ class DriftExporter:
         self.drift_share.labels(model, version).set(report.drifted_share)
         self.drift_detected.labels(model, version).set(1.0 if report.detected else 0.0)
 
+    def _publish_estimate(
+        self,
+        model: str,
+        version: str,
+        profile: dict[str, Any],
+        counts: dict[str, np.ndarray],
+        report: DriftReport,
+    ) -> None:
+        samples = max((f.samples for f in report.features), default=0.0)
+        estimate = estimated_accuracy(profile, counts["confidence"]) if "confidence" in counts else None
+        if estimate is None or samples < self.thresholds.min_samples:
+            with contextlib.suppress(KeyError):
+                self.estimated_quality.remove(model, version, "accuracy")
+            return
+        self.estimated_quality.labels(model, version, "accuracy").set(estimate)
+
     def _withdraw(self, model: str, version: str) -> None:
         for feature in self._published.pop((model, version), set()):
             for gauge in (self.feature_psi, self.feature_ks):
@@ -246,6 +273,8 @@ class DriftExporter:
         for gauge in (self.prediction_psi, self.prediction_p_value, self.drift_share, self.drift_detected):
             with contextlib.suppress(KeyError):
                 gauge.remove(model, version)
+        with contextlib.suppress(KeyError):
+            self.estimated_quality.remove(model, version, "accuracy")
 
 
 def gateway_metrics_urls(settings: FlywheelSettings) -> list[str]:

@@ -128,11 +128,12 @@ class Task(ABC):
         """
 
     @abstractmethod
-    def prediction_profile(self, prediction: np.ndarray) -> dict[str, Any]:
+    def prediction_profile(self, prediction: np.ndarray, target: np.ndarray | None = None) -> dict[str, Any]:
         """Reference distributions of the model's output, as drift bins them: entries of profile.json.
 
         ``prediction`` always (a regression's value in quantile bins; a classifier's predicted-class
-        histogram with ``"kind": "classes"``), and ``confidence`` for a classifier (max softmax).
+        histogram with ``"kind": "classes"``), and ``confidence`` for a classifier (max softmax),
+        with each confidence bin's ``accuracy`` on ``target`` (the validation labels) when given.
         """
 
     def search_space(self) -> dict[str, SearchDimension]:

@@ -200,7 +200,7 @@ def step_train(
             test_prediction = torch_predict(model, splits["test"].features)
             validation_prediction = torch_predict(model, splits["validation"].features)
             (output / "prediction_profile.json").write_text(
-                json.dumps(task.prediction_profile(validation_prediction))
+                json.dumps(task.prediction_profile(validation_prediction, splits["validation"].target))
             )
         else:
             keras_model = task.train_keras(splits, preprocess_dir, chosen)

@@ -86,22 +86,29 @@ def classifier(
                 f"{accuracy['pytorch']['accuracy']:.3f} / {accuracy['tensorflow']['accuracy']:.3f}",
             )
         console.print(table)
-        drift = Table(title="what the drift monitor sees for v1, per injected shift (PSI; chi-squared p)")
-        rows = data["drift_detection_v1"]
-        # The profile's features (the classifier's image statistics, its confidence), as reported.
-        features = [
-            name for name in next(iter(rows.values())) if name not in ("prediction", "drift_detected")
-        ]
-        for column in ("shift", *features, "prediction", "chi2 p", "drift"):
-            drift.add_column(column, justify="left" if column == "shift" else "right")
-        for shift, row in rows.items():
-            drift.add_row(
-                shift,
-                *[f"{row[name]['psi']:.2f}" for name in features],
-                f"{row['prediction']['psi']:.2f}",
-                f"{row['prediction']['chi2_p']:.2g}",
-                "yes" if row["drift_detected"] else "no",
+        cbpe_keys = ("estimated_accuracy", "realised_accuracy", "estimate_error")
+        for key in (k for k in data if k.startswith("drift_detection_v")):
+            version = key.removeprefix("drift_detection_")
+            rows = data[key]
+            drift = Table(
+                title=f"drift monitor and CBPE on {version}, per injected shift (PSI; chi-squared p)"
             )
-        console.print(drift)
+            # The profile's features (the classifier's image statistics, its confidence), as reported.
+            skip = ("prediction", "drift_detected", *cbpe_keys)
+            features = [name for name in next(iter(rows.values())) if name not in skip]
+            for column in ("shift", *features, "prediction", "chi2 p", "drift", "CBPE acc.", "true acc."):
+                drift.add_column(column, justify="left" if column == "shift" else "right")
+            for shift, row in rows.items():
+                estimate = row["estimated_accuracy"]
+                drift.add_row(
+                    shift,
+                    *[f"{row[name]['psi']:.2f}" for name in features],
+                    f"{row['prediction']['psi']:.2f}",
+                    f"{row['prediction']['chi2_p']:.2g}",
+                    "yes" if row["drift_detected"] else "no",
+                    "n/a" if estimate is None else f"{estimate:.3f}",
+                    f"{row['realised_accuracy']:.3f}",
+                )
+            console.print(drift)
 
     emit(data, as_json, render)

@@ -105,10 +105,10 @@ class FashionMnistTask(Task):
     def evaluate(self, target: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
         return classification_metrics(target, prediction)
 
-    def prediction_profile(self, prediction: np.ndarray) -> dict[str, Any]:
+    def prediction_profile(self, prediction: np.ndarray, target: np.ndarray | None = None) -> dict[str, Any]:
         from training.profiles import class_profile
 
-        return class_profile(prediction, list(CLASS_NAMES), CONFIDENCE_BINS)
+        return class_profile(prediction, list(CLASS_NAMES), CONFIDENCE_BINS, target)
 
     def search_space(self) -> dict[str, SearchDimension]:
         return {

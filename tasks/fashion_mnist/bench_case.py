@@ -59,7 +59,9 @@ def timed_run(context: Any, progress: Callable[[str], None]) -> dict[str, Any]:
 
 def drift_detection(store: ModelStore, model: str, version: int, images: int = 2000) -> dict[str, Any]:
     """What the drift monitor reports for each injected shift: the version's TorchScript run on
-    ``images`` test images, binned into its own profile the way the gateway bins live traffic."""
+    ``images`` test images, binned into its own profile the way the gateway bins live traffic.
+    Each case also compares the accuracy CBPE estimates from those confidence counts alone with
+    the accuracy the test labels reveal."""
     import tempfile
     from pathlib import Path
 
@@ -75,14 +77,16 @@ def drift_detection(store: ModelStore, model: str, version: int, images: int = 2
     with tempfile.TemporaryDirectory(prefix="flywheel-bench-") as scratch:
         store.fetch(model, version, Path(scratch), prefix="torchscript/")
         scripted = torch.jit.load(str(Path(scratch) / "torchscript" / "model.pt")).eval()
-    _, clean, _ = select("test", 0, images)
-    _, shifted, _ = select("test", 0, images * 3, classes=[0, 1, 2, 3, 4])
+    _, clean, truth = select("test", 0, images)
+    _, shifted, shifted_truth = select("test", 0, images * 3, classes=[0, 1, 2, 3, 4])
+    half = images // 2
     cases = {
-        "none": clean,
-        "invert": transform_images(clean, "invert"),
-        "rotate": transform_images(clean, "rotate"),
-        "noise": transform_images(clean, "noise", seed=1),
-        "classes 0-4 only": shifted[:images],
+        "none": (clean, truth),
+        "invert": (transform_images(clean, "invert"), truth),
+        "half inverted": (np.concatenate([clean[:half], transform_images(clean[half:], "invert")]), truth),
+        "rotate": (transform_images(clean, "rotate"), truth),
+        "noise": (transform_images(clean, "noise", seed=1), truth),
+        "classes 0-4 only": (shifted[:images], shifted_truth[:images]),
     }
 
     bins = ProfileBins.from_profile(profile)  # what the gateway bins, read from the profile
@@ -93,7 +97,7 @@ def drift_detection(store: ModelStore, model: str, version: int, images: int = 2
         return np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
 
     report = {}
-    for name, batch in cases.items():
+    for name, (batch, labels) in cases.items():
         inputs = batch.astype(np.float32)
         with torch.no_grad():
             probabilities = scripted(torch.as_tensor(inputs)).numpy()
@@ -111,8 +115,26 @@ def drift_detection(store: ModelStore, model: str, version: int, images: int = 2
             if verdict.prediction is None
             else {"psi": round(verdict.prediction.psi, 3), "chi2_p": verdict.prediction.p_value},
             "drift_detected": verdict.detected,
+            **cbpe_against_labels(profile, live["confidence"], probabilities, labels),
         }
     return report
+
+
+def cbpe_against_labels(
+    profile: dict[str, Any], confidence_counts: Any, probabilities: Any, labels: Any
+) -> dict[str, float | None]:
+    """CBPE's estimate from the confidence counts, the accuracy the labels give, and the error."""
+    import numpy as np
+
+    from monitoring.estimate import estimated_accuracy
+
+    estimate = estimated_accuracy(profile, confidence_counts)
+    realised = float(np.mean(probabilities.argmax(axis=1) == labels))
+    return {
+        "estimated_accuracy": None if estimate is None else round(estimate, 4),
+        "realised_accuracy": round(realised, 4),
+        "estimate_error": None if estimate is None else round(estimate - realised, 4),
+    }
 
 
 def run(settings: FlywheelSettings, count: int, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -131,4 +153,9 @@ def run(settings: FlywheelSettings, count: int, progress: Callable[[str], None])
     land_batch(settings, "inverted", start=count, count=count // 2, transform="invert")
     context = PipelineContext(settings, store, model)
     rounds["retrain after inverted images"] = timed_run(context, lambda step: progress(f"retrain: {step}"))
-    return {"model": model, "images": count, "rounds": rounds, "drift_detection_v1": detection}
+    report = {"model": model, "images": count, "rounds": rounds, "drift_detection_v1": detection}
+    retrained = rounds["retrain after inverted images"]["version"]
+    if retrained is not None:
+        progress(f"drift detection and CBPE on v{retrained}")
+        report[f"drift_detection_v{retrained}"] = drift_detection(store, model, retrained)
+    return report

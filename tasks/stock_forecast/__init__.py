@@ -88,7 +88,7 @@ class StockForecastTask(Task):
 
         return holdout_report(target, np.asarray(prediction).reshape(-1))
 
-    def prediction_profile(self, prediction: np.ndarray) -> dict[str, Any]:
+    def prediction_profile(self, prediction: np.ndarray, target: np.ndarray | None = None) -> dict[str, Any]:
         from training.profiles import distribution_profile
 
         return {"prediction": distribution_profile(prediction)}

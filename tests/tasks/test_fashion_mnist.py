@@ -127,6 +127,23 @@ def test_first_classifier_beats_the_majority_class_and_records_its_task(
     } <= paths
 
 
+def test_cbpe_estimates_the_accuracy_of_held_out_images_from_their_confidences_alone(
+    classifier_run: ClassifierRun,
+) -> None:
+    """The profile carries each confidence bin's validation accuracy; on test images the model never
+    saw, the estimate from confidences alone lands near the accuracy their labels give."""
+    from tasks.fashion_mnist.bench_case import drift_detection
+
+    profile = json.loads(classifier_run.store.read_artifact(CLASSIFIER, 1, "profile.json"))
+    accuracy = profile["confidence"]["accuracy"]
+    assert len(accuracy) == len(profile["confidence"]["edges"]) + 1 and all(0 <= a <= 1 for a in accuracy)
+    report = drift_detection(classifier_run.store, CLASSIFIER, 1, images=1000)
+    clean = report["none"]
+    assert abs(clean["estimate_error"]) < 0.06, clean
+    # Fewer, harder classes: both the estimate and the truth move, and the estimate is still recorded.
+    assert all(case["estimated_accuracy"] is not None for case in report.values())
+
+
 def test_inverted_images_retrain_a_classifier_that_beats_the_champion(
     classifier_drifted_run: ClassifierRun,
 ) -> None:
