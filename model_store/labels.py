@@ -122,3 +122,22 @@ class LabelStore:
         if not tables:
             return LABEL_SCHEMA.append(pa.field("label_file", pa.string())).empty_table()
         return pa.concat_tables(tables)
+
+
+JOINED_PREFIX = "joined/"
+
+
+def joined_key(model: str) -> str:
+    """Where the label join of ``model`` lives (``monitoring/join.py`` writes it by compare-and-swap)."""
+    return f"{JOINED_PREFIX}{validate_name(model, 'model name')}/joined.parquet"
+
+
+def read_joined(storage: ObjectStorage, model: str) -> pa.Table | None:
+    """The last label join of ``model`` (captured requests with their labels), None before the first."""
+    from model_store.errors import ObjectNotFoundError
+
+    try:
+        data = storage.get(joined_key(model)).data
+    except ObjectNotFoundError:
+        return None
+    return pq.read_table(io.BytesIO(data))

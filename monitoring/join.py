@@ -32,12 +32,10 @@ import pyarrow.parquet as pq
 
 from model_store.backends.base import ObjectStorage
 from model_store.capture import CaptureReader
-from model_store.errors import ObjectNotFoundError, PreconditionFailedError
-from model_store.labels import LabelStore
-from model_store.names import validate_name
+from model_store.errors import PreconditionFailedError
+from model_store.labels import LabelStore, joined_key, read_joined
 
 log = logging.getLogger(__name__)
-JOINED_PREFIX = "joined/"
 CAPTURE_COLUMNS = ["request_id", "entity", "version", "variant", "served_at", "prediction", "confidence"]
 JOINED_COLUMNS = [*CAPTURE_COLUMNS, "label", "labelled_at", "label_file", "matched_by"]
 CALIBRATION_BINS = 10
@@ -140,7 +138,7 @@ class LabelJoiner:
 
     @staticmethod
     def joined_key(model: str) -> str:
-        return f"{JOINED_PREFIX}{validate_name(model, 'model name')}/joined.parquet"
+        return joined_key(model)
 
     def run(self, model: str, today: date | None = None) -> JoinReport:
         """Join the window's captures and labels; write the result by compare-and-swap."""
@@ -168,8 +166,5 @@ class LabelJoiner:
 
     def read(self, model: str) -> pd.DataFrame:
         """The last join's rows (empty before the first)."""
-        try:
-            data = self.storage.get(self.joined_key(model)).data
-        except ObjectNotFoundError:
-            return pd.DataFrame(columns=JOINED_COLUMNS)
-        return pq.read_table(io.BytesIO(data)).to_pandas()
+        table = read_joined(self.storage, model)
+        return pd.DataFrame(columns=JOINED_COLUMNS) if table is None else table.to_pandas()

@@ -57,6 +57,8 @@ DEFAULT_THRESHOLDS = {
     # Quality from feedback: fail when P(candidate's reward rate < stable's) exceeds this.
     "quality_confidence": 0.95,
     "min_feedback": 20,
+    # CBPE (classifiers): a candidate estimated this far below the stable holds until labels confirm.
+    "max_estimated_accuracy_drop": 0.05,
 }
 
 
@@ -78,6 +80,8 @@ class VariantCounters:
     #: Identity of the counters' source: the gateway's start time (summed over replicas). A
     #: change means some counter restarted from zero, whatever the values look like.
     epoch: float = 0.0
+    #: A classifier's max-softmax confidence counts by its profile's bins (CBPE's input).
+    confidence_bins: dict[str, float] = field(default_factory=dict)
 
     def minus(self, base: VariantCounters) -> VariantCounters:
         return VariantCounters(
@@ -90,6 +94,7 @@ class VariantCounters:
             self.failovers - base.failovers,
             self.skipped - base.skipped,
             self.epoch - base.epoch,
+            {b: count - base.confidence_bins.get(b, 0.0) for b, count in self.confidence_bins.items()},
         )
 
     def reset_since(self, base: VariantCounters) -> str | None:
@@ -105,7 +110,11 @@ class VariantCounters:
             window.failovers,
             window.skipped,
         )
-        series = [*window.latency_buckets.values(), *window.prediction_bins.values()]
+        series = [
+            *window.latency_buckets.values(),
+            *window.prediction_bins.values(),
+            *window.confidence_bins.values(),
+        ]
         if any(value < 0 for value in (*scalars, *series)):
             return "a counter went backwards (a gateway restarted)"
         return None
@@ -184,11 +193,12 @@ class GatewayMetricsSource:
                     counters[labels["variant"]].reward += sample.value
                 elif (
                     sample.name == "flywheel_gateway_profile_bin_total"
-                    and labels.get("feature") == "prediction"
+                    and labels.get("feature") in ("prediction", "confidence")
                     and labels.get("version") in by_version
                 ):
-                    name = by_version[labels["version"]]
-                    counters[name].prediction_bins[labels["bin"]] = sample.value
+                    item = counters[by_version[labels["version"]]]
+                    bins = item.prediction_bins if labels["feature"] == "prediction" else item.confidence_bins
+                    bins[labels["bin"]] = sample.value
         return counters
 
 
@@ -396,10 +406,15 @@ class PrometheusMetricsSource:
                 counters[name].latency_buckets[row["metric"]["le"]] = float(row["value"][1])
         by_version = {str(version): name for name, version in variants.items()}
         query = (
-            f'sum by (version, bin) (flywheel_gateway_profile_bin_total{{{selector},feature="prediction"}})'
+            f"sum by (version, feature, bin) "
+            f'(flywheel_gateway_profile_bin_total{{{selector},feature=~"prediction|confidence"}})'
         )
         for row in self._query(query):
             name = by_version.get(row["metric"].get("version", ""))
             if name is not None:
-                counters[name].prediction_bins[row["metric"]["bin"]] = float(row["value"][1])
+                item = counters[name]
+                bins = (
+                    item.prediction_bins if row["metric"]["feature"] == "prediction" else item.confidence_bins
+                )
+                bins[row["metric"]["bin"]] = float(row["value"][1])
         return counters

@@ -23,6 +23,7 @@ import numpy as np
 from serving.protocols.examples import example_inputs, v2_request
 from serving.rollout.analysis import VariantCounters, Verdict, analyse, counters_json
 from serving.rollout.context import RolloutContext
+from serving.rollout.label_checks import with_quality
 from serving.routing import operations
 from serving.routing.spec import RoutingSpec, Variant
 
@@ -129,6 +130,10 @@ def drive(context: RolloutContext, spec: RoutingSpec) -> dict[str, Any] | None:
         thresholds,
         baked,
         candidate_reference=context.reference(spec.model, green.version),
+    )
+    # Blue's window is its last live one, before the switch: the estimate compares with that.
+    verdict = with_quality(
+        verdict, context.quality(spec, blue, green, {blue.name: blue_window, green.name: green_window})
     )
     checked = context.readiness_verdict(spec, green.version, verdict)
     if checked is None:

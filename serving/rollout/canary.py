@@ -13,6 +13,7 @@ from typing import Any
 
 from serving.rollout.analysis import VariantCounters, Verdict, analyse, counters_json, stable_disrupted
 from serving.rollout.context import RolloutContext, verdict_limit
+from serving.rollout.label_checks import with_quality
 from serving.routing import operations
 from serving.routing.spec import RoutingSpec
 
@@ -63,6 +64,7 @@ def drive(context: RolloutContext, spec: RoutingSpec) -> dict[str, Any] | None:
         stable_has_traffic=rollout.weight < 100,
         candidate_reference=context.reference(spec.model, candidate.version),
     )
+    verdict = with_quality(verdict, context.quality(spec, stable, candidate, window))
     moved = window[stable.name].failovers + window[stable.name].skipped
     if (
         verdict.passed is None

@@ -14,6 +14,8 @@ from typing import Any
 
 from model_store import ModelStore
 from model_store.errors import ModelStoreError
+from model_store.labels import joined_key, read_joined
+from model_store.manifest import OutputKind
 from serving.agent.report import read_reports, readiness
 from serving.rollout import promotion
 from serving.rollout.analysis import (
@@ -24,6 +26,7 @@ from serving.rollout.analysis import (
     counters_json,
     reference_bins,
 )
+from serving.rollout.label_checks import LabelCounts, label_counts, quality_verdict
 from serving.rollout.lease import Lease
 from serving.routing import operations
 from serving.routing.spec import RoutingSpec
@@ -55,6 +58,9 @@ class RolloutContext:
         self.gateway_url = gateway_url.rstrip("/")
         self.lease = Lease(store.storage, holder, lease_ttl_s)
         self._references: dict[tuple[str, int], dict[str, float] | None] = {}
+        self._calibrations: dict[tuple[str, int], list[float] | None] = {}
+        self._joined: dict[str, tuple[str | None, Any]] = {}
+        self._kinds: dict[tuple[str, int], OutputKind] = {}
 
     def replica_problems(self, spec: RoutingSpec, version: int) -> list[str]:
         """Why ``version`` is not ready on every replica of its server (empty: it is).
@@ -97,7 +103,55 @@ class RolloutContext:
                 return None  # a store hiccup or a bad copy: try again next tick
             else:
                 self._references[key] = reference_bins(profile)
+                self._calibrations[key] = (profile.get("confidence") or {}).get("accuracy")
         return self._references[key]
+
+    def calibration(self, model: str, version: int) -> list[float] | None:
+        """A classifier version's CBPE calibration map (each confidence bin's validation accuracy)."""
+        self.reference(model, version)
+        return self._calibrations.get((model, version))
+
+    def label_evidence(
+        self, spec: RoutingSpec, stable: Any, candidate: Any
+    ) -> tuple[LabelCounts, LabelCounts] | None:
+        """Joined labels of what the two variants served since the rollout began, or None while the
+        join has nothing (re-read only when the join's ETag changes)."""
+        rollout = spec.rollout
+        if rollout is None:
+            return None
+        try:
+            etag = self.store.storage.etag(joined_key(spec.model))
+            cached_etag, table = self._joined.get(spec.model, (None, None))
+            if etag is None:
+                return None
+            if etag != cached_etag:
+                table = read_joined(self.store.storage, spec.model)
+                self._joined[spec.model] = (etag, table)
+            kind = self._kinds.get((spec.model, candidate.version))
+            if kind is None:
+                kind = self._kinds[(spec.model, candidate.version)] = self.store.get_manifest(
+                    spec.model, candidate.version
+                ).output.kind
+        except (ModelStoreError, ValueError) as error:
+            log.warning("%s: no joined labels this tick: %s", spec.model, error)
+            return None
+        counts = label_counts(
+            table, {"stable": stable.version, "candidate": candidate.version}, rollout.started_at,
+            kind is OutputKind.CLASSIFICATION,
+        )  # fmt: skip
+        return counts["stable"], counts["candidate"]
+
+    def quality(
+        self, spec: RoutingSpec, stable: Any, candidate: Any, window: dict[str, VariantCounters]
+    ) -> Verdict | None:
+        """What joined labels and CBPE say against the candidate (label_checks.py), or None."""
+        return quality_verdict(
+            window[stable.name],
+            window[candidate.name],
+            {**DEFAULT_THRESHOLDS, **spec.params.analysis},
+            self.label_evidence(spec, stable, candidate),
+            (self.calibration(spec.model, stable.version), self.calibration(spec.model, candidate.version)),
+        )
 
     def failed_loads(self, spec: RoutingSpec, version: int) -> list[str]:
         """The agents' reasons a version could not be loaded on some replica (empty: none failed)."""

@@ -27,6 +27,8 @@ class RolloutState(BaseModel):
     step: int = Field(default=0, ge=0, description="Index of the step now applied.")
     interval_s: float = Field(gt=0, description="Bake time of each step before it may pass.")
     step_started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    #: When the rollout began: joined labels of requests served since then judge it.
+    started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     #: Cumulative gateway counters per variant when the step started: the analysis window's base.
     baseline: dict[str, Any] = Field(default_factory=dict)
     status: RolloutStatus = "running"
