@@ -12,6 +12,7 @@ from flywheel.cli import (
     backends_commands,
     batch_commands,
     bench_commands,
+    capture_bench_commands,  # noqa: F401  (registers `flywheel bench capture`)
     capture_commands,
     data_commands,
     fault_bench_commands,  # noqa: F401  (registers `flywheel bench faults`)
