@@ -107,8 +107,8 @@ class QualityExporter:
                 holdout = self._manifest(model, version).metrics
                 for name, value in metrics.items():
                     self.live.labels(model, str(version), name).set(value)
-                    if name in holdout:
-                        self.holdout.labels(model, str(version), name).set(holdout[name])
+                    if (reference := holdout_value(holdout, name)) is not None:
+                        self.holdout.labels(model, str(version), name).set(reference)
                     seen.add((model, str(version), name))
         for stale in self._published - seen:
             for gauge in (self.live, self.holdout):
@@ -116,6 +116,15 @@ class QualityExporter:
                     gauge.remove(*stale)
         self._published = seen
         return result
+
+
+def holdout_value(metrics: dict[str, float], name: str) -> float | None:
+    """A manifest's holdout value of ``name``: the metric itself, else the PyTorch model's (the
+    TorchScript that Triton and TorchServe serve), else the TensorFlow one's."""
+    for key in (name, f"pytorch_{name}", f"tensorflow_{name}"):
+        if key in metrics:
+            return metrics[key]
+    return None
 
 
 def run_forever(exporter: QualityExporter, interval_s: float, stop: Any) -> None:

@@ -126,6 +126,7 @@ def quality(
     from model_store.manifest import OutputKind
     from monitoring.join import LabelJoiner
     from monitoring.join import quality as live_quality
+    from monitoring.quality import holdout_value
 
     settings: FlywheelSettings = ctx.obj
     try:
@@ -138,7 +139,11 @@ def quality(
             classification = manifest.output.kind is OutputKind.CLASSIFICATION
             live = live_quality(rows, classification, window or settings.quality_window_labels)[version]
             labels = int(live.pop("labels"))
-            holdout = {metric: manifest.metrics[metric] for metric in live if metric in manifest.metrics}
+            holdout = {
+                metric: value
+                for metric in live
+                if (value := holdout_value(manifest.metrics, metric)) is not None
+            }
             versions.append({"version": version, "labels": labels, "live": live, "holdout": holdout})
     except (ModelStoreError, BotoCoreError, ClientError) as error:
         _fail(settings, error, as_json)

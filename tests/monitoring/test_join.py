@@ -133,7 +133,11 @@ def test_the_quality_exporter_publishes_live_and_holdout_quality_once_enough_lab
     output = OutputSpec(kind=OutputKind.CLASSIFICATION, class_names=["a", "b"])
     for _ in range(2):
         store.publish(
-            "m", {"model.pt": artifact}, framework="pytorch", output=output, metrics={"accuracy": 0.9}
+            "m",
+            {"model.pt": artifact},
+            framework="pytorch",
+            output=output,
+            metrics={"pytorch_accuracy": 0.9, "tensorflow_accuracy": 0.8},
         )
     # v1 answers class 0 (wrong for every label), v2 class 1 (right), 60 requests each.
     served = [(f"r{n}", 1 + n % 2, [0.8, 0.2] if n % 2 == 0 else [0.3, 0.7], None) for n in range(120)]
