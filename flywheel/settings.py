@@ -309,6 +309,12 @@ class FlywheelSettings(BaseSettings):
     quality_min_labels: int = Field(
         default=50, gt=0, description="Joined labels a version needs before its live quality is published."
     )
+    labelled_captures_min_rows: int = Field(
+        default=50,
+        ge=0,
+        description="Labelled captured requests a retraining run needs before it trains on them "
+        "(written as raw data ahead of ingest); 0 turns learning from served traffic off.",
+    )
     label_join_window_days: int = Field(
         default=7, gt=0, description="Days of captures and labels each label join reads."
     )

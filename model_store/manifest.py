@@ -93,6 +93,12 @@ class Lineage(BaseModel):
     dataset_snapshot: str | None = None
     dataset_hash: str | None = None
     source_objects: list[str] = Field(default_factory=list)
+    capture_batches: list[str] = Field(
+        default_factory=list, description="Captured-request batches whose labelled requests it trained on."
+    )
+    label_files: list[str] = Field(
+        default_factory=list, description="The label files that labelled those captured requests."
+    )
     git_sha: str | None = None
     git_dirty: bool | None = None
     params: dict[str, Any] = Field(default_factory=dict)

@@ -81,6 +81,9 @@ class Task(ABC):
     #: Names only this task may use (features, columns, classes): the boundary test refuses them
     #: anywhere outside ``tasks/``.
     vocabulary: ClassVar[frozenset[str]] = frozenset()
+    #: Served inputs are raw data of this task: labelled captures can be trained on
+    #: (``raw_from_captures``). False for a task that serves features derived from its raw data.
+    learns_from_captures: ClassVar[bool] = False
 
     @abstractmethod
     def signature(self) -> Signature:
@@ -139,6 +142,15 @@ class Task(ABC):
     def search_space(self) -> dict[str, SearchDimension]:
         """Hyperparameters worth searching, shared by both frameworks' builders."""
         return {}
+
+    def raw_from_captures(
+        self, request_ids: list[str], inputs: list[dict[str, np.ndarray]], labels: np.ndarray
+    ) -> tuple[str, bytes] | None:
+        """Captured requests whose labels came back, as one raw object of this task's kind:
+        ``(suffix, bytes)`` that ingest takes like any landed batch (each request's first row
+        with its label). None for a task whose raw data is not what it serves (the forecaster
+        serves feature windows, its raw data is prices)."""
+        return None
 
     def labels_from_raw(self, raw_files: dict[str, Path]) -> pd.DataFrame | None:
         """Ground truth that later raw data reveals, as ``entity`` and ``label`` columns (the entity

@@ -99,9 +99,18 @@ def step_ingest(context: PipelineContext) -> dict[str, Any]:
     settings = context.settings
     task = context.task
     context.store.register(context.model, task.name, actor="pipeline")
+    client = s3_client(settings)
+    labelled = None
+    if settings.labelled_captures_min_rows > 0:
+        from training.labelled_captures import materialise
+
+        context.progress("taking captured requests whose labels came back")
+        labelled = materialise(
+            settings, context.store, context.model, task, client, settings.labelled_captures_min_rows
+        )
     context.progress(f"listing s3://{settings.raw_bucket}/{settings.raw_prefix} for {task.name} data")
     result = ingest(
-        s3_client(settings),
+        client,
         settings.raw_bucket,
         settings.raw_prefix,
         context.store.storage,
@@ -128,6 +137,7 @@ def step_ingest(context: PipelineContext) -> dict[str, Any]:
         "snapshot_id": result.snapshot.snapshot_id,
         "new_objects": result.new_objects,
         "content_hash": result.snapshot.content_hash,
+        "labelled_captures": labelled,
     }
 
 
@@ -331,11 +341,18 @@ def step_publish(context: PipelineContext, allow_failed_gate: bool = False) -> d
     snapshot = DatasetStore(context.store.storage).get(context.dataset, run.run_id)
     train_results = {framework: run.result(f"train-{framework}") or {} for framework in FRAMEWORKS}
     git_sha, git_dirty = git_state()
+    from training.labelled_captures import record_for_key
+
+    from_traffic = [
+        r for item in snapshot.objects if (r := record_for_key(context.store, context.model, item.key))
+    ]
     lineage = Lineage(
         run_id=run.run_id,
         dataset_snapshot=snapshot.snapshot_id,
         dataset_hash=snapshot.content_hash,
         source_objects=[f"s3://{item.bucket}/{item.key}#{item.etag}" for item in snapshot.objects],
+        capture_batches=sorted({key for record in from_traffic for key in record["capture_batches"]}),
+        label_files=sorted({key for record in from_traffic for key in record["label_files"]}),
         git_sha=git_sha,
         git_dirty=git_dirty,
         params={framework: result.get("params", {}) for framework, result in train_results.items()},

@@ -51,6 +51,7 @@ class FashionMnistTask(Task):
     summary = "Fashion-MNIST: 28x28 grey images -> probabilities over 10 clothing classes"
     output = OutputSpec(kind=OutputKind.CLASSIFICATION, class_names=list(CLASS_NAMES))
     metric = MetricSpec("accuracy", higher_is_better=True, guards={"log_loss": False})
+    learns_from_captures = True
     raw_suffixes = (".parquet",)
     default_params = {"pytorch": asdict(CnnParams()), "tensorflow": asdict(CnnParams())}
     vocabulary = frozenset({*CLASS_NAMES, "input_mean", "input_std"})
@@ -109,6 +110,21 @@ class FashionMnistTask(Task):
         from training.profiles import class_profile
 
         return class_profile(prediction, list(CLASS_NAMES), CONFIDENCE_BINS, target)
+
+    def raw_from_captures(
+        self, request_ids: list[str], inputs: list[dict[str, np.ndarray]], labels: np.ndarray
+    ) -> tuple[str, bytes] | None:
+        import io
+
+        from tasks.fashion_mnist.data import batch_frame
+
+        # The served images, as the labelled batches land: uint8 pixels (the gateway got floats).
+        images = np.stack([np.asarray(entry[INPUT_NAME]).reshape(-1, SIDE, SIDE)[0] for entry in inputs])
+        pixels = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+        frame = batch_frame([f"captured-{request_id}" for request_id in request_ids], pixels, labels)
+        sink = io.BytesIO()
+        frame.to_parquet(sink, index=False)
+        return ".parquet", sink.getvalue()
 
     def search_space(self) -> dict[str, SearchDimension]:
         return {
