@@ -129,7 +129,17 @@ def flywheel_retrain() -> None:
         print("evaluation gate failed:", "; ".join(gate.get("reasons", [])))
         return "gate_failed"
 
+    @task.branch(task_id="replay")
+    def replay(params: dict[str, Any] | None = None) -> str:
+        # The champion's recent captured traffic through the candidate, before any live traffic.
+        code, result = flywheel("pipeline", "replay", "--model", params["model"], ok=(0, GATE_FAILED))
+        if code == 0 and result["passed"]:
+            return "publish"
+        print("replay failed:", "; ".join(result.get("reasons", [])))
+        return "replay_failed"
+
     gate_failed = EmptyOperator(task_id="gate_failed")
+    replay_failed = EmptyOperator(task_id="replay_failed")
     package, publish, deploy = (step(name, name) for name in ("package", "publish", "deploy"))
 
     @task(task_id="report", trigger_rule="none_failed")
@@ -137,20 +147,25 @@ def flywheel_retrain() -> None:
         # From the run's task states, not the branch's XCom: on Airflow 3 the branch's pull came
         # back empty and every published run was reported as skipped.
         states = ti.get_task_states(
-            dag_id=dag_run.dag_id, task_ids=["publish", "gate_failed"], run_ids=[dag_run.run_id]
+            dag_id=dag_run.dag_id,
+            task_ids=["publish", "gate_failed", "replay_failed"],
+            run_ids=[dag_run.run_id],
         ).get(dag_run.run_id, {})
+        replay_failed = states.get("replay_failed") == "success"
         state = (
             "published"
             if states.get("publish") == "success"
             else "rejected"
-            if states.get("gate_failed") == "success"
+            if states.get("gate_failed") == "success" or replay_failed
             else "skipped"
         )
         reason = (
             f"{params['reason']}: "
             + {
                 "skipped": "no new data under the raw prefix",
-                "rejected": "the evaluation gate failed",
+                "rejected": "the replay before the canary failed"
+                if replay_failed
+                else "the evaluation gate failed",
                 "published": "published and deployed as a canary",
             }[state]
         )
@@ -169,10 +184,12 @@ def flywheel_retrain() -> None:
         return state
 
     branch = evaluate()
+    replayed = replay()
     ingest >> preprocess >> trainers >> branch
-    branch >> package >> publish >> deploy
+    branch >> package >> replayed >> publish >> deploy
     branch >> gate_failed
-    [deploy, gate_failed] >> report()
+    replayed >> replay_failed
+    [deploy, gate_failed, replay_failed] >> report()
 
 
 retrain = flywheel_retrain()

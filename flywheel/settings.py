@@ -309,6 +309,15 @@ class FlywheelSettings(BaseSettings):
     quality_min_labels: int = Field(
         default=50, gt=0, description="Joined labels a version needs before its live quality is published."
     )
+    replay_requests: int = Field(
+        default=1000,
+        ge=0,
+        description="Captured champion requests a retraining run replays through the candidate's own "
+        "server before deploying it; 0 turns the replay off.",
+    )
+    replay_min_requests: int = Field(
+        default=100, gt=0, description="Fewer captured champion requests than this: the replay is skipped."
+    )
     labelled_captures_min_rows: int = Field(
         default=50,
         ge=0,

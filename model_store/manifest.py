@@ -114,6 +114,9 @@ class GateResult(BaseModel):
     candidate_value: float | None = None
     champion_value: float | None = None
     reasons: list[str] = Field(default_factory=list)
+    replay: dict[str, Any] | None = Field(
+        default=None, description="The replay of the champion's captured traffic before the canary."
+    )
 
 
 class Manifest(BaseModel):

@@ -338,6 +338,10 @@ def step_publish(context: PipelineContext, allow_failed_gate: bool = False) -> d
     gate_result = GateResult.model_validate(evaluation["gate"])
     if not gate_result.passed and not allow_failed_gate:
         raise GateFailedError("the evaluation gate failed: " + "; ".join(gate_result.reasons))
+    replayed = run.result("replay")
+    if replayed is not None and not replayed.get("passed", True) and not allow_failed_gate:
+        raise GateFailedError("the replay before the canary failed: " + "; ".join(replayed["reasons"]))
+    gate_result.replay = replayed
     snapshot = DatasetStore(context.store.storage).get(context.dataset, run.run_id)
     train_results = {framework: run.result(f"train-{framework}") or {} for framework in FRAMEWORKS}
     git_sha, git_dirty = git_state()
@@ -386,7 +390,10 @@ def step_publish(context: PipelineContext, allow_failed_gate: bool = False) -> d
 
 
 def run_all(context: PipelineContext, force: bool = False) -> dict[str, Any]:
-    """Every step in order; stops after ingest when nothing is new, and before publish on a failed gate."""
+    """Every step in order; stops after ingest when nothing is new, and before publish on a failed
+    gate or replay."""
+    from training.replay import step_replay
+
     results: dict[str, Any] = {"ingest": step_ingest(context)}
     if results["ingest"]["skipped"] and context.run_id is None:
         return results
@@ -398,5 +405,9 @@ def run_all(context: PipelineContext, force: bool = False) -> dict[str, Any]:
         results["publish"] = {"skipped": True, "reason": "; ".join(results["evaluate"]["gate"]["reasons"])}
         return results
     results["package"] = step_package(context, force)
+    results["replay"] = step_replay(context, force)
+    if not results["replay"]["passed"]:
+        results["publish"] = {"skipped": True, "reason": "; ".join(results["replay"]["reasons"])}
+        return results
     results["publish"] = step_publish(context)
     return results

@@ -44,6 +44,12 @@ class RunArea:
         # Return what a later call will read back, so a first run and a skipped re-run agree.
         return dict(json.loads(recorded))
 
+    def upload_result(self, step: str, result: dict[str, Any]) -> dict[str, Any]:
+        """A step that leaves no files, only its result (the replay's verdict, say)."""
+        recorded = json.dumps(result, indent=2, default=str)
+        self.storage.put(f"{self.prefix}{step}/{DONE_MARKER}", recorded.encode())
+        return dict(json.loads(recorded))
+
     def download(self, step: str, destination: Path) -> Path:
         if self.result(step) is None:
             raise StepNotDoneError(

@@ -165,6 +165,26 @@ def package(
 
 
 @pipeline_app.command()
+def replay(
+    ctx: typer.Context,
+    model: str = MODEL_OPTION,
+    run_id: str = RUN_OPTION,
+    force: bool = FORCE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Replay the champion's recent captured requests through the packaged candidate on a private
+    server, before it gets any live traffic: disagreement, prediction shift, and quality on joined
+    labels. Exit code 4 when it fails (publish then refuses the candidate)."""
+    from training.replay import step_replay
+
+    with _pipeline(ctx, model, run_id, as_json, "replay") as context:
+        result = step_replay(context, force)
+    _show(result, as_json, "replay")
+    if not result["passed"]:
+        raise typer.Exit(4)
+
+
+@pipeline_app.command()
 def publish(
     ctx: typer.Context,
     model: str = MODEL_OPTION,

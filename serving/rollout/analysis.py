@@ -59,6 +59,8 @@ DEFAULT_THRESHOLDS = {
     "min_feedback": 20,
     # CBPE (classifiers): a candidate estimated this far below the stable holds until labels confirm.
     "max_estimated_accuracy_drop": 0.05,
+    # ... and fails the step when no joined label confirmed the candidate this long into it.
+    "max_label_wait_s": 3600.0,
 }
 
 

@@ -151,6 +151,7 @@ class RolloutContext:
             {**DEFAULT_THRESHOLDS, **spec.params.analysis},
             self.label_evidence(spec, stable, candidate),
             (self.calibration(spec.model, stable.version), self.calibration(spec.model, candidate.version)),
+            (datetime.now(UTC) - spec.rollout.step_started_at).total_seconds() if spec.rollout else 0.0,
         )
 
     def failed_loads(self, spec: RoutingSpec, version: int) -> list[str]:

@@ -9,8 +9,9 @@
   live confidence counts in the window and its profile's calibration map. A candidate estimated
   more than ``max_estimated_accuracy_drop`` below the stable one does not pass: the step holds
   until joined labels confirm it (``min_feedback`` candidate labels, and a posterior that leans
-  not-worse) or refute it (the labels check fails it). An estimate never fails a step by itself:
-  it is an early warning, not a measurement.
+  not-worse) or refute it (the labels check fails it). Only when no label confirms it within
+  ``max_label_wait_s`` of the step does the estimate fail the step: an early warning holds, it
+  does not decide, unless nothing else ever speaks.
 """
 
 from __future__ import annotations
@@ -69,9 +70,11 @@ def quality_verdict(
     limits: dict[str, float],
     labels: tuple[LabelCounts, LabelCounts] | None = None,
     calibrations: tuple[list[float] | None, list[float] | None] = (None, None),
+    step_elapsed_s: float = 0.0,
 ) -> Verdict | None:
     """A failing or holding verdict from labels and CBPE, or None when they have nothing against
-    the candidate. ``labels`` and ``calibrations`` are (stable, candidate)."""
+    the candidate. ``labels`` and ``calibrations`` are (stable, candidate). A CBPE hold that lasts
+    past ``max_label_wait_s`` into the step fails it: labels that never come confirm nothing."""
     metrics: dict[str, Any] = {}
     worse = None
     if labels is not None:
@@ -110,6 +113,16 @@ def quality_verdict(
     )
     if confirmed:
         return None
+    if step_elapsed_s > limits["max_label_wait_s"]:
+        return Verdict(
+            False,
+            [
+                f"CBPE estimated the candidate's accuracy at {candidate_estimate:.3f} against the "
+                f"stable's {stable_estimate:.3f} and no joined labels confirmed it within "
+                f"{limits['max_label_wait_s']:.0f} s"
+            ],
+            metrics,
+        )
     return Verdict(
         None,
         [

@@ -39,11 +39,11 @@ def dags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return parse_dags(tmp_path_factory.mktemp("airflow-home"), "local")
 
 
-def test_retrain_dag_wires_ingest_to_canary_with_a_gate_branch(dags: dict[str, Any]) -> None:
+def test_retrain_dag_wires_ingest_to_canary_with_gate_and_replay_branches(dags: dict[str, Any]) -> None:
     dag = dags["flywheel_retrain"]
     assert dag["tasks"] == sorted(
         ["ingest", "preprocess", "train_pytorch", "train_tensorflow", "evaluate", "gate_failed",
-         "package", "publish", "deploy", "report"]
+         "package", "replay", "replay_failed", "publish", "deploy", "report"]
     )  # fmt: skip
     edges = {tuple(edge) for edge in dag["edges"]}
     assert edges == {
@@ -54,10 +54,13 @@ def test_retrain_dag_wires_ingest_to_canary_with_a_gate_branch(dags: dict[str, A
         ("train_tensorflow", "evaluate"),
         ("evaluate", "package"),
         ("evaluate", "gate_failed"),
-        ("package", "publish"),
+        ("package", "replay"),
+        ("replay", "publish"),
+        ("replay", "replay_failed"),
         ("publish", "deploy"),
         ("deploy", "report"),
         ("gate_failed", "report"),
+        ("replay_failed", "report"),
     }
     assert {"model", "data_prefix", "reason", "alert_labels"} <= set(dag["params"])
     assert dag["max_active_runs"] == 1 and dag["has_failure_callback"]

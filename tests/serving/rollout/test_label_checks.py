@@ -42,6 +42,10 @@ def test_a_lower_cbpe_estimate_holds_until_labels_confirm_the_candidate() -> Non
     held = quality_verdict(stable, candidate, LIMITS, None, (CALIBRATION, CALIBRATION))
     assert held is not None and held.passed is None and "CBPE" in held.reasons[0]
     assert held.metrics["candidate_estimated_accuracy"] == 0.2
+    expired = quality_verdict(
+        stable, candidate, LIMITS, None, (CALIBRATION, CALIBRATION), step_elapsed_s=4000
+    )
+    assert expired is not None and expired.passed is False and "no joined labels" in expired.reasons[0]
     confirmed = (LabelCounts(50, 40), LabelCounts(50, 42))
     assert quality_verdict(stable, candidate, LIMITS, confirmed, (CALIBRATION, CALIBRATION)) is None
     # A close estimate, a model without a calibration map, or too few confidences: nothing to say.
