@@ -70,6 +70,60 @@ def import_labels(
 
 
 @labels_app.command()
+def queue(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name."),
+    below: float = typer.Option(
+        None,
+        "--below",
+        min=0.0,
+        max=1.0,
+        help="Confidence under which a request needs a person (default: FLYWHEEL_LABEL_CONFIDENCE).",
+    ),
+    limit: int = typer.Option(500, "--limit", min=1, help="At most this many, newest first."),
+    output: Path = typer.Option(None, "--output", dir_okay=False, help="Also write them as CSV here."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """The labelling queue: captured requests a classifier answered with low confidence and nobody
+    labelled yet. Label them (a `label` column beside `request_id`) and `flywheel labels import`."""
+    import pyarrow.compute as pc
+    import pyarrow.csv as pa_csv
+
+    from model_store.capture import CaptureReader
+    from model_store.labels import LabelStore
+
+    settings: FlywheelSettings = ctx.obj
+    threshold = settings.label_confidence if below is None else below
+    try:
+        storage = open_store(settings).storage
+        columns = ["request_id", "served_at", "version", "prediction", "confidence", "entity"]
+        captured = CaptureReader(storage).read(name, columns=columns)
+        labelled = LabelStore(storage).read(name).column("request_id").drop_null()
+    except (ModelStoreError, BotoCoreError, ClientError) as error:
+        _fail(settings, error, as_json)
+    unsure = pc.and_(
+        pc.less(captured["confidence"], threshold), pc.invert(pc.is_in(captured["request_id"], labelled))
+    )
+    waiting = (
+        captured.filter(pc.fill_null(unsure, False)).sort_by([("served_at", "descending")]).slice(0, limit)
+    )
+    if output is not None:
+        pa_csv.write_csv(waiting, output)
+    rows = waiting.to_pylist()
+    for row in rows:
+        row["served_at"] = row["served_at"].isoformat()
+
+    def render(data: dict[str, Any]) -> None:
+        where = f"; written to {output}" if output is not None else ""
+        console.print(
+            f"{len(rows)} captured requests of {name} below {threshold:.2f} confidence await a label{where}"
+        )
+
+    emit({"model": name, "below": threshold, "requests": rows, "output": str(output) if output else None},
+         as_json, render)  # fmt: skip
+
+
+@labels_app.command()
 def derive(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Model name."),

@@ -73,6 +73,26 @@ def test_imported_labels_join_and_give_live_quality_beside_the_holdout(
     assert people.exit_code == 0 and "accuracy" in people.stdout and "0.8000" in people.stdout
 
 
+def test_the_queue_lists_unsure_unlabelled_requests_newest_first_and_writes_a_csv(
+    classifier: tuple[CliRunner, ModelStore], tmp_path: Path
+) -> None:
+    runner, store = classifier
+    serve(store, "c", [("sure", [0.01, 0.98, 0.01], None), ("unsure-1", [0.4, 0.35, 0.25], None),
+                       ("unsure-2", [0.3, 0.3, 0.4], "img-9")], kind=True)  # fmt: skip
+    # The fixture's ten requests answered 0.7; two of them are labelled already.
+    (tmp_path / "done.csv").write_text("request_id,label\nr0,1\nr1,1\n")
+    run_json(runner, "labels", "import", "c", str(tmp_path / "done.csv"))
+    queued = run_json(
+        runner, "labels", "queue", "c", "--below", "0.75", "--output", str(tmp_path / "queue.csv")
+    )
+    ids = [row["request_id"] for row in queued["requests"]]
+    assert set(ids) == {f"r{n}" for n in range(2, 10)} | {"unsure-1", "unsure-2"}, "not sure, not r0, r1"
+    assert ids[:2] == ["unsure-2", "unsure-1"], "newest first"
+    written = (tmp_path / "queue.csv").read_text().splitlines()
+    assert written[0].startswith('"request_id"') and len(written) == 11
+    assert len(run_json(runner, "labels", "queue", "c", "--below", "0.75", "--limit", "3")["requests"]) == 3
+
+
 def test_bad_label_files_are_refused_and_store_nothing(
     classifier: tuple[CliRunner, ModelStore], tmp_path: Path
 ) -> None:
