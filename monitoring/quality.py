@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -38,7 +39,11 @@ class QualityExporter:
         window: int = 500,
         min_labels: int = 50,
         join_window_days: int = 7,
+        live_versions: Callable[[], set[tuple[str, str]]] | None = None,
     ) -> None:
+        #: (model, version) pairs the gateways serve now: a retired version's quality is withdrawn,
+        #: so its alert resolves instead of firing about a version nobody gets any more.
+        self.live_versions = live_versions
         self.store = store
         self.joiner = LabelJoiner(store.storage, join_window_days)
         self.window = window
@@ -99,8 +104,11 @@ class QualityExporter:
                 rows = joined[joined["version"].isin([v for v in versions if kinds[v] is kind])]
                 live |= quality(rows, kind is OutputKind.CLASSIFICATION, self.window)
             result[model] = live
+            serving = self.live_versions() if self.live_versions is not None else None
             for version, metrics in live.items():
                 count = metrics.pop("labels")
+                if serving is not None and (model, str(version)) not in serving:
+                    continue
                 self.labels.labels(model, str(version)).set(count)
                 if count < self.min_labels:
                     continue

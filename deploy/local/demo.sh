@@ -11,9 +11,12 @@
 #      the new version rolls out by canary and promotes itself; a timeline is printed
 #   5. routing history, batch scoring of the new data with the new champion (labeling set)
 #   6. the second task, an image classifier, on the same stack and DAG: trained on Fashion-MNIST,
-#      served on Triton, TorchServe and TF Serving, inverted images drift it, the loop retrains and
-#      promotes it (deploy/local/demo_classifier.py), batch scoring sends low-confidence images to
-#      labeling
+#      served on Triton, TorchServe and TF Serving; then its data flywheel (deploy/local/
+#      demo_classifier.py): a new camera's inverted images are served and captured, live quality
+#      drops (CBPE first, then joined labels), low-confidence images go to labelling and labels
+#      come back, ModelQualityDegraded retrains it on the labelled captured traffic, the candidate
+#      replays the champion's traffic, the canary promotes it; batch scoring sends low-confidence
+#      images to labeling
 #   7. the dashboard panels rendered to PNG/HTML
 #   8. bring the stack down (KEEP_UP=1 leaves it running; the state stays in var/demo)
 # REPLICAS=2 (make demo REPLICAS=2) runs two replicas of every model server, each with its model
@@ -37,6 +40,11 @@ export FLYWHEEL_SCRAPE_INTERVAL_S=${FLYWHEEL_SCRAPE_INTERVAL_S:-2}
 export FLYWHEEL_DRIFT_SAMPLE_RATE=${FLYWHEEL_DRIFT_SAMPLE_RATE:-0.2}
 export FLYWHEEL_RETRAIN_CANARY_STEPS=${FLYWHEEL_RETRAIN_CANARY_STEPS:-10,50,100}
 export FLYWHEEL_RETRAIN_CANARY_INTERVAL_S=${FLYWHEEL_RETRAIN_CANARY_INTERVAL_S:-10}
+# The data flywheel's pacing: labels joined every 5 s; live quality once 150 labels are joined, so
+# ModelQualityDegraded's run finds the 100 labelled captured images it needs to train on.
+export FLYWHEEL_QUALITY_INTERVAL_S=${FLYWHEEL_QUALITY_INTERVAL_S:-5}
+export FLYWHEEL_QUALITY_MIN_LABELS=${FLYWHEEL_QUALITY_MIN_LABELS:-150}
+export FLYWHEEL_LABELLED_CAPTURES_MIN_ROWS=${FLYWHEEL_LABELLED_CAPTURES_MIN_ROWS:-100}
 REPLICAS=${REPLICAS:-1}
 if [ "$REPLICAS" -gt 1 ]; then
   export FLYWHEEL_GATEWAY_REPLICAS=$REPLICAS FLYWHEEL_TRITON_REPLICAS=$REPLICAS
@@ -126,8 +134,9 @@ for backend in triton torchserve tfserving; do
   flywheel predict image-classifier --rows 2 --repeat 5
 done
 
-step "the classifier's loop: inverted images -> confidence and image drift -> retrain -> canary -> promote"
+step "the classifier's data flywheel: quality drops -> labelling -> ModelQualityDegraded -> retrain on labelled traffic -> replay -> canary -> promote"
 python deploy/local/demo_classifier.py
+flywheel labels quality image-classifier
 
 step "flywheel batch score: every image scored by the new champion; below 95 % confidence to labeling"
 flywheel batch score image-classifier

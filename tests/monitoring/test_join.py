@@ -156,3 +156,30 @@ def test_the_quality_exporter_publishes_live_and_holdout_quality_once_enough_lab
     quiet = CollectorRegistry()
     QualityExporter(store, quiet, window=500, min_labels=61).collect_once()
     assert "flywheel_live_quality{" not in generate_latest(quiet).decode(), "too few labels: no verdict"
+
+
+def test_a_version_the_gateways_no_longer_serve_has_its_quality_withdrawn(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from model_store.manifest import OutputKind, OutputSpec
+    from monitoring.quality import QualityExporter
+
+    store = ModelStore.open(f"file://{tmp_path / 'store'}")
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    output = OutputSpec(kind=OutputKind.CLASSIFICATION, class_names=["a", "b"])
+    store.publish("m", {"model.pt": tmp_path / "model.pt"}, framework="pytorch", output=output)
+    capture(store.storage, [(f"r{n}", 1, [0.8, 0.2], None) for n in range(60)])
+    LabelStore(store.storage).write(
+        "m", labels(request_id=[f"r{n}" for n in range(60)], label=[0] * 60), "cli"
+    )
+    serving = {("m", "1")}
+    registry = CollectorRegistry()
+    exporter = QualityExporter(store, registry, min_labels=50, live_versions=lambda: set(serving))
+    exporter.collect_once()
+    assert (
+        'flywheel_live_quality{metric="accuracy",model="m",version="1"} 1.0'
+        in generate_latest(registry).decode()
+    )
+    serving.clear()  # v1 retired: the gateways report no traffic for it any more
+    exporter.collect_once()
+    assert "flywheel_live_quality{" not in generate_latest(registry).decode()
