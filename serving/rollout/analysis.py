@@ -57,8 +57,9 @@ DEFAULT_THRESHOLDS = {
     # Quality from feedback: fail when P(candidate's reward rate < stable's) exceeds this.
     "quality_confidence": 0.95,
     "min_feedback": 20,
-    # CBPE (classifiers): a candidate estimated this far below the stable holds until labels confirm.
-    "max_estimated_accuracy_drop": 0.05,
+    # CBPE (classifiers): a candidate estimated this far below its own validation accuracy holds
+    # until labels confirm it.
+    "max_estimated_accuracy_drop": 0.1,
     # ... and fails the step when no joined label confirmed the candidate this long into it.
     "max_label_wait_s": 3600.0,
 }

@@ -58,7 +58,7 @@ class RolloutContext:
         self.gateway_url = gateway_url.rstrip("/")
         self.lease = Lease(store.storage, holder, lease_ttl_s)
         self._references: dict[tuple[str, int], dict[str, float] | None] = {}
-        self._calibrations: dict[tuple[str, int], list[float] | None] = {}
+        self._calibrations: dict[tuple[str, int], dict[str, Any] | None] = {}
         self._joined: dict[str, tuple[str | None, Any]] = {}
         self._kinds: dict[tuple[str, int], OutputKind] = {}
 
@@ -103,11 +103,12 @@ class RolloutContext:
                 return None  # a store hiccup or a bad copy: try again next tick
             else:
                 self._references[key] = reference_bins(profile)
-                self._calibrations[key] = (profile.get("confidence") or {}).get("accuracy")
+                self._calibrations[key] = profile.get("confidence")
         return self._references[key]
 
-    def calibration(self, model: str, version: int) -> list[float] | None:
-        """A classifier version's CBPE calibration map (each confidence bin's validation accuracy)."""
+    def calibration(self, model: str, version: int) -> dict[str, Any] | None:
+        """A classifier version's profile ``confidence`` entry: bins, frequencies and CBPE's
+        calibration map (each bin's validation accuracy)."""
         self.reference(model, version)
         return self._calibrations.get((model, version))
 

@@ -5,9 +5,10 @@
   right (a classifier's class; a regression's direction of change). A sequential test, the same
   Beta-posterior comparison as feedback: the step fails once P(candidate worse than stable)
   passes ``quality_confidence`` with at least ``min_feedback`` candidate labels.
-- **CBPE** (classifiers, ``monitoring/estimate.py``): each version's accuracy estimated from its
+- **CBPE** (classifiers, ``monitoring/estimate.py``): the candidate's accuracy estimated from its
   live confidence counts in the window and its profile's calibration map. A candidate estimated
-  more than ``max_estimated_accuracy_drop`` below the stable one does not pass: the step holds
+  more than ``max_estimated_accuracy_drop`` below the accuracy its calibration implies on its
+  validation data does not pass: the step holds
   until joined labels confirm it (``min_feedback`` candidate labels, and a posterior that leans
   not-worse) or refute it (the labels check fails it). Only when no label confirms it within
   ``max_label_wait_s`` of the step does the estimate fail the step: an early warning holds, it
@@ -54,14 +55,22 @@ def label_counts(
     return counts
 
 
-def _calibrated(counters: VariantCounters, calibration: list[float] | None) -> float | None:
-    if calibration is None or not counters.confidence_bins:
+def _calibrated(counters: VariantCounters, confidence: dict[str, Any] | None) -> float | None:
+    """CBPE's estimate from a window's confidence counts and the profile's ``confidence`` entry."""
+    if confidence is None or "accuracy" not in confidence or not counters.confidence_bins:
         return None
-    counts = np.zeros(len(calibration))
+    counts = np.zeros(len(confidence["accuracy"]))
     for index, count in counters.confidence_bins.items():
         if 0 <= int(index) < len(counts):
             counts[int(index)] = count
-    return estimated_accuracy({"confidence": {"accuracy": calibration}}, counts)
+    return estimated_accuracy({"confidence": confidence}, counts)
+
+
+def expected_accuracy(confidence: dict[str, Any] | None) -> float | None:
+    """The accuracy the profile's calibration implies on validation-like traffic."""
+    if confidence is None or "accuracy" not in confidence or "frequencies" not in confidence:
+        return None
+    return float(np.dot(confidence["frequencies"], confidence["accuracy"]))
 
 
 def quality_verdict(
@@ -69,12 +78,19 @@ def quality_verdict(
     candidate: VariantCounters,
     limits: dict[str, float],
     labels: tuple[LabelCounts, LabelCounts] | None = None,
-    calibrations: tuple[list[float] | None, list[float] | None] = (None, None),
+    confidences: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None),
     step_elapsed_s: float = 0.0,
 ) -> Verdict | None:
     """A failing or holding verdict from labels and CBPE, or None when they have nothing against
-    the candidate. ``labels`` and ``calibrations`` are (stable, candidate). A CBPE hold that lasts
-    past ``max_label_wait_s`` into the step fails it: labels that never come confirm nothing."""
+    the candidate. ``labels`` and ``confidences`` (each version's profile ``confidence`` entry,
+    with its calibration map) are (stable, candidate).
+
+    CBPE compares the candidate with *itself*: its estimate on live traffic against the accuracy
+    its calibration implies on validation data. Not with the stable version: after a drift
+    retrain the stale stable is the one CBPE misjudges (confidently wrong on the new inputs), as
+    the canary's PSI check is against the candidate's own reference for the same reason. A hold
+    that lasts past ``max_label_wait_s`` into the step fails it: labels that never come confirm
+    nothing."""
     metrics: dict[str, Any] = {}
     worse = None
     if labels is not None:
@@ -91,46 +107,33 @@ def quality_verdict(
             and worse > limits["quality_confidence"]
         ):
             return Verdict(False, [f"joined labels say the candidate is worse (P = {worse:.3f})"], metrics)
-    stable_estimate = _calibrated(stable, calibrations[0])
-    candidate_estimate = _calibrated(candidate, calibrations[1])
+    candidate_estimate = _calibrated(candidate, confidences[1])
+    expected = expected_accuracy(confidences[1])
     metrics |= {
-        "stable_estimated_accuracy": stable_estimate,
+        "stable_estimated_accuracy": _calibrated(stable, confidences[0]),
         "candidate_estimated_accuracy": candidate_estimate,
+        "candidate_expected_accuracy": expected,
     }
-    enough = (
-        sum(stable.confidence_bins.values()) >= limits["min_requests"]
-        and sum(candidate.confidence_bins.values()) >= limits["min_requests"]
-    )
-    if stable_estimate is None or candidate_estimate is None or not enough:
+    if candidate_estimate is None or expected is None:
         return None
-    if candidate_estimate >= stable_estimate - limits["max_estimated_accuracy_drop"]:
+    if sum(candidate.confidence_bins.values()) < limits["min_requests"]:
+        return None
+    if candidate_estimate >= expected - limits["max_estimated_accuracy_drop"]:
         return None
     confirmed = (
-        labels is not None
-        and labels[1].total >= limits["min_feedback"]
-        and worse is not None
-        and worse <= 0.5
+        labels is not None and labels[1].total >= limits["min_feedback"] and (worse is None or worse <= 0.5)
     )
     if confirmed:
         return None
+    estimate = f"CBPE estimates the candidate's accuracy at {candidate_estimate:.3f} on live traffic, "
+    estimate += f"{expected:.3f} on its validation data"
     if step_elapsed_s > limits["max_label_wait_s"]:
         return Verdict(
             False,
-            [
-                f"CBPE estimated the candidate's accuracy at {candidate_estimate:.3f} against the "
-                f"stable's {stable_estimate:.3f} and no joined labels confirmed it within "
-                f"{limits['max_label_wait_s']:.0f} s"
-            ],
+            [f"{estimate}, and no joined labels confirmed it within {limits['max_label_wait_s']:.0f} s"],
             metrics,
         )
-    return Verdict(
-        None,
-        [
-            f"holding: CBPE estimates the candidate's accuracy at {candidate_estimate:.3f} against the "
-            f"stable's {stable_estimate:.3f}; waiting for joined labels to confirm or refute it"
-        ],
-        metrics,
-    )
+    return Verdict(None, [f"holding: {estimate}; waiting for joined labels to confirm or refute it"], metrics)
 
 
 def with_quality(verdict: Verdict, quality: Verdict | None) -> Verdict:

@@ -250,6 +250,13 @@ def test_the_classifier_trains_serves_and_retrains_after_its_images_drift(loop_s
             "FeatureDrift on the classifier's inputs or confidence",
             interval_s=0.5,
         )
+        # CBPE in the real exporter: v1's accuracy estimated from live confidences, before labels.
+        wait_until(
+            lambda: bool(stack.prometheus(f'flywheel_estimated_quality{{model="{CLASSIFIER}",version="1"}}')),
+            60,
+            "the exporter's CBPE estimate for v1",
+            interval_s=0.5,
+        )
 
         def promoted() -> bool:
             rollout = stack.deployment(CLASSIFIER).get("rollout") or {}
@@ -262,6 +269,12 @@ def test_the_classifier_trains_serves_and_retrains_after_its_images_drift(loop_s
     assert set(traffic.statuses) == {"200"}, traffic.statuses
     evaluation = stack.store.get_manifest(CLASSIFIER, 2).gate
     assert evaluation is not None and evaluation.passed and evaluation.metric == "accuracy"
+    assert evaluation.replay is not None and evaluation.replay["passed"], "the replay step ran before deploy"
+    # The gateway captured a share of the classifier's traffic, as Parquet in the store.
+    from model_store.capture import CaptureReader
+
+    captured = CaptureReader(stack.store.storage).read(CLASSIFIER, columns=["version", "confidence"])
+    assert captured.num_rows > 0 and set(captured["version"].to_pylist()) <= {1, 2}
 
     metrics = stack.http.get(f"{stack.settings.gateway_url}/metrics").text
     assert f'flywheel_retrain_runs_total{{model="{CLASSIFIER}",state="published"}} 2.0' in metrics

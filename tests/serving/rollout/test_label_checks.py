@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from prometheus_client import CollectorRegistry
 
 from model_store.labels import LabelStore, normalise_labels, read_joined
@@ -21,7 +22,9 @@ from serving.rollout.label_checks import LabelCounts, label_counts, quality_verd
 from serving.routing.spec import RoutingSpec
 
 LIMITS = dict(DEFAULT_THRESHOLDS)
-CALIBRATION = [0.2, 0.5, 0.9]  # each confidence bin's validation accuracy
+# A profile's confidence entry: validation rows mostly confident (bin 2), each bin's accuracy.
+CONFIDENCE = {"edges": [0.5, 0.8], "frequencies": [0.1, 0.2, 0.7], "accuracy": [0.2, 0.5, 0.9]}
+EXPECTED = 0.1 * 0.2 + 0.2 * 0.5 + 0.7 * 0.9  # 0.75 on validation-like traffic
 
 
 def confident(counts: list[float]) -> VariantCounters:
@@ -37,21 +40,23 @@ def test_joined_labels_fail_a_candidate_the_posterior_calls_worse() -> None:
     assert quality_verdict(VariantCounters(), VariantCounters(), LIMITS, too_few) is None, "not yet sure"
 
 
-def test_a_lower_cbpe_estimate_holds_until_labels_confirm_the_candidate() -> None:
-    stable, candidate = confident([0, 0, 300]), confident([300, 0, 0])  # estimates 0.9 against 0.2
-    held = quality_verdict(stable, candidate, LIMITS, None, (CALIBRATION, CALIBRATION))
+def test_a_candidate_estimated_well_below_its_own_validation_accuracy_holds_until_labels_confirm() -> None:
+    # Live, the candidate is unsure on most requests: CBPE says 0.2 x 300 / 300, far below 0.75.
+    stable, candidate = confident([0, 0, 300]), confident([300, 0, 0])
+    pair = (CONFIDENCE, CONFIDENCE)
+    held = quality_verdict(stable, candidate, LIMITS, None, pair)
     assert held is not None and held.passed is None and "CBPE" in held.reasons[0]
     assert held.metrics["candidate_estimated_accuracy"] == 0.2
-    expired = quality_verdict(
-        stable, candidate, LIMITS, None, (CALIBRATION, CALIBRATION), step_elapsed_s=4000
-    )
+    assert held.metrics["candidate_expected_accuracy"] == pytest.approx(EXPECTED)
+    expired = quality_verdict(stable, candidate, LIMITS, None, pair, step_elapsed_s=4000)
     assert expired is not None and expired.passed is False and "no joined labels" in expired.reasons[0]
     confirmed = (LabelCounts(50, 40), LabelCounts(50, 42))
-    assert quality_verdict(stable, candidate, LIMITS, confirmed, (CALIBRATION, CALIBRATION)) is None
-    # A close estimate, a model without a calibration map, or too few confidences: nothing to say.
-    assert quality_verdict(stable, confident([0, 10, 290]), LIMITS, None, (CALIBRATION, CALIBRATION)) is None
+    assert quality_verdict(stable, candidate, LIMITS, confirmed, pair) is None
+    # Traffic like its validation data, a stale stable CBPE misjudges, no calibration map, or too
+    # few confidences: nothing to say.
+    assert quality_verdict(confident([300, 0, 0]), confident([30, 60, 210]), LIMITS, None, pair) is None
     assert quality_verdict(stable, candidate, LIMITS, None, (None, None)) is None
-    assert quality_verdict(confident([0, 0, 5]), candidate, LIMITS, None, (CALIBRATION, CALIBRATION)) is None
+    assert quality_verdict(stable, confident([5, 0, 0]), LIMITS, None, pair) is None
 
 
 def test_quality_turns_a_pass_into_a_hold_and_never_rescues_a_failure() -> None:
