@@ -147,7 +147,6 @@ class DriftExporter:
         self._profiles: dict[tuple[str, str], dict[str, Any]] = {}
         self._profile_retry_at: dict[tuple[str, str], float] = {}
         self._published: dict[tuple[str, str], set[str]] = {}
-        self._live: frozenset[tuple[str, str]] = frozenset()
         labels = ["model", "version"]
         self.feature_psi = Gauge(
             "flywheel_feature_psi", "PSI of a feature's live window.", [*labels, "feature"], registry=registry
@@ -182,11 +181,6 @@ class DriftExporter:
             [*labels, "metric"],
             registry=registry,
         )
-
-    def live_versions(self) -> set[tuple[str, str]]:
-        """The (model, version) pairs the gateways reported at the last collection (read from the
-        quality thread: a snapshot swapped in whole, never the dict being changed)."""
-        return set(self._live)
 
     def _profile(self, model: str, version: str) -> dict[str, Any] | None:
         """The version's reference profile; a failed read is retried a minute later, not cached."""
@@ -233,7 +227,6 @@ class DriftExporter:
             reports[(model, version)] = report
             self._publish(model, version, report)
             self._publish_estimate(model, version, profile, counts, report)
-        self._live = frozenset(bins)
         return reports
 
     def _publish(self, model: str, version: str, report: DriftReport) -> None:
@@ -312,7 +305,6 @@ def main() -> int:
         settings.quality_window_labels,
         settings.quality_min_labels,
         settings.label_join_window_days,
-        exporter.live_versions,
     )
     stop_quality = threading.Event()
     quality_thread = threading.Thread(

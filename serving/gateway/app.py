@@ -47,16 +47,30 @@ class Gateway:
     async def aclose(self) -> None:
         for task in self.tasks:
             task.cancel()
+        # A flush in flight finishes (or requeues what it could not write) before the last one.
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.core.drain()
         if self.core.capture is not None:
-            # What was captured but not flushed yet: a clean stop loses none of it.
-            try:
-                await asyncio.wait_for(self.core.capture.flush(), CAPTURE_FINAL_FLUSH_S)
-            except TimeoutError:
-                log.warning(
-                    "the last capture batch did not reach the store within %.0f s", CAPTURE_FINAL_FLUSH_S
-                )
+            await self._final_capture_flush(self.core.capture)
         await self.directory.aclose()
+
+    @staticmethod
+    async def _final_capture_flush(capture: CaptureWriter) -> None:
+        """What was captured but not flushed yet reaches the store, a few tries within a deadline;
+        what still does not is said in the log, with its count."""
+        deadline = asyncio.get_running_loop().time() + CAPTURE_FINAL_FLUSH_S
+        while capture.buffered:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(capture.flush(), remaining)
+            except TimeoutError:
+                break
+            if capture.buffered:
+                await asyncio.sleep(min(1.0, max(0.0, remaining)))  # pacing retries of a failing store
+        if capture.buffered:
+            log.warning("stopping with %d captured requests the store did not take", capture.buffered)
 
 
 def build_gateway(

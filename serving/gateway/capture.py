@@ -13,7 +13,9 @@ The format and layout are ``model_store.capture``'s. What this module adds is th
 - **The flush** (:meth:`CaptureWriter.run`) wakes every ``flush_interval_s``, or as soon as
   ``batch_records`` are waiting, and encodes and writes in a worker thread, one object per model
   and UTC day, create-if-absent. A store that fails keeps the batch buffered for the next flush;
-  when that would exceed the bound, the oldest records go, counted as ``reason="store"``.
+  when that would exceed the bound, the oldest records go, counted as ``dropped_store``. Retries
+  back off (the flush interval, doubling up to five minutes); a record that cannot be encoded is
+  dropped at once and counted as ``dropped_encode``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from model_store.backends.base import ObjectStorage
 from model_store.capture import batch_key, encode_tensors, summarise_output, to_parquet
 from model_store.errors import PreconditionFailedError
+from model_store.names import validate_name
 from serving.backends.base import Tensors
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,8 @@ ENTITY_HEADER = "x-flywheel-entity"
 _OFF = frozenset({"off", "0", "no", "false"})
 _ON = frozenset({"on", "1", "yes", "true"})
 MAX_ENTITY = 256
+MAX_BACKOFF_S = 300.0
+KEY_ATTEMPTS = 5
 
 
 @dataclass(slots=True)
@@ -117,7 +122,7 @@ class CaptureWriter:
         max_buffered_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.storage = storage
-        self.replica = replica
+        self.replica = validate_name(replica, "gateway replica name")  # it goes into every object key
         self.sample_rate = sample_rate
         self.flush_interval_s = flush_interval_s
         self.batch_records = batch_records
@@ -132,6 +137,10 @@ class CaptureWriter:
         self._nonce = secrets.token_hex(3)
         self._wake = asyncio.Event()
         self._dropped: dict[tuple[str, str], Any] = {}
+        #: After a failed flush, no retry before this (monotonic): a store that is down is not
+        #: hammered, and a full buffer does not wake the flush on every request meanwhile.
+        self._retry_at = 0.0
+        self._failures = 0
 
     # The request path -----------------------------------------------------------------------------
     def offer(
@@ -167,7 +176,7 @@ class CaptureWriter:
                             classification, dict(inputs), dict(outputs), size)
         )  # fmt: skip
         self._buffered_bytes += size
-        if len(self._buffer) >= self.batch_records:
+        if len(self._buffer) >= self.batch_records and not self._failures:
             self._wake.set()
         return True
 
@@ -183,27 +192,37 @@ class CaptureWriter:
         return len(self._buffer)
 
     async def run(self) -> None:
-        """Flush forever (a task of the gateway process)."""
+        """Flush forever (a task of the gateway process); a failing store backs the retries off."""
         while True:
+            wait_s = max(self.flush_interval_s, self._retry_at - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+                await asyncio.wait_for(self._wake.wait(), wait_s)
             self._wake.clear()
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:  # never let the flush task die: capture would stop for good
+                log.exception("capture flush failed unexpectedly; the next flush tries again")
 
     async def flush(self) -> int:
-        """Write everything buffered now; returns the records written (0 when the store failed)."""
+        """Write everything buffered now; returns the records written (what a failing store did not
+        take stays buffered for the next flush)."""
         taken = list(self._buffer)
         if not taken:
             return 0
         self._buffer.clear()
         self._buffered_bytes = 0
         try:
-            return await asyncio.to_thread(self._write, taken)
+            written = await asyncio.to_thread(self._write, taken)
         except PartialFlushError as error:
             self.metrics.write_errors.inc()
-            log.warning("capture flush failed, retrying next flush: %s", error)
+            self._failures += 1
+            backoff = min(MAX_BACKOFF_S, self.flush_interval_s * 2 ** (self._failures - 1))
+            self._retry_at = time.monotonic() + backoff
+            log.warning("capture flush failed, retrying in %.0f s: %s", backoff, error)
             self._requeue(error.unwritten)
             return error.written
+        self._failures, self._retry_at = 0, 0.0
+        return written
 
     def _requeue(self, taken: list[CapturedRequest]) -> None:
         """Put a failed batch back in front of what arrived meanwhile, dropping the oldest over the bound."""
@@ -225,16 +244,31 @@ class CaptureWriter:
         written = 0
         while pending:
             records = pending[0]
-            self._sequence += 1
-            first = datetime.fromtimestamp(records[0].served_at, UTC)
-            key = batch_key(records[0].model, first, self.replica, self._sequence, self._nonce)
             try:
-                self.storage.put_if_absent(key, to_parquet([record.row(self.replica) for record in records]))
-            except PreconditionFailedError:
-                continue  # the key exists (a clock or nonce collision): the next sequence number
-            except Exception as error:  # any store failure: what is not written yet is kept
+                body = to_parquet([record.row(self.replica) for record in records])
+            except Exception as error:  # a record that cannot be encoded never will be: drop, count
+                log.warning("dropping %d captured requests of %s that cannot be encoded: %s",
+                            len(records), records[0].model, error)  # fmt: skip
+                for record in records:
+                    self._count_drop(record.model, "encode")
+                pending.pop(0)
+                continue
+            first = datetime.fromtimestamp(records[0].served_at, UTC)
+            for _ in range(KEY_ATTEMPTS):
+                self._sequence += 1
+                key = batch_key(records[0].model, first, self.replica, self._sequence, self._nonce)
+                try:
+                    self.storage.put_if_absent(key, body)
+                    break
+                except PreconditionFailedError:
+                    continue  # the key exists (a clock or nonce collision): the next sequence number
+                except Exception as error:  # any store failure: what is not written yet is kept
+                    unwritten = [record for group in pending for record in group]
+                    raise PartialFlushError(unwritten, written, error) from error
+            else:
                 unwritten = [record for group in pending for record in group]
-                raise PartialFlushError(unwritten, written, error) from error
+                collided = RuntimeError(f"{KEY_ATTEMPTS} object keys in a row already existed")
+                raise PartialFlushError(unwritten, written, collided)
             pending.pop(0)
             written += len(records)
             self.metrics.batches.labels(records[0].model).inc()

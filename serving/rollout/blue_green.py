@@ -131,7 +131,7 @@ def drive(context: RolloutContext, spec: RoutingSpec) -> dict[str, Any] | None:
         baked,
         candidate_reference=context.reference(spec.model, green.version),
     )
-    # Blue's window is its last live one, before the switch: the estimate compares with that.
+    # Labels and CBPE (label_checks.py); blue's window is its last live one, before the switch.
     verdict = with_quality(
         verdict, context.quality(spec, blue, green, {blue.name: blue_window, green.name: green_window})
     )
@@ -153,6 +153,8 @@ def drive(context: RolloutContext, spec: RoutingSpec) -> dict[str, Any] | None:
             verdict.to_json(),
         )
     if verdict.passed is None:
+        if any(reason.startswith("holding:") for reason in verdict.reasons):
+            return context.record_hold(spec, verdict, "blue-green bake")
         return None
     decision = context.write(
         spec,

@@ -99,6 +99,8 @@ def drive(context: RolloutContext, spec: RoutingSpec) -> dict[str, Any] | None:
             verdict.to_json(),
         )
     if verdict.passed is None:
+        if any(reason.startswith("holding:") for reason in verdict.reasons):
+            return context.record_hold(spec, verdict, step)  # say why, once: it can last a while
         return None
     if rollout.step + 1 == len(rollout.steps):
         decision = context.write(

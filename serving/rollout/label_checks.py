@@ -120,17 +120,28 @@ def quality_verdict(
         return None
     if candidate_estimate >= expected - limits["max_estimated_accuracy_drop"]:
         return None
-    confirmed = (
-        labels is not None and labels[1].total >= limits["min_feedback"] and (worse is None or worse <= 0.5)
-    )
-    if confirmed:
-        return None
-    estimate = f"CBPE estimates the candidate's accuracy at {candidate_estimate:.3f} on live traffic, "
-    estimate += f"{expected:.3f} on its validation data"
+    if labels is not None and labels[1].total >= limits["min_feedback"]:
+        candidate_labels = labels[1]
+        if worse is not None:
+            confirmed = worse <= 0.5  # the labels lean towards not worse than the stable
+        else:
+            # No stable labels to compare with (blue idle after the switch, say): the candidate's
+            # own labelled accuracy must be where its validation data says it should be.
+            labelled_accuracy = candidate_labels.correct / candidate_labels.total
+            confirmed = labelled_accuracy >= expected - limits["max_estimated_accuracy_drop"]
+            metrics["candidate_labelled_accuracy"] = round(labelled_accuracy, 4)
+        if confirmed:
+            return None
+    # Numbers in the metrics, not the reason: a hold is recorded once, not on every new estimate.
+    estimate = "CBPE estimates the candidate's accuracy on live traffic well below its validation accuracy"
     if step_elapsed_s > limits["max_label_wait_s"]:
+        waited = limits["max_label_wait_s"]
         return Verdict(
             False,
-            [f"{estimate}, and no joined labels confirmed it within {limits['max_label_wait_s']:.0f} s"],
+            [
+                f"{estimate} ({candidate_estimate:.3f} vs {expected:.3f}), and no joined labels "
+                f"confirmed it within {waited:.0f} s"
+            ],
             metrics,
         )
     return Verdict(None, [f"holding: {estimate}; waiting for joined labels to confirm or refute it"], metrics)

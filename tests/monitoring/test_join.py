@@ -172,14 +172,26 @@ def test_a_version_the_gateways_no_longer_serve_has_its_quality_withdrawn(tmp_pa
     LabelStore(store.storage).write(
         "m", labels(request_id=[f"r{n}" for n in range(60)], label=[0] * 60), "cli"
     )
-    serving = {("m", "1")}
+    from serving.routing.spec import RoutingSpec
+    from serving.routing.spec_store import SpecStore
+
+    store.publish("m", {"model.pt": tmp_path / "model.pt"}, framework="pytorch", output=output)
+    specs = SpecStore(store.storage)
+
+    def serve_only(version: int) -> None:
+        variant = {"name": f"triton-v{version}", "version": version, "backend": "triton", "weight": 100}
+        specs.update("m", lambda _: RoutingSpec(model="m", variants=[variant]), actor="test", action="deploy")
+
+    def published() -> str:
+        return generate_latest(registry).decode()
+
     registry = CollectorRegistry()
-    exporter = QualityExporter(store, registry, min_labels=50, live_versions=lambda: set(serving))
+    exporter = QualityExporter(store, registry, min_labels=50)
+    exporter.collect_once()  # no routing spec yet: every version with labels is published
+    assert 'flywheel_live_quality{metric="accuracy",model="m",version="1"} 1.0' in published()
+    serve_only(1)
     exporter.collect_once()
-    assert (
-        'flywheel_live_quality{metric="accuracy",model="m",version="1"} 1.0'
-        in generate_latest(registry).decode()
-    )
-    serving.clear()  # v1 retired: the gateways report no traffic for it any more
+    assert 'flywheel_live_quality{metric="accuracy",model="m",version="1"} 1.0' in published()
+    serve_only(2)  # v1 retired: its quality is withdrawn, so its alert resolves
     exporter.collect_once()
-    assert "flywheel_live_quality{" not in generate_latest(registry).decode()
+    assert "flywheel_live_quality{" not in published()

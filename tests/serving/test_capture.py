@@ -175,3 +175,51 @@ def test_tensors_round_trip_and_non_numeric_ones_keep_their_shape_only() -> None
     text = encode_tensors({"names": np.array([b"a", b"bc"], dtype=object)})
     with pytest.raises(ValueError, match="captured by shape only"):
         decode_tensors(text)
+
+
+def test_a_failing_store_backs_off_and_a_full_buffer_does_not_wake_the_flush_meanwhile(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    storage = FailingStorage(tmp_path)
+    capture = writer(storage, batch_records=2, flush_interval_s=10)
+    offer(capture, "m", "r0")
+    assert asyncio.run(capture.flush()) == 0
+    assert capture._retry_at >= time.monotonic() + 9, "the next try waits out the interval at least"
+    capture._wake.clear()
+    for number in range(1, 4):
+        offer(capture, "m", f"r{number}")
+    assert not capture._wake.is_set(), "no flush per request while the store is down"
+    storage.failing = False
+    assert asyncio.run(capture.flush()) == 4 and capture._retry_at == 0.0
+
+
+def test_a_batch_that_cannot_be_encoded_is_dropped_and_counted_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serving.gateway.capture as module
+
+    encode = module.to_parquet
+
+    def refuse_bad(rows: list[dict[str, Any]]) -> bytes:
+        if rows[0]["model"] == "bad":
+            raise ValueError("cannot encode")
+        return encode(rows)
+
+    monkeypatch.setattr(module, "to_parquet", refuse_bad)
+    capture = writer(FileStorage(tmp_path))
+    offer(capture, "bad", "b0")
+    offer(capture, "good", "g0")
+    assert asyncio.run(capture.flush()) == 1 and capture.buffered == 0
+    assert counter(capture, "bad", "dropped_encode") == 1
+    assert [row["request_id"] for row in CaptureReader(FileStorage(tmp_path)).read("good").to_pylist()] == [
+        "g0"
+    ]
+
+
+def test_a_replica_name_that_cannot_be_a_key_is_refused_at_start(tmp_path: Path) -> None:
+    from model_store.errors import InvalidNameError
+
+    with pytest.raises(InvalidNameError, match="gateway replica name"):
+        CaptureWriter(FileStorage(tmp_path), CollectorRegistry(), "../gw", 1.0)

@@ -52,6 +52,13 @@ def test_a_candidate_estimated_well_below_its_own_validation_accuracy_holds_unti
     assert expired is not None and expired.passed is False and "no joined labels" in expired.reasons[0]
     confirmed = (LabelCounts(50, 40), LabelCounts(50, 42))
     assert quality_verdict(stable, candidate, LIMITS, confirmed, pair) is None
+    # No stable labels to compare with: the candidate's own labels must meet its validation accuracy.
+    assert quality_verdict(stable, candidate, LIMITS, (LabelCounts(), LabelCounts(20, 18)), pair) is None
+    wrong = quality_verdict(stable, candidate, LIMITS, (LabelCounts(), LabelCounts(20, 0)), pair)
+    assert wrong is not None and wrong.passed is None and wrong.metrics["candidate_labelled_accuracy"] == 0.0
+    assert held.reasons == quality_verdict(stable, confident([290, 10, 0]), LIMITS, None, pair).reasons, (
+        "the reason stays the same as the estimate moves: a hold is recorded once"
+    )
     # Traffic like its validation data, a stale stable CBPE misjudges, no calibration map, or too
     # few confidences: nothing to say.
     assert quality_verdict(confident([300, 0, 0]), confident([30, 60, 210]), LIMITS, None, pair) is None
