@@ -29,6 +29,7 @@ import secrets
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -53,8 +54,11 @@ class LabelError(ValueError):
     """A label file that cannot be used (missing columns, rows naming nothing, bad values)."""
 
 
-def normalise_labels(table: pa.Table, source: str, labelled_at: datetime | None = None) -> pa.Table:
-    """Any table with ``label`` and ``request_id`` and/or ``entity`` columns -> :data:`LABEL_SCHEMA`."""
+def normalise_labels(
+    table: pa.Table, source: str, labelled_at: datetime | None = None, classes: int | None = None
+) -> pa.Table:
+    """Any table with ``label`` and ``request_id`` and/or ``entity`` columns -> :data:`LABEL_SCHEMA`.
+    ``classes``: a classifier's class count; its labels must be class indices below it."""
     names = set(table.column_names)
     if "label" not in names or not names & {"request_id", "entity"}:
         raise LabelError(
@@ -66,7 +70,10 @@ def normalise_labels(table: pa.Table, source: str, labelled_at: datetime | None 
     def strings(name: str) -> pa.Array:
         if name not in names:
             return pa.nulls(rows, pa.string())
-        return pc.cast(table[name], pa.string()).combine_chunks()
+        text = pc.utf8_trim_whitespace(pc.cast(table[name], pa.string()).combine_chunks())
+        return pc.if_else(
+            pc.equal(text, ""), pa.scalar(None, pa.string()), text
+        )  # a blank cell names nothing
 
     request_id, entity = strings("request_id"), strings("entity")
     try:
@@ -75,13 +82,20 @@ def normalise_labels(table: pa.Table, source: str, labelled_at: datetime | None 
         raise LabelError(f"the 'label' column must be numbers: {error}") from None
     if label.null_count or (rows and not pc.all(pc.is_finite(label)).as_py()):
         raise LabelError("every label must be a finite number")
+    if classes is not None and rows:
+        values = label.to_numpy(zero_copy_only=False)
+        bad = values[(values != np.floor(values)) | (values < 0) | (values >= classes)]
+        if len(bad):
+            raise LabelError(
+                f"a label of this classifier is a class index from 0 to {classes - 1}; got {bad[0]:g}"
+            )
     unnamed = pc.and_(pc.is_null(request_id), pc.is_null(entity))
     if rows and pc.any(unnamed).as_py():
         raise LabelError("every label row needs a request_id or an entity")
+    stamps = pa.array([when] * rows, pa.timestamp("us", tz="UTC"))
     if "labelled_at" in names:
-        stamps = pc.cast(table["labelled_at"], pa.timestamp("us", tz="UTC")).combine_chunks()
-    else:
-        stamps = pa.array([when] * rows, pa.timestamp("us", tz="UTC"))
+        given = pc.cast(table["labelled_at"], pa.timestamp("us", tz="UTC")).combine_chunks()
+        stamps = pc.if_else(pc.is_null(given), stamps, given)  # a blank time: when it was stored
     return pa.Table.from_arrays(
         [request_id, entity, label, stamps, pa.array([source] * rows, pa.string())], schema=LABEL_SCHEMA
     )
@@ -98,7 +112,8 @@ class LabelStore:
         if not table.schema.equals(LABEL_SCHEMA):
             table = normalise_labels(table, source)
         now = datetime.now(UTC)
-        name = f"{source}-{now:%H%M%S}-{secrets.token_hex(4)}.parquet"
+        # The write time first: within a day, file names sort in the order labels arrived.
+        name = f"{now:%H%M%S%f}-{source}-{secrets.token_hex(4)}.parquet"
         key = f"{LABELS_PREFIX}{model}/{now.date().isoformat()}/{name}"
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd")

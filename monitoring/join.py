@@ -66,13 +66,25 @@ class JoinReport:
 
 
 def _newest(labels: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The newest label per key: by ``labelled_at``, then by file (label file names start with
+    their UTC write time), then by position in the file; a stable sort, so ties never flip."""
     named = labels[labels[key].notna()]
-    return named.sort_values("labelled_at").drop_duplicates(key, keep="last")
+    ordered = named.sort_values(["labelled_at", "label_file"], kind="stable")
+    return ordered.drop_duplicates(key, keep="last")
+
+
+def unambiguous(captures: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Captures whose request id names one request. The same record written twice (a flush retried
+    after a put that succeeded but timed out) counts once; an id that names different requests (a
+    client reusing ids) is left out of the join, so a label can never reach the wrong request."""
+    captures = captures.drop_duplicates(["request_id", "served_at", "version"])
+    repeated = captures["request_id"].duplicated(keep=False)
+    return captures[~repeated], int(captures.loc[repeated, "request_id"].nunique())
 
 
 def join(captures: pd.DataFrame, labels: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Joined rows (one per captured request that has a label) and how many labels are pending."""
-    captures = captures[CAPTURE_COLUMNS]
+    captures, _ = unambiguous(captures[CAPTURE_COLUMNS])
     label_columns = ["label", "labelled_at", "label_file"]
     by_id = _newest(labels, "request_id")
     matched_id = captures.merge(by_id[["request_id", *label_columns]], on="request_id", how="inner")
@@ -130,11 +142,41 @@ def expected_calibration_error(
 
 
 class LabelJoiner:
+    """Captures and label files never change once written, so a long-lived joiner (the drift
+    exporter's) keeps what it read and downloads only the objects that are new since its last run;
+    objects that leave the window are forgotten."""
+
     def __init__(self, storage: ObjectStorage, window_days: int = 7) -> None:
         self.storage = storage
         self.window_days = window_days
         self.captures = CaptureReader(storage)
         self.labels = LabelStore(storage)
+        self._capture_cache: dict[str, pa.Table] = {}
+        self._label_cache: dict[str, pa.Table] = {}
+
+    def _captures(self, model: str, since: date) -> pd.DataFrame:
+        keys = [batch.key for batch in self.captures.batches(model, since=since)]
+        for key in keys:
+            if key not in self._capture_cache:
+                self._capture_cache[key] = self.captures.read_batch(key, columns=CAPTURE_COLUMNS)
+        prefix = f"capture/{model}/"
+        for stale in [k for k in self._capture_cache if k.startswith(prefix) and k not in set(keys)]:
+            del self._capture_cache[stale]
+        if not keys:
+            return self.captures.read(model, since=since, columns=CAPTURE_COLUMNS).to_pandas()
+        return pa.concat_tables([self._capture_cache[key] for key in keys]).to_pandas()
+
+    def _labels(self, model: str, since: date) -> pd.DataFrame:
+        keys = list(self.labels.files(model, since))
+        for key in keys:
+            if key not in self._label_cache:
+                self._label_cache[key] = self.labels.read_file(key)
+        prefix = f"labels/{model}/"
+        for stale in [k for k in self._label_cache if k.startswith(prefix) and k not in set(keys)]:
+            del self._label_cache[stale]
+        if not keys:
+            return self.labels.read(model, since).to_pandas()
+        return pa.concat_tables([self._label_cache[key] for key in keys]).to_pandas()
 
     @staticmethod
     def joined_key(model: str) -> str:
@@ -145,8 +187,8 @@ class LabelJoiner:
         started = time.perf_counter()
         since = (today or datetime.now(UTC).date()) - timedelta(days=self.window_days)
         etag = self.storage.etag(self.joined_key(model))
-        captures = self.captures.read(model, since=since, columns=CAPTURE_COLUMNS).to_pandas()
-        labels = self.labels.read(model, since=since).to_pandas()
+        captures = self._captures(model, since)
+        labels = self._labels(model, since)
         joined, pending = join(captures, labels)
         sink = io.BytesIO()
         pq.write_table(pa.Table.from_pandas(joined, preserve_index=False), sink, compression="zstd")

@@ -34,6 +34,10 @@ class IngestResult:
         return self.snapshot is None
 
 
+#: Where labelled captured requests land as raw data (``training/labelled_captures.py``), per model.
+LABELLED_CAPTURES_FOLDER = "labelled-captures/"
+
+
 def snapshot_id_for(objects: list[tuple[str, str]]) -> str:
     digest = hashlib.sha256("\n".join(f"{key}\t{etag}" for key, etag in sorted(objects)).encode())
     return f"snap-{digest.hexdigest()[:16]}"
@@ -58,7 +62,12 @@ def ingest(
     datasets = DatasetStore(storage)
     previous = datasets.list_snapshots(dataset)
     seen = {(item.key, item.etag) for snapshot in previous for item in snapshot.objects}
-    listed = list_raw_objects(client, bucket, prefix, task.raw_suffixes)
+    # Another model's labelled traffic is its own, not this dataset's raw data.
+    own = f"{LABELLED_CAPTURES_FOLDER}{dataset}/"
+    listed = [
+        item for item in list_raw_objects(client, bucket, prefix, task.raw_suffixes)
+        if LABELLED_CAPTURES_FOLDER not in item["key"] or own in item["key"]
+    ]  # fmt: skip
     new = [item for item in listed if (item["key"], item["etag"]) not in seen]
     if not new:
         return IngestResult(snapshot=None, new_objects=0, already_seen=len(listed))

@@ -33,9 +33,10 @@ from model_store.errors import ObjectNotFoundError, PreconditionFailedError
 from model_store.names import validate_name
 from monitoring.join import JoinConflictError, LabelJoiner
 from tasks.base import Task
+from training.ingest import LABELLED_CAPTURES_FOLDER
 
 LABELLED_PREFIX = "labelled/"
-RAW_FOLDER = "labelled-captures/"
+RAW_FOLDER = LABELLED_CAPTURES_FOLDER
 
 
 def records(store: ModelStore, model: str) -> list[dict[str, Any]]:
@@ -46,7 +47,7 @@ def records(store: ModelStore, model: str) -> list[dict[str, Any]]:
 
 def record_for_key(store: ModelStore, model: str, raw_key: str) -> dict[str, Any] | None:
     """The record of the batch a raw object came from, or None for ordinary landed data."""
-    if f"{RAW_FOLDER}{model}/" not in raw_key:
+    if RAW_FOLDER not in raw_key:
         return None
     batch_id = raw_key.rsplit("/", 1)[-1].split(".", 1)[0]
     try:
@@ -92,7 +93,8 @@ def materialise(
         return None
     suffix, body = written
     batch_id = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-    key = f"{settings.raw_prefix}{RAW_FOLDER}{model}/{batch_id}{suffix}"
+    # Under the model's dataset name, which is what its ingest takes (FLYWHEEL_DATASET_NAME, else the model).
+    key = f"{settings.raw_prefix}{RAW_FOLDER}{settings.dataset_name or model}/{batch_id}{suffix}"
     client.put_object(Bucket=settings.raw_bucket, Key=key, Body=body)
     record = {
         "batch_id": batch_id,

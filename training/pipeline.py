@@ -11,6 +11,7 @@ here is what one ``flywheel pipeline ...`` command and one Airflow task call.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from training.gate import GatePolicy, gate
 from training.package import packaged_backends
 from training.run_area import RunArea
 
+log = logging.getLogger(__name__)
 #: Called with a short description of what a step is doing, for progress display.
 Progress = Callable[[str], None]
 
@@ -105,9 +107,13 @@ def step_ingest(context: PipelineContext) -> dict[str, Any]:
         from training.labelled_captures import materialise
 
         context.progress("taking captured requests whose labels came back")
-        labelled = materialise(
-            settings, context.store, context.model, task, client, settings.labelled_captures_min_rows
-        )
+        try:
+            labelled = materialise(
+                settings, context.store, context.model, task, client, settings.labelled_captures_min_rows
+            )
+        except Exception as error:  # learning from traffic is extra: it never costs the run its data
+            log.warning("labelled captured requests not taken this run: %s", error)
+            labelled = {"error": str(error)}
     context.progress(f"listing s3://{settings.raw_bucket}/{settings.raw_prefix} for {task.name} data")
     result = ingest(
         client,
@@ -130,6 +136,7 @@ def step_ingest(context: PipelineContext) -> dict[str, Any]:
             "snapshot_id": unfinished.snapshot_id,
             "new_objects": 0,
             "content_hash": unfinished.content_hash,
+            "labelled_captures": labelled,
         }
     context.run_id = result.snapshot.snapshot_id
     return {

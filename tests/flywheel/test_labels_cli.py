@@ -107,6 +107,9 @@ def test_bad_label_files_are_refused_and_store_nothing(
         ".csv, .parquet"
         in run_json(runner, "labels", "import", "c", str(tmp_path / "labels.txt"), code=1)["error"]
     )
+    (tmp_path / "class-5.csv").write_text("request_id,label\nr1,5\n")
+    error = run_json(runner, "labels", "import", "c", str(tmp_path / "class-5.csv"), code=1)["error"]
+    assert "class index from 0 to 2" in error, "c has three classes"
     (tmp_path / "ok.csv").write_text("request_id,label\nr1,1\n")
     assert (
         "invalid model name"

@@ -84,17 +84,11 @@ def test_two_joiners_racing_never_overwrite_silently(tmp_path: Path) -> None:
     class Racing(LabelJoiner):
         """Reads the labels, then another joiner takes a newer label in and writes first."""
 
-        def run(self, model: str, today: Any = None) -> Any:
-            read = self.labels.read
-
-            def read_then_lose_the_race(*args: Any, **kwargs: Any) -> Any:
-                seen = read(*args, **kwargs)
-                LabelStore(storage).write("m", labels(request_id=["a"], label=[0.3]), "newer")
-                LabelJoiner(storage).run(model)
-                return seen
-
-            self.labels.read = read_then_lose_the_race  # type: ignore[method-assign]
-            return super().run(model, today)
+        def _labels(self, model: str, since: Any) -> Any:
+            seen = super()._labels(model, since)
+            LabelStore(storage).write("m", labels(request_id=["a"], label=[0.3]), "newer")
+            LabelJoiner(storage).run(model)
+            return seen
 
     with pytest.raises(JoinConflictError, match="another joiner"):
         Racing(storage).run("m")
@@ -195,3 +189,28 @@ def test_a_version_the_gateways_no_longer_serve_has_its_quality_withdrawn(tmp_pa
     serve_only(2)  # v1 retired: its quality is withdrawn, so its alert resolves
     exporter.collect_once()
     assert "flywheel_live_quality{" not in published()
+
+
+def test_an_id_that_names_two_different_requests_is_left_out_and_a_repeated_record_counts_once(
+    tmp_path: Path,
+) -> None:
+    storage = FileStorage(tmp_path)
+    capture(storage, [("same", 1, [0.9, 0.1], None), ("reused", 1, [0.9, 0.1], None)])
+    capture(storage, [("reused", 1, [0.1, 0.9], None)])  # a client reusing its id for another request
+    LabelStore(storage).write("m", labels(request_id=["same", "reused"], label=[0, 1]), "cli")
+    report = LabelJoiner(storage).run("m")
+    assert report.joined == 1 and LabelJoiner(storage).read("m")["request_id"].tolist() == ["same"]
+
+
+def test_blank_cells_name_nothing_and_classifier_labels_must_be_class_indices() -> None:
+    table = normalise_labels(pa.table({"request_id": ["r1", ""], "entity": [None, "AAPL@2024-01-02"],
+                                       "label": [1.0, 0.5]}), "cli")  # fmt: skip
+    assert table["request_id"].to_pylist() == ["r1", None]
+    with pytest.raises(LabelError, match="request_id or an entity"):
+        normalise_labels(pa.table({"request_id": [" "], "label": [1]}), "cli")
+    with pytest.raises(LabelError, match=r"class index from 0 to 9; got 2\.7"):
+        normalise_labels(pa.table({"request_id": ["a", "b"], "label": [3, 2.7]}), "cli", classes=10)
+    with pytest.raises(LabelError, match="got 12"):
+        normalise_labels(pa.table({"request_id": ["a"], "label": [12]}), "cli", classes=10)
+    stamped = normalise_labels(pa.table({"request_id": ["a"], "label": [1], "labelled_at": [None]}), "cli")
+    assert stamped["labelled_at"][0].as_py() is not None, "a blank time is when it was stored"

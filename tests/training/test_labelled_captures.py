@@ -70,6 +70,8 @@ def test_labelled_captures_land_once_as_a_raw_batch_that_ingest_takes(
     records = [record_for_key(store, "c", item.key) for item in snapshot.objects]
     assert sorted(record["rows"] for record in records if record) == [2, 8]
     assert record_for_key(store, "c", "raw/fashion/base.parquet") is None
+    # Another classifier on the same landing prefix never takes c's labelled traffic.
+    assert ingest(client, bucket, "raw/", store.storage, "other-classifier", FASHION).snapshot is None
 
 
 def test_a_task_that_serves_features_never_trains_on_its_captures(
