@@ -405,3 +405,75 @@ def test_a_rollout_holds_while_the_stable_server_is_down_then_goes_on(
         "step 1 of 3 (20%): window restarted",
     ], run.actions
     assert run.load.failures() == 0, "failover while down, failover while TorchServe reloads"
+
+
+class Labeller:
+    """A client whose requests are captured, and a labelling team: each answer's truth arrives a
+    moment later as a label file, and the join runs (as the drift exporter's would) into the store.
+    The truth agrees in sign with what ``right_version`` answered and opposes any other version."""
+
+    def __init__(self, stack: GatewayStack, right_version: int) -> None:
+        from model_store.labels import LabelStore
+        from monitoring.join import LabelJoiner
+
+        storage = ModelStore.open(stack.settings.resolve_store_uri()).storage
+        self.stack, self.right_version = stack, right_version
+        self.labels, self.joiner = LabelStore(storage), LabelJoiner(storage)
+        self.labelled = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        import uuid
+
+        import pyarrow as pa
+
+        from model_store.labels import normalise_labels
+
+        body = v2_body(windows(seed=5))
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                ids, truths = [], []
+                for _ in range(10):
+                    request_id = f"labelled-{uuid.uuid4().hex[:12]}"
+                    headers = {"x-request-id": request_id, "x-flywheel-capture": "on"}
+                    response = client.post(
+                        f"{self.stack.url}/v2/models/{MODEL}/infer", json=body, headers=headers
+                    )
+                    if response.status_code != 200:
+                        continue
+                    answer = float(response.json()["outputs"][0]["data"][0])
+                    right = int(response.headers["x-flywheel-version"]) == self.right_version
+                    ids.append(request_id)
+                    truths.append(answer if right else -answer - 1e-3)
+                if ids:
+                    table = normalise_labels(pa.table({"request_id": ids, "label": truths}), "test-labeller")
+                    self.labels.write(MODEL, table, "test-labeller")
+                    self.labelled += len(ids)
+                self.joiner.run(MODEL)
+
+    def __enter__(self) -> Labeller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_joined_labels_roll_back_a_candidate_whose_answers_the_truth_contradicts(
+    controller: GatewayStack, canary: GatewayStack
+) -> None:
+    """No error, no latency, no prediction shift: only the labels that came back, joined in the
+    store to the requests each version served, tell the controller the candidate is worse."""
+    serve_only(controller, "torchserve-v1", 1, "torchserve")
+    with Labeller(controller, right_version=1) as labeller:
+        run = roll_out(
+            controller, 2, "triton", "canary", steps=[50, 100], interval_s=60, params=NO_PSI_GATE,
+            reason="rollout test: labels",
+        )  # fmt: skip
+    assert run.spec["rollout"]["status"] == "rolled_back", run.spec["rollout"]
+    last = run.spec["history"][-1]
+    assert "joined labels say the candidate is worse" in last["reason"], last
+    assert last["metrics"]["metrics"]["candidate_labels"] >= 20 and labeller.labelled >= 20
+    assert run.load.failures() == 0, run.load.failed()
