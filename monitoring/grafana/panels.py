@@ -110,6 +110,20 @@ def build_dashboard() -> Dashboard:
                 thresholds=(0.2,),
             ),
             Panel(
+                "Model accuracy: on joined labels, estimated before them, on the holdout",
+                (
+                    Query('flywheel_live_quality{metric="accuracy"}', "labelled {{model}} v{{version}}"),
+                    Query('flywheel_estimated_quality{metric="accuracy"}', "CBPE {{model}} v{{version}}"),
+                    Query('flywheel_holdout_quality{metric="accuracy"}', "holdout {{model}} v{{version}}"),
+                ),
+                unit="percentunit",
+                description=(
+                    "Live accuracy over each version's newest joined labels, CBPE's estimate from its "
+                    "confidences before any label, and its holdout accuracy; ModelQualityDegraded fires "
+                    "0.1 below the holdout."
+                ),
+            ),
+            Panel(
                 "Retraining runs",
                 (
                     Query(

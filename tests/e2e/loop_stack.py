@@ -47,6 +47,9 @@ LOOP_SETTINGS = {
     "FLYWHEEL_RETRAIN_CANARY_INTERVAL_S": "5",
     "FLYWHEEL_ROLLOUT_TICK_S": "1",
     "FLYWHEEL_MODEL_NAME": MODEL,
+    # Labels joined every 2 s; live quality from 50 labels (the classifier test sends 120).
+    "FLYWHEEL_QUALITY_INTERVAL_S": "2",
+    "FLYWHEEL_QUALITY_MIN_LABELS": "50",
     # Production's Airflow on the shared loop stack: CeleryExecutor with Redis and PostgreSQL, and the
     # preprocess step submitted with spark-submit (pipeline_step.py) rather than run by a BashOperator.
     "FLYWHEEL_AIRFLOW_EXECUTOR": "celery",

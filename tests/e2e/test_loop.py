@@ -225,7 +225,7 @@ def test_the_classifier_trains_serves_and_retrains_after_its_images_drift(loop_s
     )
     assert stack.store.get_manifest(CLASSIFIER, 1).task == "fashion_mnist"
 
-    _, images, _ = select("test", 0, 512)
+    _, images, truth = select("test", 0, 512)
     inverted = (255 - images).astype(np.float32)
     before = {run["dag_run_id"] for run in stack.runs("alert__")}
     stack.flywheel_json(
@@ -279,6 +279,20 @@ def test_the_classifier_trains_serves_and_retrains_after_its_images_drift(loop_s
     metrics = stack.http.get(f"{stack.settings.gateway_url}/metrics").text
     assert f'flywheel_retrain_runs_total{{model="{CLASSIFIER}",state="published"}} 2.0' in metrics
 
+    # Labels come back for captured requests: the real exporter joins them and publishes v2's live
+    # accuracy beside its holdout accuracy.
+    labelled = labelled_requests(stack, inverted[:120], truth[:120])
+    imported = stack.flywheel_json("labels", "import", CLASSIFIER, str(labelled))
+    assert imported["labels"] == 120
+    wait_until(
+        lambda: bool(stack.prometheus(f'flywheel_live_quality{{model="{CLASSIFIER}",version="2"}}')),
+        60,
+        "the exporter's live quality of v2 on joined labels",
+        interval_s=0.5,
+    )
+    [live] = stack.prometheus(f'flywheel_live_quality{{model="{CLASSIFIER}",version="2",metric="accuracy"}}')
+    assert float(live["value"][1]) > 0.5, "v2 was retrained on inverted images: most of them right"
+
     scored = stack.flywheel_json("batch", "score", CLASSIFIER)
     assert scored["rows"] == 6000 and 0 < scored["to_label"] < scored["rows"], scored
     assert scored["label_threshold"] == 0.95
@@ -294,6 +308,24 @@ def test_the_classifier_trains_serves_and_retrains_after_its_images_drift(loop_s
     assert len(labeling) == scored["to_label"] and (labeling["confidence"] < 0.95).all()
     assert labeling["source"].str.startswith(f"s3://{stack.settings.raw_bucket}/").all()
     assert set(labeling["predicted_label"]) <= set(stack.store.get_manifest(CLASSIFIER, 2).output.class_names)
+
+
+def labelled_requests(stack: LoopStack, images: np.ndarray, truth: np.ndarray) -> Path:
+    """One captured request per image, then a labelling team's CSV of their true classes."""
+    rows = ["request_id,label"]
+    for number, image in enumerate(images):
+        request_id = f"labelled-{number}-{time.monotonic_ns()}"
+        body = {"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 28, 28],
+                            "data": image.reshape(-1).tolist()}]}  # fmt: skip
+        headers = {"x-request-id": request_id, "x-flywheel-capture": "on"}
+        response = stack.http.post(
+            f"{stack.settings.gateway_url}/v2/models/{CLASSIFIER}/infer", json=body, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        rows.append(f"{request_id},{int(truth[number])}")
+    path = stack.home / f"labels-{time.monotonic_ns()}.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
 
 
 def test_the_batch_scoring_dag_writes_predictions_and_a_labeling_set(
