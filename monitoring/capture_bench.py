@@ -1,7 +1,7 @@
 """What the data flywheel costs: capture on the request path, its flush, and the label join.
 
 - ``offer``: nanoseconds per :meth:`CaptureWriter.offer` call, for a request the draw skips and for
-  one it captures, with the forecaster's and the classifier's tensor shapes: the whole cost a
+  one it captures, with a window model's and an image model's tensor shapes: the whole cost a
   served request pays (encoding and I/O happen later, in the flush thread);
 - ``flush``: captured requests encoded and written per second (Parquet to the given storage);
 - ``join``: seconds for a label join over N captured requests and as many labels.

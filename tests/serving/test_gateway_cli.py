@@ -174,7 +174,10 @@ def test_two_deploys_at_once_one_wins_and_the_other_gets_409_naming_it(canary: G
     racers = {
         backend: subprocess.Popen(
             [sys.executable, "-m", "flywheel", "deploy", MODEL, "--version", "2", "--backend", backend,
-             "--strategy", "canary", "--weight", "20", "--actor", f"racer-{backend}"],
+             "--strategy", "canary", "--weight", "20", "--actor", f"racer-{backend}",
+             # Both read the same revision, as two operators looking at the same spec: on a busy
+             # machine one racer could otherwise start after the other finished, and read its write.
+             "--expected-revision", str(base)],
             env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for backend in ("torchserve", "triton")
