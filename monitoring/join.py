@@ -163,7 +163,7 @@ class LabelJoiner:
         for stale in [k for k in self._capture_cache if k.startswith(prefix) and k not in set(keys)]:
             del self._capture_cache[stale]
         if not keys:
-            return self.captures.read(model, since=since, columns=CAPTURE_COLUMNS).to_pandas()
+            return pd.DataFrame(columns=CAPTURE_COLUMNS)
         return pa.concat_tables([self._capture_cache[key] for key in keys]).to_pandas()
 
     def _labels(self, model: str, since: date) -> pd.DataFrame:

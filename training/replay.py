@@ -35,6 +35,7 @@ from model_store.capture import CaptureReader, decode_tensors
 from model_store.labels import read_joined
 from model_store.manifest import OutputKind
 from model_store.store import artifacts_from_directory
+from monitoring.drift import psi
 
 REGRESSION_TOLERANCE = 0.5  # of the champion's prediction standard deviation
 BATCH_ROWS = 256
@@ -42,12 +43,6 @@ MAX_PSI = 3.0  # the canary's default max_prediction_psi
 MIN_LABELS = 20
 ACCURACY_SLACK = 0.02
 RMSE_SLACK = 1.05
-
-
-def _psi(expected: np.ndarray, actual: np.ndarray) -> float:
-    expected = np.maximum(expected / max(expected.sum(), 1.0), 1e-4)
-    actual = np.maximum(actual / max(actual.sum(), 1.0), 1e-4)
-    return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
 def _histogram(values: np.ndarray, edges: list[float] | None, classes: int | None) -> np.ndarray:
@@ -159,9 +154,9 @@ def compare(
         has_edges = "edges" in reference
         own = np.asarray(reference.get("frequencies", []) if has_edges else [], dtype=np.float64)
         live_own = _histogram(mine, reference["edges"], None) if has_edges else live
-    report["psi_against_champion"] = round(_psi(base, live), 3)
+    report["psi_against_champion"] = round(psi(base / max(base.sum(), 1.0), live), 3)
     if len(own) and len(own) == len(live_own):
-        against_own = _psi(own, live_own)
+        against_own = psi(own, live_own)
         report["psi_against_own_profile"] = round(against_own, 3)
         if against_own > MAX_PSI:
             reasons.append(
