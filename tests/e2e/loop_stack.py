@@ -30,7 +30,7 @@ from flywheel.settings import FlywheelSettings
 from flywheel.stack.credentials import admin_token, airflow_password
 from model_store import ModelStore
 from monitoring.traffic import replay, send_traffic
-from tests.support import REPO_ROOT, free_stack_ports
+from tests.support import REPO_ROOT, free_stack_ports, wait_until
 from training.reference_inputs import reference_inputs
 
 MODEL = "stock-forecaster"
@@ -172,6 +172,21 @@ class LoopStack:
             f"{self.settings.gateway_url}/admin/deployments/{model}", headers=self.admin_headers
         )
         return dict(response.json()) if response.status_code == 200 else {"variants": []}
+
+    def wait_promoted(self, model: str, version: int, timeout_s: float, what: str) -> None:
+        """Wait for ``version`` to become the champion. A rollback fails at once with the
+        controller's verdict, and a timeout says where the rollout stood: a bare timeout on a busy
+        CI machine tells nobody whether the canary was slow, held, or judged."""
+
+        def promoted() -> bool:
+            rollout = self.deployment(model).get("rollout") or {}
+            assert rollout.get("status") != "rolled_back", rollout.get("last_verdict")
+            return self.store.aliases(model).get("champion") == version
+
+        try:
+            wait_until(promoted, timeout_s, what, interval_s=1)
+        except TimeoutError as timeout:
+            raise TimeoutError(f"{timeout}; the deployment then: {self.deployment(model)}") from None
 
     def runs(self, prefix: str = "") -> list[dict[str, Any]]:
         return [run for run in self.airflow.dag_runs(DAG_ID) if run["dag_run_id"].startswith(prefix)]

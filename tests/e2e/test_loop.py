@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import pytest
 from model_store.datasets import DatasetStore
 from monitoring.grafana.panels import all_queries
 from monitoring.grafana.render import query_range, render
+from monitoring.traffic import replay
+from tasks.stock_forecast.synthetic import regime_windows
 from tests.e2e.loop_stack import DAG_ID, MODEL, LoopStack, Traffic
 from tests.support import wait_until
 from training.run_area import RunArea
@@ -175,7 +178,11 @@ def test_new_data_retrains_by_itself_and_the_canary_promotes_the_new_version(loo
     before = {run["dag_run_id"] for run in stack.runs()}
     generate(stack, "--start", "2023-01-02", "--drift")
     landed = time.monotonic()
-    with Traffic(stack, seed=2):
+    # Live traffic from the new regime, as callers send once the world has shifted: v2's replay
+    # and canary judge its answers against its own validation profile, which v1's inputs are not.
+    profile = json.loads(stack.store.read_artifact(MODEL, 1, "profile.json"))
+    shifted = regime_windows(symbols=4, start=date(2023, 1, 2), days=500, drift=True, seed=7)
+    with Traffic(stack, features=replay(shifted, profile, 4096, np.random.default_rng(2))):
 
         def scheduled_run_published() -> bool:
             return any(
@@ -186,12 +193,7 @@ def test_new_data_retrains_by_itself_and_the_canary_promotes_the_new_version(loo
             ) and 2 in stack.store.list_versions(MODEL)
 
         wait_until(scheduled_run_published, 300, "a scheduled run to take the new data and publish v2", 1)
-        wait_until(
-            lambda: stack.store.aliases(MODEL).get("champion") == 2,
-            180,
-            "the canary of v2 to promote itself",
-            interval_s=1,
-        )
+        stack.wait_promoted(MODEL, 2, 300, "the canary of v2 to promote itself")
     loop_s = time.monotonic() - landed
     spec = stack.http.get(
         f"{stack.settings.gateway_url}/admin/deployments/{MODEL}", headers=stack.admin_headers
@@ -258,12 +260,9 @@ def test_the_classifier_trains_serves_and_retrains_after_its_images_drift(loop_s
             interval_s=0.5,
         )
 
-        def promoted() -> bool:
-            rollout = stack.deployment(CLASSIFIER).get("rollout") or {}
-            assert rollout.get("status") != "rolled_back", rollout.get("last_verdict")
-            return stack.store.aliases(CLASSIFIER).get("champion") == 2
-
-        wait_until(promoted, 480, "the drift-triggered run to publish v2 and its canary to promote it", 1)
+        stack.wait_promoted(
+            CLASSIFIER, 2, 480, "the drift-triggered run to publish v2 and its canary to promote it"
+        )
     runs = [run for run in stack.runs("alert__") if run["dag_run_id"] not in before]
     assert [run["conf"]["model"] for run in runs] == [CLASSIFIER], "the bridge retrained the right model"
     assert set(traffic.statuses) == {"200"}, traffic.statuses
