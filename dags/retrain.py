@@ -1,4 +1,5 @@
-"""The retraining DAG: ingest -> Spark preprocess -> PyTorch || TensorFlow -> evaluate -> publish -> canary.
+"""The retraining DAG: ingest -> Spark preprocess -> tune -> PyTorch || TensorFlow -> evaluate -> replay
+-> publish -> canary.
 
 Thin wiring: every task runs one ``flywheel pipeline ...`` step from the platform's ``.venv``, which
 does the work and is idempotent (keyed by the dataset snapshot), so Airflow's retries are safe.
@@ -116,6 +117,8 @@ def flywheel_retrain() -> None:
     # Exit code 3: nothing new under the raw prefix, so the whole run is skipped.
     ingest = step("ingest", "ingest", skip_on_exit_code=NOTHING_NEW)
     preprocess = step("preprocess", "preprocess", spark=True)
+    # The hyperparameter search: one study both trainers take (training/tune.py says why).
+    tune = step("tune", "tune", gpu=True)
     trainers = [
         step(f"train_{name}", f"train --framework {name}", gpu=True) for name in ("pytorch", "tensorflow")
     ]
@@ -185,7 +188,7 @@ def flywheel_retrain() -> None:
 
     branch = evaluate()
     replayed = replay()
-    ingest >> preprocess >> trainers >> branch
+    ingest >> preprocess >> tune >> trainers >> branch
     branch >> package >> replayed >> publish >> deploy
     branch >> gate_failed
     replayed >> replay_failed

@@ -318,6 +318,21 @@ class FlywheelSettings(BaseSettings):
     replay_min_requests: int = Field(
         default=100, gt=0, description="Fewer captured champion requests than this: the replay is skipped."
     )
+    hpo_trials: int | None = Field(
+        default=None,
+        ge=0,
+        description="Hyperparameter-search trials per retraining run (the tune step); unset: the "
+        "task's search_budget; 0 turns the search off (the trainers take the task's defaults).",
+    )
+    hpo_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Wall-clock budget of the search in seconds: no trial starts after it; unset: "
+        "the task's search_budget.",
+    )
+    hpo_seed: int = Field(
+        default=7, description="Seed of the search's TPE sampler: the same seed picks the same trials."
+    )
     labelled_captures_min_rows: int = Field(
         default=50,
         ge=0,

@@ -102,6 +102,11 @@ class Lineage(BaseModel):
     git_sha: str | None = None
     git_dirty: bool | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    tuning: dict[str, Any] | None = Field(
+        default=None,
+        description="How the parameters were searched: best_params, trials, pruned, seed, budget, "
+        "search_space, the validation metric's best and default values. None: no search ran.",
+    )
     packages: dict[str, str] = Field(default_factory=dict)
 
 

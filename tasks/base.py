@@ -66,6 +66,14 @@ class SearchDimension:
     choices: tuple[Any, ...] = ()
 
 
+@dataclass(frozen=True)
+class SearchBudget:
+    """A retraining run's default hyperparameter-search budget (``FLYWHEEL_HPO_*`` override it)."""
+
+    trials: int
+    seconds: float
+
+
 class Task(ABC):
     """One prediction task. Subclasses set the class variables and implement the methods."""
 
@@ -84,6 +92,8 @@ class Task(ABC):
     #: Served inputs are raw data of this task: labelled captures can be trained on
     #: (``raw_from_captures``). False for a task that serves features derived from its raw data.
     learns_from_captures: ClassVar[bool] = False
+    #: How much searching ``search_space`` is worth per run: trials of one training each.
+    search_budget: ClassVar[SearchBudget] = SearchBudget(trials=4, seconds=60.0)
 
     @abstractmethod
     def signature(self) -> Signature:

@@ -50,6 +50,9 @@ def pipeline_settings(s3_settings: FlywheelSettings, home: Path) -> FlywheelSett
             # A folder store here; the stack tests and the end-to-end loop run the s3:// default.
             "store_uri": f"file://{home / 'var' / 'store'}",
             "model_name": MODEL,
+            # A real search in every run, kept to two trials (the defaults and one TPE pick):
+            # tests/training/test_tune.py runs the longer searches.
+            "hpo_trials": 2,
         }
     )
 

@@ -196,12 +196,14 @@ def step_preprocess(context: PipelineContext, force: bool = False) -> dict[str, 
 def step_train(
     context: PipelineContext, framework: str, force: bool = False, params: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Train one framework's model with the task's defaults (``params`` overrides some)."""
+    """Train one framework's model with the task's defaults, the run's searched parameters over
+    them (the tune step), and ``params`` over both."""
     from training.exports import export_savedmodel, export_torchscript, torch_predict
+    from training.tune import tuned_overrides
 
     task = context.task
-    chosen = task.params(framework, params)
     run = context.resolve_run()
+    chosen = task.params(framework, {**tuned_overrides(run, task, framework), **(params or {})})
     step = f"train-{framework}"
     if not force and (done := run.result(step)):
         return done
@@ -353,6 +355,7 @@ def step_publish(context: PipelineContext, allow_failed_gate: bool = False) -> d
     train_results = {framework: run.result(f"train-{framework}") or {} for framework in FRAMEWORKS}
     git_sha, git_dirty = git_state()
     from training.labelled_captures import record_for_key
+    from training.tune import tuning_lineage
 
     from_traffic = [
         r for item in snapshot.objects if (r := record_for_key(context.store, context.model, item.key))
@@ -367,6 +370,7 @@ def step_publish(context: PipelineContext, allow_failed_gate: bool = False) -> d
         git_sha=git_sha,
         git_dirty=git_dirty,
         params={framework: result.get("params", {}) for framework, result in train_results.items()},
+        tuning=tuning_lineage(run.result("tune")),
         packages=package_versions(),
     )
     metrics = {
@@ -400,11 +404,13 @@ def run_all(context: PipelineContext, force: bool = False) -> dict[str, Any]:
     """Every step in order; stops after ingest when nothing is new, and before publish on a failed
     gate or replay."""
     from training.replay import step_replay
+    from training.tune import step_tune
 
     results: dict[str, Any] = {"ingest": step_ingest(context)}
     if results["ingest"]["skipped"] and context.run_id is None:
         return results
     results["preprocess"] = step_preprocess(context, force)
+    results["tune"] = step_tune(context, force)
     for framework in FRAMEWORKS:
         results[f"train-{framework}"] = step_train(context, framework, force)
     results["evaluate"] = step_evaluate(context, force)

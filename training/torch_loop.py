@@ -7,9 +7,15 @@ validation (higher is better); this loop does the rest deterministically on CPU.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import torch
+
+#: Called with (epoch index, validation score) after every epoch, when set: the hyperparameter
+#: search reports each trial's validation curve through it (and prunes by raising). A context
+#: variable rather than a parameter, so every task's trainer reports without knowing of a search.
+EPOCH_OBSERVER: ContextVar[Callable[[int, float], None] | None] = ContextVar("epoch_observer", default=None)
 
 
 def fit_early_stopping(
@@ -29,7 +35,8 @@ def fit_early_stopping(
     example indices. Returns what happened: epochs run and the best score."""
     generator = torch.Generator().manual_seed(seed)
     best_score, best_state, stale, ran = float("-inf"), None, 0, 0
-    for _ in range(epochs):
+    observer = EPOCH_OBSERVER.get()
+    for epoch in range(epochs):
         ran += 1
         model.train()
         order = torch.randperm(examples, generator=generator)
@@ -40,6 +47,8 @@ def fit_early_stopping(
         model.eval()
         with torch.no_grad():
             score = validation_score()
+        if observer is not None:
+            observer(epoch, score)
         if score > best_score + 1e-9:
             best_score, stale = score, 0
             best_state = {key: value.clone() for key, value in model.state_dict().items()}

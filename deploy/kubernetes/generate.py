@@ -10,7 +10,9 @@ Usage: ``.venv/bin/python deploy/kubernetes/generate.py`` (rewrites the files in
 - ``torchserve/``: ``config.properties`` and ``log4j2.xml`` exactly as the local runtime writes them,
   with the pod's paths;
 - ``tfserving/``: the monitoring config that turns on TF Serving's Prometheus path, and the empty model
-  config the server starts from until its agent writes one.
+  config the server starts from until its agent writes one;
+- ``../katib/``: a Katib ``Experiment`` per task from its declared search space and budget
+  (``training/katib.py``), outside the base: it needs Katib's CRDs, which a plain cluster lacks.
 
 The output depends only on the repository (never on the environment), so it is byte-for-byte
 reproducible; ``tests/deploy/test_kubernetes.py`` fails when a committed file differs.
@@ -120,6 +122,31 @@ def torchserve_files() -> dict[str, str]:
     }
 
 
+#: The model each task's Katib Experiment tunes: the names the demo and the defaults use.
+KATIB_MODELS = {
+    "stock_forecast": FlywheelSettings.model_fields["model_name"].default,
+    "fashion_mnist": "image-classifier",
+}
+
+
+def katib_files() -> dict[Path, str]:
+    from tasks.registry import get_task
+    from training.katib import katib_experiment
+
+    files = {}
+    for task_name, model in KATIB_MODELS.items():
+        experiment = katib_experiment(get_task(task_name), model)
+        source = f"tasks/{task_name} (search_space, search_budget) via training/katib.py"
+        files[Path("katib") / f"{experiment['metadata']['name']}.yaml"] = _yaml(experiment, source)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": sorted(path.name for path in files),
+    }
+    files[Path("katib") / "kustomization.yaml"] = _yaml(kustomization, "the experiments beside it")
+    return files
+
+
 def generated_files() -> dict[Path, str]:
     """Every generated file, by path relative to ``deploy/kubernetes``, with its exact text."""
     generated = Path("base/generated")
@@ -132,7 +159,7 @@ def generated_files() -> dict[Path, str]:
     }
     for name, text in torchserve_files().items():
         files[generated / "torchserve" / name] = text
-    return files
+    return files | katib_files()
 
 
 def main() -> None:

@@ -131,6 +131,89 @@ def train(
 
 
 @pipeline_app.command()
+def tune(
+    ctx: typer.Context,
+    model: str = MODEL_OPTION,
+    run_id: str = RUN_OPTION,
+    trials: int = typer.Option(
+        None, "--trials", min=0, help="Trials to run (default: FLYWHEEL_HPO_TRIALS, else the task's budget)."
+    ),
+    timeout: float = typer.Option(
+        None,
+        "--timeout",
+        min=1,
+        help="Seconds after which no trial starts (default: FLYWHEEL_HPO_TIMEOUT_S).",
+    ),
+    seed: int = typer.Option(None, "--seed", help="The TPE sampler's seed (default: FLYWHEEL_HPO_SEED)."),
+    trial: list[str] = typer.Option(
+        None,
+        "--trial",
+        help="NAME=VALUE (VALUE as JSON: 0.001, [64, 32]); repeat for each parameter. Trains once with "
+        "exactly these and prints METRIC=VALUE: one trial of an outside tuner, such as a Katib trial pod.",
+    ),
+    force: bool = FORCE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Search the task's hyperparameters for this run (Optuna: TPE, median pruning on the validation
+    curve, trial 0 = the defaults) and print the trials. Both trainers then take the best parameters;
+    the published manifest's lineage says how it was tuned."""
+    from training.tune import parse_trial_arguments, run_one_trial, step_tune
+
+    settings: FlywheelSettings = ctx.obj
+    overrides = {"hpo_trials": trials, "hpo_timeout_s": timeout, "hpo_seed": seed}
+    ctx.obj = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    try:
+        chosen = parse_trial_arguments(trial or [])
+    except ValueError as error:
+        fail(str(error), as_json, exit_code=2)
+    with _pipeline(ctx, model, run_id, as_json, "tune") as context:
+        try:
+            result = (
+                run_one_trial(context, chosen)
+                if chosen
+                else step_tune(context, force or bool(overrides_set(overrides)))
+            )
+        except ValueError as error:
+            fail(str(error), as_json, exit_code=2)
+    if chosen and not as_json:
+        print(f"{result['metric']}={result['value']}")  # the line Katib's StdOut collector parses
+        return
+    emit(result, as_json, _render_tune)
+
+
+def overrides_set(overrides: dict[str, Any]) -> bool:
+    """A budget given on the command line asks for a new search, not the run's stored one."""
+    return any(value is not None for value in overrides.values())
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.5g}"
+
+
+def _render_tune(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    if result.get("skipped"):
+        console.print(f"tune: skipped ({result['reason']})")
+        return
+    table = Table(
+        title=f"{result['trials']} trials, {result['metric']} on {result['split']} ({result['direction']})"
+    )
+    for column in ("#", "state", result["metric"], "epochs", "seconds", "parameters"):
+        table.add_column(column, justify="right" if column not in ("state", "parameters") else "left")
+    for row in result["table"]:
+        value = "" if row["value"] is None else f"{row['value']:.5g}"
+        label = f"{row['number']}" + (" (defaults)" if row["defaults"] else "")
+        table.add_row(label, row["state"].lower(), value, str(row["epochs"]), f"{row['seconds'] or 0:.1f}",
+                      ", ".join(f"{k}={v}" for k, v in row["params"].items()))  # fmt: skip
+    console.print(table)
+    console.print(
+        f"best {result['metric']} {result['best_value']:.5g} (defaults {_number(result['default_value'])}) "
+        f"with {result['best_params']}; seed {result['seed']}, {result['seconds']:.0f} s"
+    )
+
+
+@pipeline_app.command()
 def evaluate(
     ctx: typer.Context,
     model: str = MODEL_OPTION,
@@ -325,6 +408,11 @@ def _render_run(results: dict[str, Any]) -> None:
                 console.print(f"    {reason}")
         elif step == "publish" and "version" in result:
             console.print(f"version {result['version']}")
+        elif step == "tune" and not result.get("skipped"):
+            console.print(
+                f"{result['trials']} trials ({result['pruned']} pruned): best {result['metric']} "
+                f"{result['best_value']:.4g}, defaults {_number(result['default_value'])}"
+            )
         elif step == "package":
             console.print(f"{len(result['files'])} files")
         else:

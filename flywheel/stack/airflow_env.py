@@ -20,5 +20,7 @@ def airflow_environment(airflow_home: Path, dags_folder: Path) -> dict[str, str]
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        # INFO: a task's log holds what its step printed (BashOperator logs output at INFO), which
+        # is what someone reading a failed run in the UI or `airflow tasks logs` needs.
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
     }

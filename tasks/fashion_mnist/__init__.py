@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model_store.manifest import OutputKind, OutputSpec, Signature, TensorSpec
-from tasks.base import MetricSpec, SearchDimension, Split, Task
+from tasks.base import MetricSpec, SearchBudget, SearchDimension, Split, Task
 from tasks.fashion_mnist.data import CLASS_NAMES, SIDE
 from tasks.fashion_mnist.params import CnnParams
 
@@ -53,6 +53,7 @@ class FashionMnistTask(Task):
     metric = MetricSpec("accuracy", higher_is_better=True, guards={"log_loss": False})
     learns_from_captures = True
     raw_suffixes = (".parquet",)
+    search_budget = SearchBudget(trials=8, seconds=120.0)
     default_params = {"pytorch": asdict(CnnParams()), "tensorflow": asdict(CnnParams())}
     vocabulary = frozenset({*CLASS_NAMES, "input_mean", "input_std"})
 

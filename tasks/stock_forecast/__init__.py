@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from model_store.manifest import OutputKind, OutputSpec, Signature
-from tasks.base import MetricSpec, SearchDimension, Split, Task
+from tasks.base import MetricSpec, SearchBudget, SearchDimension, Split, Task
 from tasks.stock_forecast.contract import FEATURE_COLUMNS, TARGET_COLUMN
 from tasks.stock_forecast.params import TensorFlowParams, TorchParams
 
@@ -30,6 +30,7 @@ class StockForecastTask(Task):
     metric = MetricSpec("rmse", higher_is_better=False, guards={"mae": False, "directional_accuracy": True})
     raw_suffixes = (".csv",)
     vocabulary = frozenset({*FEATURE_COLUMNS, TARGET_COLUMN, "FEATURE_COLUMNS", "TARGET_COLUMN"})
+    search_budget = SearchBudget(trials=16, seconds=60.0)
     default_params = {
         "pytorch": asdict(TorchParams()),
         "tensorflow": asdict(TensorFlowParams()),

@@ -52,7 +52,9 @@ def operator(task: Any) -> dict[str, Any]:
             "env": sorted(task.env_vars or {}),
         }
     if kind == "BashOperator":
-        return {"operator": kind, "bash_command": task.bash_command, "env": task.env}
+        skip = task.skip_on_exit_code
+        skip = sorted(skip) if isinstance(skip, (list, set, tuple)) else skip
+        return {"operator": kind, "bash_command": task.bash_command, "env": task.env, "skip_on_exit": skip}
     return {"operator": kind}
 
 

@@ -42,14 +42,15 @@ def dags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_retrain_dag_wires_ingest_to_canary_with_gate_and_replay_branches(dags: dict[str, Any]) -> None:
     dag = dags["flywheel_retrain"]
     assert dag["tasks"] == sorted(
-        ["ingest", "preprocess", "train_pytorch", "train_tensorflow", "evaluate", "gate_failed",
+        ["ingest", "preprocess", "tune", "train_pytorch", "train_tensorflow", "evaluate", "gate_failed",
          "package", "replay", "replay_failed", "publish", "deploy", "report"]
     )  # fmt: skip
     edges = {tuple(edge) for edge in dag["edges"]}
     assert edges == {
         ("ingest", "preprocess"),
-        ("preprocess", "train_pytorch"),
-        ("preprocess", "train_tensorflow"),
+        ("preprocess", "tune"),
+        ("tune", "train_pytorch"),
+        ("tune", "train_tensorflow"),
         ("train_pytorch", "evaluate"),
         ("train_tensorflow", "evaluate"),
         ("evaluate", "package"),
@@ -76,7 +77,16 @@ def test_batch_score_dag_runs_one_scoring_task_with_retries(dags: dict[str, Any]
     assert dag["retries"]["score"] >= 1 and dag["timeouts"]["score"]
 
 
-PIPELINE_STEPS = ["ingest", "preprocess", "train_pytorch", "train_tensorflow", "package", "publish", "deploy"]
+PIPELINE_STEPS = [
+    "ingest",
+    "preprocess",
+    "tune",
+    "train_pytorch",
+    "train_tensorflow",
+    "package",
+    "publish",
+    "deploy",
+]
 
 
 def pipeline_arguments(step: str) -> list[str]:
@@ -94,7 +104,10 @@ def test_the_local_runner_keeps_a_runs_params_out_of_the_shell_line(dags: dict[s
         assert bash["bash_command"].startswith('"$FLYWHEEL" pipeline ')
         assert bash["env"]["FLYWHEEL"].endswith("/.venv/bin/flywheel")
         assert "{{ params.model }}" in bash["env"].values()
-    assert dags["flywheel_batch_score"]["operators"]["score"]["operator"] == "BashOperator"
+    score = dags["flywheel_batch_score"]["operators"]["score"]
+    assert score["operator"] == "BashOperator"
+    # `flywheel batch score` exits 3 when nothing is new: a skipped task, not a failed run.
+    assert score["skip_on_exit"] in (3, [3]), score
 
 
 def test_the_kubernetes_runner_runs_each_step_as_a_pod_with_gpus_only_for_training(
@@ -109,7 +122,7 @@ def test_the_kubernetes_runner_runs_each_step_as_a_pod_with_gpus_only_for_traini
         pod = operators[step]
         assert pod["operator"] == "KubernetesPodOperator", step
         image, _, tag = pod["image"].rpartition(":")
-        training = step.startswith("train_")
+        training = step.startswith("train_") or step == "tune"  # the search trains too
         expected = "/flywheel-train-gpu" if training else "/flywheel"
         assert image.endswith(expected) and tag and tag != "latest", "a pinned platform (or CUDA) image"
         assert pod["mounts"] == ["/tmp", "/var/lib/flywheel"], "writable scratch on a read-only root"

@@ -296,7 +296,10 @@ def test_committed_generated_files_match_the_generator() -> None:
         assert committed.exists(), f"{relative} missing: {REGENERATE}"
         assert committed.read_text() == text, f"{relative} is stale: {REGENERATE}"
     on_disk = {
-        path.relative_to(KUBERNETES_DIR) for path in generate.GENERATED_DIR.rglob("*") if path.is_file()
+        path.relative_to(KUBERNETES_DIR)
+        for folder in (generate.GENERATED_DIR, KUBERNETES_DIR / "katib")
+        for path in folder.rglob("*")
+        if path.is_file()
     }
     assert on_disk == set(files), f"files the generator no longer writes: {on_disk - set(files)}"
     assert generate.generated_files() == files, "the generator's output is not deterministic"
@@ -607,3 +610,73 @@ def test_every_flywheel_image_the_manifests_name_has_a_dockerfile_from_pinned_ba
         pattern.rstrip("*") for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]
     }
     assert packages <= copied, packages - copied
+
+
+# Katib: the tasks' search spaces as Experiments ------------------------------------------------------
+def katib_experiments() -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [KUBECTL, "kustomize", str(KUBERNETES_DIR / "katib")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return [document for document in yaml.safe_load_all(result.stdout) if document]
+
+
+def test_each_tasks_katib_experiment_is_its_search_space_budget_and_metric() -> None:
+    from tasks.registry import get_task
+    from training.tune import parse_trial_arguments
+
+    experiments = {item["metadata"]["name"]: item for item in katib_experiments()}
+    assert set(experiments) == {f"flywheel-tune-{name.replace('_', '-')}" for name in generate.KATIB_MODELS}
+    for task_name in generate.KATIB_MODELS:
+        task = get_task(task_name)
+        spec = experiments[f"flywheel-tune-{task_name.replace('_', '-')}"]["spec"]
+        assert spec["objective"] == {
+            "type": "maximize" if task.metric.higher_is_better else "minimize",
+            "objectiveMetricName": task.metric.primary,
+        }
+        assert (
+            spec["algorithm"]["algorithmName"] == "tpe" and spec["maxTrialCount"] == task.search_budget.trials
+        )
+        seed = FlywheelSettings.model_fields["hpo_seed"].default
+        assert spec["algorithm"]["algorithmSettings"] == [{"name": "random_state", "value": str(seed)}]
+        space = task.search_space()
+        assert [parameter["name"] for parameter in spec["parameters"]] == list(space)
+        template = spec["trialTemplate"]
+        references = {parameter["reference"] for parameter in template["trialParameters"]}
+        assert references == set(space), "every trial parameter names a searched parameter"
+        (trial,) = template["trialSpec"]["spec"]["template"]["spec"]["containers"]
+        assert trial["command"] == ["flywheel"] and trial["args"][:2] == ["pipeline", "tune"]
+        # What Katib substitutes for each categorical value is what `--trial` reads back.
+        for parameter in spec["parameters"]:
+            dimension = space[parameter["name"]]
+            if parameter["parameterType"] == "categorical":
+                read = [
+                    parse_trial_arguments([f"{parameter['name']}={value}"])[parameter["name"]]
+                    for value in parameter["feasibleSpace"]["list"]
+                ]
+                assert read == [list(c) if isinstance(c, tuple) else c for c in dimension.choices]
+            else:
+                assert float(parameter["feasibleSpace"]["min"]) == dimension.low
+                assert float(parameter["feasibleSpace"]["max"]) == dimension.high
+                assert (parameter["feasibleSpace"].get("distribution") == "logUniform") == (
+                    dimension.kind == "log_float"
+                )
+            assert f"{parameter['name']}=${{trialParameters.{parameter['name']}}}" in trial["args"]
+
+
+def test_katib_trial_jobs_validate_and_run_like_the_dags_training_pods() -> None:
+    runners = (ROOT / "dags" / "flywheel_runners.py").read_text()
+    for experiment in katib_experiments():
+        job = experiment["spec"]["trialTemplate"]["trialSpec"]
+        job = {**job, "metadata": {"name": experiment["metadata"]["name"]}}
+        assert kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True) == KUBERNETES_VERSION
+        pod = job["spec"]["template"]["spec"]
+        (trial,) = pod["containers"]
+        assert f'"{trial["image"]}"' in runners, "the DAG's training image, pinned"
+        assert trial["resources"]["limits"]["nvidia.com/gpu"] == "1" and trial["resources"]["requests"]
+        assert pod["securityContext"]["runAsNonRoot"] and trial["securityContext"]["readOnlyRootFilesystem"]
+        assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        secrets = [variable for variable in trial["env"] if variable["name"].startswith("FLYWHEEL_S3_")]
+        assert secrets and all(
+            "value" not in variable and "secretKeyRef" in variable["valueFrom"] for variable in secrets
+        )

@@ -50,6 +50,8 @@ LOOP_SETTINGS = {
     # Labels joined every 2 s; live quality from 50 labels (the classifier test sends 120).
     "FLYWHEEL_QUALITY_INTERVAL_S": "2",
     "FLYWHEEL_QUALITY_MIN_LABELS": "50",
+    # A real search in every DAG run, at four trials (the defaults and three TPE picks).
+    "FLYWHEEL_HPO_TRIALS": "4",
     # Production's Airflow on the shared loop stack: CeleryExecutor with Redis and PostgreSQL, and the
     # preprocess step submitted with spark-submit (pipeline_step.py) rather than run by a BashOperator.
     "FLYWHEEL_AIRFLOW_EXECUTOR": "celery",
