@@ -30,7 +30,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-from demo_loop import Timeline, delivered_triggers, wait_for  # this folder: both are scripts of `make demo`
+from demo_loop import (  # this folder: both are scripts of `make demo`
+    Timeline,
+    delivered_triggers,
+    tuning_summary,
+    wait_for,
+)
 
 from flywheel.settings import FlywheelSettings
 from flywheel.stack.credentials import admin_token
@@ -146,6 +151,8 @@ def main() -> int:
         f"{len(lineage.label_files)} label files; gate accuracy {gate.candidate_value:.3f} vs "
         f"v1's {gate.champion_value:.3f}"
     )
+    if tuned := tuning_summary(lineage.tuning):
+        timeline.mark(f"v2 {tuned}")
     replay = gate.replay or {}
     on_labels = replay.get("labelled") or {}
     nan = float("nan")

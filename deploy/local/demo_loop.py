@@ -64,6 +64,18 @@ def wait_for(condition: Any, timeout_s: float, what: str, interval_s: float = 1.
     raise SystemExit(f"demo: timed out after {timeout_s:.0f} s waiting for {what}")
 
 
+def tuning_summary(tuning: dict[str, Any] | None) -> str | None:
+    """One timeline line from a manifest's ``lineage.tuning`` (None when no search ran)."""
+    if not tuning:
+        return None
+    default = tuning.get("default_value")
+    against = "" if default is None else f" against the defaults' {default:.4g}"
+    return (
+        f"was tuned in its run: {tuning['trials']} trials ({tuning['pruned']} pruned), validation "
+        f"{tuning['metric']} {tuning['best_value']:.4g}{against}, best {tuning['best_params']}"
+    )
+
+
 def firing_drift(settings: FlywheelSettings, model: str) -> list[dict[str, Any]]:
     """FeatureDrift alerts firing for ``model`` (Prometheus's alerts API)."""
     alerts = httpx.get(f"{settings.prometheus_url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
@@ -145,6 +157,8 @@ def main() -> int:
         return 1
     new_version = max(store.list_versions(model))
     timeline.mark(f"v{new_version} published (gate passed) and deployed as a canary")
+    if tuned := tuning_summary(store.get_manifest(model, new_version).lineage.tuning):
+        timeline.mark(f"v{new_version} {tuned}")
 
     def promoted() -> bool:
         spec = http.get(f"{settings.gateway_url}/admin/deployments/{model}").json()

@@ -25,6 +25,7 @@ from flywheel.cli import (
     real_data_bench_commands,  # noqa: F401  (registers `flywheel bench real-data`)
     retrain_commands,
     stack_commands,
+    tune_bench_commands,  # noqa: F401  (registers `flywheel bench tune`)
 )
 from flywheel.cli.output import error_console, fail
 from flywheel.settings import FlywheelSettings

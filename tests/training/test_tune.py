@@ -135,3 +135,20 @@ def test_the_cli_prints_the_trials_and_runs_one_outside_trial(
     assert "not in stock_forecast's search space" in json.loads(unknown.stdout)["error"]
     malformed = runner.invoke(app, ["pipeline", "tune", "--run-id", run_id, "--trial", "0.5", "--json"])
     assert malformed.exit_code == 2 and "NAME=VALUE" in json.loads(malformed.stdout)["error"]
+
+
+def test_the_bench_scores_the_defaults_and_the_best_on_the_holdout(pipeline_run: PipelineRun) -> None:
+    from training.tune_bench import run
+
+    context = pipeline_run.context(pipeline_run.base["ingest"]["snapshot_id"])
+    result = run(context, Budget(trials=3, seconds=600, seed=7))
+    assert result["task"] == "stock_forecast" and result["trials"] == 3 and result["metric"] == "rmse"
+    assert result["validation"]["best"] <= result["validation"]["defaults"]
+    assert set(result["holdout"]) == {"defaults", "tuned"}
+    assert all(score["metric"] > 0 for score in result["holdout"].values())
+    assert 0 < result["seconds_per_trial"]["min"] <= result["seconds_per_trial"]["max"]
+    assert result["examples"]["test"] == len(
+        get_task("stock_forecast").load_splits(
+            context.resolve_run().download("preprocess", Path(context.settings.home) / "bench-check")
+        )["test"]
+    )
