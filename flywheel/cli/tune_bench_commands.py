@@ -44,8 +44,8 @@ def tune(
 
     def render(data: list[dict[str, Any]]) -> None:
         table = Table(title="hyperparameter search: defaults against the best of the search (PyTorch)")
-        for column in ("model", "metric", "trials (pruned)", "s per trial", "validation", "holdout", "best"):
-            table.add_column(column, justify="left" if column in ("model", "best") else "right")
+        for column in ("model", "metric", "trials (pruned)", "s per trial", "validation", "holdout"):
+            table.add_column(column, justify="left" if column == "model" else "right")
         for row in data:
             per_trial = row["seconds_per_trial"]
             validation, holdout = row["validation"], row["holdout"]
@@ -56,8 +56,9 @@ def tune(
                 f"{per_trial['mean']:.2f} ({per_trial['min']:.2f}-{per_trial['max']:.2f})",
                 f"{validation['defaults']:.4g} -> {validation['best']:.4g}",
                 f"{holdout['defaults']['metric']:.4g} -> {holdout['tuned']['metric']:.4g}",
-                str(row["best_params"]),
             )
         console.print(table)
+        for row in data:
+            console.print(f"{row['model']}: best {row['best_params']} (seed {row['seed']})")
 
     emit(results, as_json, render)
