@@ -34,6 +34,10 @@ STEP = "tune"
 PRUNE_WARMUP_EPOCHS = 2
 
 
+class SearchFailedError(RuntimeError):
+    """Every trial failed (a training that diverged to NaN, say) or was pruned."""
+
+
 @dataclass(frozen=True)
 class Budget:
     trials: int
@@ -154,7 +158,8 @@ def search(
     trials = [_trial_row(trial) for trial in study.trials]
     complete = [row for row in trials if row["state"] == "COMPLETE"]
     if not complete:
-        raise RuntimeError("no trial of the search completed; raise FLYWHEEL_HPO_TIMEOUT_S")
+        states = ", ".join(f"trial {row['number']} {row['state'].lower()}" for row in trials)
+        raise SearchFailedError(f"no trial of the search completed ({states}); nothing to choose from")
     best = study.best_trial
     default_value = next(
         (row["value"] for row in trials if row["defaults"] and row["value"] is not None), None

@@ -157,7 +157,7 @@ def tune(
     """Search the task's hyperparameters for this run (Optuna: TPE, median pruning on the validation
     curve, trial 0 = the defaults) and print the trials. Both trainers then take the best parameters;
     the published manifest's lineage says how it was tuned."""
-    from training.tune import parse_trial_arguments, run_one_trial, step_tune
+    from training.tune import SearchFailedError, parse_trial_arguments, run_one_trial, step_tune
 
     settings: FlywheelSettings = ctx.obj
     overrides = {"hpo_trials": trials, "hpo_timeout_s": timeout, "hpo_seed": seed}
@@ -175,6 +175,8 @@ def tune(
             )
         except ValueError as error:
             fail(str(error), as_json, exit_code=2)
+        except SearchFailedError as error:
+            fail(str(error), as_json)
     if chosen and not as_json:
         print(f"{result['metric']}={result['value']}")  # the line Katib's StdOut collector parses
         return
