@@ -11,11 +11,10 @@ metric line per epoch, which a trial does not print.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tasks.base import Task
-from training.tune import describe_space
+from training.tune import describe_space, katib_value
 
 #: The training image the DAG's kubernetes runner gives train_* and tune (dags/flywheel_runners.py).
 TRAIN_GPU_IMAGE = "ghcr.io/flywheel-ml/flywheel-train-gpu:0.1.0"
@@ -34,9 +33,7 @@ def experiment_name(task: Task) -> str:
 
 def _parameter(name: str, described: dict[str, Any]) -> dict[str, Any]:
     if described["kind"] == "choice":
-        choices = [
-            json.dumps(choice) if isinstance(choice, list) else str(choice) for choice in described["choices"]
-        ]
+        choices = [katib_value(choice) for choice in described["choices"]]
         return {"name": name, "parameterType": "categorical", "feasibleSpace": {"list": choices}}
     space: dict[str, Any] = {"min": str(described["low"]), "max": str(described["high"])}
     if described["kind"] == "int":

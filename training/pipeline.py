@@ -203,9 +203,12 @@ def step_train(
 
     task = context.task
     run = context.resolve_run()
-    chosen = task.params(framework, {**tuned_overrides(run, task, framework), **(params or {})})
+    tuned = tuned_overrides(run, task, framework)
+    chosen = task.params(framework, {**tuned, **(params or {})})
     step = f"train-{framework}"
-    if not force and (done := run.result(step)):
+    # A stored result stands only if it took the search's current choice: `pipeline tune` run again
+    # after training must retrain, or the lineage would name parameters the model was not trained with.
+    if not force and (done := run.result(step)) and done.get("tuned", {}) == tuned:
         return done
     with _scratch() as scratch:
         preprocess_dir = run.download("preprocess", Path(scratch) / "preprocess")
@@ -227,7 +230,8 @@ def step_train(
             keras_model.save(output / "model.keras")  # the in-process form, for parity checks
             test_prediction = keras_model.predict(splits["test"].features, verbose=0)
         report = task.evaluate(splits["test"].target, test_prediction)
-        return run.upload(step, output, {"framework": framework, "metrics": report, "params": chosen})
+        result = {"framework": framework, "metrics": report, "params": chosen, "tuned": tuned}
+        return run.upload(step, output, result)
 
 
 def _score_frameworks(

@@ -21,9 +21,11 @@ result in the run area, like every other step's).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +135,9 @@ def search(
     study = optuna.create_study(
         direction="maximize" if maximise else "minimize", sampler=sampler, pruner=pruner
     )
-    defaults = task.params("pytorch")
-    study.enqueue_trial(defaults_in_space(defaults, space), user_attrs={"defaults": True})
+    defaults = defaults_in_space(task.params("pytorch"), space)
+    # Trial 0 is "the defaults" only when every searched default lies in its dimension.
+    study.enqueue_trial(defaults, user_attrs={"defaults": len(defaults) == len(space)})
 
     def objective(trial: optuna.Trial) -> float:
         chosen = {name: suggest(trial, name, dimension) for name, dimension in space.items()}
@@ -153,8 +156,15 @@ def search(
             EPOCH_OBSERVER.reset(token)
         return validation_metric(task, model, splits["validation"])
 
-    started = time.monotonic()
-    study.optimize(objective, n_trials=budget.trials, timeout=budget.seconds)
+    started, search_started = time.monotonic(), datetime.now(UTC)
+    # A trial whose training fails (diverged to NaN and never scored, out of memory) is recorded as
+    # FAIL and the search goes on; if none completes, SearchFailedError names every state.
+    study.optimize(
+        objective,
+        n_trials=budget.trials,
+        timeout=budget.seconds,
+        catch=(ArithmeticError, AssertionError, RuntimeError, ValueError),
+    )
     trials = [_trial_row(trial) for trial in study.trials]
     complete = [row for row in trials if row["state"] == "COMPLETE"]
     if not complete:
@@ -177,6 +187,7 @@ def search(
         "seed": budget.seed,
         "budget": {"trials": budget.trials, "seconds": budget.seconds},
         "seconds": round(time.monotonic() - started, 3),
+        "started_at": search_started.isoformat(),
         "search_space": describe_space(space),
         "sampler": "TPESampler",
         "pruner": f"MedianPruner(n_warmup_steps={PRUNE_WARMUP_EPOCHS})",
@@ -189,11 +200,12 @@ def _trial_row(trial: Any) -> dict[str, Any]:
     return {
         "number": trial.number,
         "params": {name: _decode(value) for name, value in trial.params.items()},
-        "value": trial.value,
+        # A pruned trial's stored value is its last epoch's score, not a result: shown as none.
+        "value": trial.value if trial.state.name == "COMPLETE" else None,
         "state": trial.state.name,
         "seconds": None if duration is None else round(duration, 3),
         "epochs": len(trial.intermediate_values),
-        "started_at": trial.datetime_start.isoformat() if trial.datetime_start else None,
+        "started_at": trial.datetime_start.astimezone(UTC).isoformat() if trial.datetime_start else None,
         "defaults": bool(trial.user_attrs.get("defaults")),
     }
 
@@ -222,18 +234,55 @@ def step_tune(context: Any, force: bool = False) -> dict[str, Any]:
         return run.upload(STEP, output, summary | {"table": result["table"]})
 
 
+def katib_value(choice: Any) -> str:
+    """A choice as an outside tuner passes it on a command line: a list of integers as ``64x32``.
+    Katib's StdOut collector runs the trial through ``sh -c`` with the arguments joined unquoted,
+    so a value must hold no space and no glob character (``[64, 32]`` would split and glob)."""
+    if isinstance(choice, (list, tuple)) and all(isinstance(item, int) for item in choice):
+        return "x".join(str(item) for item in choice)
+    return json.dumps(choice) if isinstance(choice, (list, tuple)) else str(choice)
+
+
 def parse_trial_arguments(arguments: list[str]) -> dict[str, Any]:
-    """``NAME=VALUE`` pairs, each VALUE read as JSON where it is JSON (``0.001``, ``[64, 32]``)."""
+    """``NAME=VALUE`` pairs: VALUE as JSON where it is JSON (``0.001``, ``[64, 32]``), ``64x32`` as
+    a list of integers, anything else as text."""
     chosen: dict[str, Any] = {}
     for argument in arguments:
         name, separator, text = argument.partition("=")
         if not separator or not name.strip():
             raise ValueError(f"--trial takes NAME=VALUE, got {argument!r}")
+        if re.fullmatch(r"\d+(x\d+)+", text):
+            chosen[name.strip()] = [int(item) for item in text.split("x")]
+            continue
         try:
             chosen[name.strip()] = json.loads(text)
         except json.JSONDecodeError:
             chosen[name.strip()] = text
     return chosen
+
+
+def check_trial(task: Task, chosen: dict[str, Any]) -> None:
+    """Refuse names outside the task's space and values outside their dimension, before training."""
+    space = task.search_space()
+    unknown = set(chosen) - set(space)
+    if unknown:
+        raise ValueError(f"{sorted(unknown)} are not in {task.name}'s search space {sorted(space)}")
+    for name, value in chosen.items():
+        dimension = space[name]
+        if dimension.kind == "choice":
+            allowed = [_decode(_encode(choice)) for choice in dimension.choices]
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not one of {allowed}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name}={value!r} is not a number")
+        elif not (
+            dimension.low is not None
+            and dimension.high is not None
+            and dimension.low <= value <= dimension.high
+        ):
+            raise ValueError(f"{name}={value} is outside [{dimension.low}, {dimension.high}]")
+        elif dimension.kind == "int" and not float(value).is_integer():
+            raise ValueError(f"{name}={value} is not an integer")
 
 
 def run_one_trial(context: Any, chosen: dict[str, Any]) -> dict[str, Any]:
@@ -242,11 +291,7 @@ def run_one_trial(context: Any, chosen: dict[str, Any]) -> dict[str, Any]:
     import tempfile
 
     task = context.task
-    unknown = set(chosen) - set(task.search_space())
-    if unknown:
-        raise ValueError(
-            f"{sorted(unknown)} are not in {task.name}'s search space {sorted(task.search_space())}"
-        )
+    check_trial(task, chosen)
     run = context.resolve_run()
     with tempfile.TemporaryDirectory(prefix="flywheel-trial-") as scratch:
         preprocess_dir = run.download("preprocess", Path(scratch) / "preprocess")

@@ -148,8 +148,9 @@ def tune(
     trial: list[str] = typer.Option(
         None,
         "--trial",
-        help="NAME=VALUE (VALUE as JSON: 0.001, [64, 32]); repeat for each parameter. Trains once with "
-        "exactly these and prints METRIC=VALUE: one trial of an outside tuner, such as a Katib trial pod.",
+        help="NAME=VALUE (0.001; a list of integers as 64x32 or JSON [64,32]); repeat for each "
+        "parameter. Trains once with exactly these and prints METRIC=VALUE: one trial of an outside "
+        "tuner, such as a Katib trial pod.",
     ),
     force: bool = FORCE_OPTION,
     as_json: bool = JSON_OPTION,
@@ -157,7 +158,7 @@ def tune(
     """Search the task's hyperparameters for this run (Optuna: TPE, median pruning on the validation
     curve, trial 0 = the defaults) and print the trials. Both trainers then take the best parameters;
     the published manifest's lineage says how it was tuned."""
-    from training.tune import SearchFailedError, parse_trial_arguments, run_one_trial, step_tune
+    from training.tune import SearchFailedError, check_trial, parse_trial_arguments, run_one_trial, step_tune
 
     settings: FlywheelSettings = ctx.obj
     overrides = {"hpo_trials": trials, "hpo_timeout_s": timeout, "hpo_seed": seed}
@@ -168,13 +169,15 @@ def tune(
         fail(str(error), as_json, exit_code=2)
     with _pipeline(ctx, model, run_id, as_json, "tune") as context:
         try:
+            check_trial(context.task, chosen)
+        except ValueError as error:
+            fail(str(error), as_json, exit_code=2)
+        try:
             result = (
                 run_one_trial(context, chosen)
                 if chosen
                 else step_tune(context, force or bool(overrides_set(overrides)))
             )
-        except ValueError as error:
-            fail(str(error), as_json, exit_code=2)
         except SearchFailedError as error:
             fail(str(error), as_json)
     if chosen and not as_json:

@@ -28,7 +28,7 @@ def tune(
     from flywheel.cli.models_commands import open_store
     from training.pipeline import PipelineContext
     from training.run_area import StepNotDoneError
-    from training.tune import Budget
+    from training.tune import Budget, SearchFailedError
     from training.tune_bench import run
 
     settings = ctx.obj
@@ -41,6 +41,8 @@ def tune(
                 results.append(run(context, Budget(trials, timeout, seed), status.update))
             except (LookupError, StepNotDoneError) as error:
                 fail(f"{model}: {error} (run `flywheel pipeline preprocess --model {model}` first)", as_json)
+            except SearchFailedError as error:
+                fail(f"{model}: {error}", as_json)
 
     def render(data: list[dict[str, Any]]) -> None:
         table = Table(title="hyperparameter search: defaults against the best of the search (PyTorch)")

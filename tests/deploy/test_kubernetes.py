@@ -10,6 +10,7 @@ import copy
 import importlib.util
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -662,6 +663,16 @@ def test_each_tasks_katib_experiment_is_its_search_space_budget_and_metric() -> 
                     dimension.kind == "log_float"
                 )
             assert f"{parameter['name']}=${{trialParameters.{parameter['name']}}}" in trial["args"]
+        # Katib's StdOut collector runs the trial as `sh -c` with command and arguments joined by
+        # spaces, unquoted: each substituted argument must stay one word and glob nothing.
+        for parameter in spec["parameters"]:
+            for value in parameter["feasibleSpace"].get("list", []):
+                line = [*trial["command"], *trial["args"]]
+                substituted = [
+                    word.replace(f"${{trialParameters.{parameter['name']}}}", value) for word in line
+                ]
+                assert shlex.split(" ".join(substituted)) == substituted, value
+                assert not set(value) & set("[]*?{}$;&|<> '\""), value
 
 
 def test_katib_trial_jobs_validate_and_run_like_the_dags_training_pods() -> None:
