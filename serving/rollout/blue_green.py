@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_fixed
 
 from serving.protocols.examples import example_inputs, v2_request
 from serving.rollout.analysis import VariantCounters, Verdict, analyse, counters_json
@@ -37,6 +38,26 @@ def _sample_inputs(signature: dict[str, Any], seed: int) -> dict[str, Any]:
     return v2_request(arrays, {spec["name"]: spec["datatype"] for spec in signature["inputs"]})
 
 
+#: Answers that say "not in time" (the gateway's backend timeout, a server still busy with its first
+#: inference after a load on a saturated node), retried before they count against green. Any
+#: other failure, or a timeout on every attempt, discards it.
+TRANSIENT_STATUSES = frozenset({503, 504})
+WARMUP_ATTEMPTS = 3
+
+
+def _pinned_inference(client: httpx.Client, url: str, body: dict[str, Any]) -> httpx.Response:
+    retrying = Retrying(
+        retry=retry_if_result(lambda response: response.status_code in TRANSIENT_STATUSES),
+        stop=stop_after_attempt(WARMUP_ATTEMPTS),
+        wait=wait_fixed(0.5),
+        retry_error_callback=lambda state: (
+            state.outcome.result() if state.outcome else None
+        ),  # the last answer
+    )
+    response: httpx.Response = retrying(client.post, url, json=body)
+    return response
+
+
 def warm_up(
     gateway_url: str, model: str, blue: Variant, green: Variant, thresholds: dict[str, float]
 ) -> list[str]:
@@ -51,7 +72,7 @@ def warm_up(
             body = _sample_inputs(signature, seed)
             answers = []
             for variant in (blue, green):
-                response = client.post(f"{base}/versions/{variant.version}/infer", json=body)
+                response = _pinned_inference(client, f"{base}/versions/{variant.version}/infer", body)
                 if response.status_code != 200:
                     failure = f"{response.status_code} {response.text[:200]}"
                     return [f"warm-up request {seed + 1} to {variant.name} failed: {failure}"]
