@@ -176,7 +176,7 @@ def tune(
             result = (
                 run_one_trial(context, chosen)
                 if chosen
-                else step_tune(context, force or bool(overrides_set(overrides)))
+                else step_tune(context, force or overrides_set(overrides))
             )
         except SearchFailedError as error:
             fail(str(error), as_json)
