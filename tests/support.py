@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 
 from flywheel.stack.process import ProcessRecord, ServiceSpec, is_running, start_process, stop_process, tail
+from flywheel.stack.sockets import ephemeral_port_range, listeners
 from flywheel.stack.sockets import free_port as free_port  # re-exported for the tests
-from flywheel.stack.sockets import listeners
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,9 +29,10 @@ def free_stack_ports() -> dict[str, int]:
     from flywheel.stack.seaweedfs import ADMIN_GRPC_OFFSET
 
     ports = {name: free_port() for name in FlywheelSettings.model_fields if name.endswith("_port")}
-    # SeaweedFS's admin takes its HTTP port + 10000 as well: keep both in range and free.
+    # SeaweedFS's admin takes its HTTP port + 10000 as well: keep both free and, like every other
+    # port here, below the ephemeral range (outgoing connections take ports from that range).
     while True:
-        admin = free_port_below(65535 - ADMIN_GRPC_OFFSET)
+        admin = free_port_below(ephemeral_port_range()[0] - 1 - ADMIN_GRPC_OFFSET)
         if not listeners({admin + ADMIN_GRPC_OFFSET}) and admin + ADMIN_GRPC_OFFSET not in ports.values():
             ports["seaweedfs_admin_port"] = admin
             return ports

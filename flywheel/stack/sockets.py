@@ -76,10 +76,42 @@ def listeners(ports: set[int] | None = None) -> list[Listener]:
     return [*found.values(), *unowned]
 
 
+#: Ports this process has handed out already: two servers of one stack never get the same one.
+_HANDED_OUT: set[int] = set()
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The range the kernel picks outgoing connections' local ports from (Linux's default if unread)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the kernel's pick), for short-lived private servers."""
+    """A port nothing listens on right now, for short-lived private servers.
+
+    Picked at random *below* the kernel's ephemeral range: a port from that range (the kernel's own
+    pick for port 0) can be taken as the local port of any outgoing connection before the server it
+    was picked for binds it, and a stack starts a dozen servers over a minute (a gateway lost its
+    gRPC port that way in CI). Random, so concurrent test processes rarely pick the same one.
+    """
+    import random
     import socket
 
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    low, _ = ephemeral_port_range()
+    first = max(1024, low - 12000)
+    for _ in range(200):
+        port = random.randrange(first, low) if low - first >= 1000 else 0
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            picked = int(sock.getsockname()[1])
+        _HANDED_OUT.add(picked)
+        return picked
+    raise RuntimeError(f"no free port on {host} in {first}-{low - 1} after 200 tries")

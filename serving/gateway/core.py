@@ -64,6 +64,8 @@ class InferenceOutcome:
     request_id: str
     #: Signed: lets feedback reaching any gateway replica credit this request (shared_feedback.py).
     attribution: str | None = None
+    #: The variant the strategy routed to, when its server failed and another one answered.
+    failed_over_from: str | None = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -75,6 +77,8 @@ class InferenceOutcome:
         }
         if self.attribution is not None:
             headers["x-flywheel-attribution"] = self.attribution
+        if self.failed_over_from is not None:
+            headers["x-flywheel-failover-from"] = self.failed_over_from
         return headers
 
 
@@ -234,7 +238,8 @@ class GatewayCore:
                                outputs, elapsed, classification, headers)  # fmt: skip
         served = self._remember(request_id, model, variant.name, outputs, output)
         token = self.signer.token(request_id, served) if self.signer is not None else None
-        return InferenceOutcome(outputs, variant, request_id, token)
+        failed_over_from = route.primary.name if variant.name != route.primary.name else None
+        return InferenceOutcome(outputs, variant, request_id, token, failed_over_from)
 
     async def _call(
         self, live: LiveModel, variant: Variant, inputs: Tensors, allow_failover: bool

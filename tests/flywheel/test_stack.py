@@ -264,3 +264,17 @@ def test_down_stops_a_process_that_ignores_sigterm(tmp_path: Path) -> None:
     assert is_running(record)
     assert supervisor.down() == ["stubborn"]
     assert not is_running(record)
+
+
+def test_free_ports_stay_below_the_ephemeral_range_and_are_never_handed_out_twice() -> None:
+    """Outgoing connections take their local ports from the ephemeral range, so a port picked there
+    can be gone before a stack's later server binds it (a gateway's gRPC port was, in CI)."""
+    from flywheel.stack.sockets import ephemeral_port_range
+
+    low, _ = ephemeral_port_range()
+    ports = [free_port() for _ in range(50)]
+    assert all(1024 <= port < low for port in ports), ports
+    assert len(set(ports)) == len(ports)
+    stack = free_stack_ports()
+    assert len(set(stack.values())) == len(stack)
+    assert all(port < low for port in stack.values())

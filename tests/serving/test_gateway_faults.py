@@ -3,6 +3,7 @@ fail unseen, and a gateway that reloads what a restarted server forgot."""
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import threading
@@ -30,6 +31,9 @@ def test_dead_tf_runtime_fails_over_routed_traffic_and_503s_pinned(canary: Gatew
         routed = [canary.infer(features) for _ in range(40)]
         assert {response.status_code for response in routed} == {200}
         assert {response.headers["x-flywheel-variant"] for response in routed} == {"torchserve-v1"}
+        # The 30 % the split sent to the dead server say so; the rest were routed to v1 outright.
+        origins = collections.Counter(r.headers.get("x-flywheel-failover-from", "") for r in routed)
+        assert set(origins) == {"", "tfserving-v2"} and origins["tfserving-v2"] > 0, origins
         assert (
             metric_value(canary.metrics(), "flywheel_gateway_failovers_total", from_variant="tfserving-v2")
             > 0
