@@ -224,6 +224,15 @@ class FlywheelSettings(BaseSettings):
             "replicas listen on them plus (i + 1) times replica_port_stride."
         ),
     )
+    gateway_workers: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description=(
+            "Worker processes of each gateway replica, sharing its ports (SO_REUSEPORT) so that "
+            "throughput scales with cores; their metrics are summed on every worker's /metrics."
+        ),
+    )
     gateway_replica_name: str = Field(
         default="gateway", description="This gateway replica's name (the stack sets it per replica)."
     )

@@ -209,6 +209,19 @@ http {{
     return path
 
 
+def start_peer(spec: ServiceSpec, workdir: Path, error_log: Path | None = None) -> ProcessRecord:
+    """Start one of the bench's own servers and poll its health URL (20 s); fail with its log."""
+    record = start_process(spec, workdir / "run", workdir / "log")
+    deadline = time.monotonic() + 20
+    while spec.probe() is not None:
+        if time.monotonic() > deadline:
+            stop_process(record, 5)
+            log = (error_log or Path(record.log)).read_text()[-2000:]
+            raise RuntimeError(f"{spec.name} did not start: {log}")
+        time.sleep(0.05)
+    return record
+
+
 def start_nginx(workdir: Path, config: Path, port: int) -> ProcessRecord:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     spec = ServiceSpec(
@@ -216,14 +229,69 @@ def start_nginx(workdir: Path, config: Path, port: int) -> ProcessRecord:
         argv=[binary, "-c", str(config), "-p", str(workdir), "-e", str(workdir / "error.log")],
         probe=http_probe(f"http://127.0.0.1:{port}/healthz"),
     )
-    record = start_process(spec, workdir / "run", workdir / "log")
-    deadline = time.monotonic() + 20
-    while spec.probe() is not None:
-        if time.monotonic() > deadline:
-            stop_process(record, 5)
-            raise RuntimeError(f"nginx did not start: {(workdir / 'error.log').read_text()[-2000:]}")
-        time.sleep(0.05)
-    return record
+    return start_peer(spec, workdir, workdir / "error.log")
+
+
+def haproxy_config(workdir: Path, port: int, upstream: str, model: str, split: dict[int, float]) -> Path:
+    """The same weighted canary in HAProxy: a random draw per request picks a backend, and each
+    backend rewrites the path to its version (keep-alive to Triton, like nginx's pool)."""
+    versions = list(split.items())
+    total = sum(percent for _, percent in versions)
+    rules, backends, upper = [], [], 0.0
+    for index, (version, percent) in enumerate(versions):
+        upper += percent / total * 10000
+        name = f"v{version}_{index}"
+        if index < len(versions) - 1:
+            rules.append(f"  use_backend {name} if {{ var(txn.draw) -m int lt {round(upper)} }}")
+        else:
+            rules.append(f"  default_backend {name}")
+        backends.append(
+            f"backend {name}\n"
+            f"  http-request set-path /v2/models/{model}/versions/{version}/infer\n"
+            f"  server triton {upstream}\n"
+        )
+    config = f"""global
+  maxconn 4096
+  log stderr format short local0 warning
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 30s
+frontend canary
+  bind 127.0.0.1:{port}
+  http-request return status 200 content-type text/plain string ok if {{ path /healthz }}
+  http-request set-var(txn.draw) rand(10000)
+{chr(10).join(rules)}
+{chr(10).join(backends)}"""
+    path = workdir / "haproxy.cfg"
+    path.write_text(config)
+    return path
+
+
+def start_haproxy(workdir: Path, config: Path, port: int) -> ProcessRecord:
+    from serving.gateway.balancer import haproxy_binary
+
+    spec = ServiceSpec(
+        name="bench-haproxy",
+        argv=[haproxy_binary(), "-db", "-f", str(config)],
+        probe=http_probe(f"http://127.0.0.1:{port}/healthz"),
+    )
+    return start_peer(spec, workdir)
+
+
+def start_bare_proxy(workdir: Path, port: int, upstream: str) -> ProcessRecord:
+    """``loadtests.bare_proxy``: the HTTP stack alone, to split the gateway's cost."""
+    import sys
+
+    spec = ServiceSpec(
+        name="bench-bare-proxy",
+        argv=[sys.executable, "-m", "loadtests.bare_proxy", str(port), upstream],
+        probe=http_probe(f"http://127.0.0.1:{port}/healthz"),
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    return start_peer(spec, workdir)
 
 
 def replica_choice_cost(

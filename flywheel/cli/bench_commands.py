@@ -193,7 +193,17 @@ def gateway(
     from flywheel.cli.gateway_commands import admin_call
     from flywheel.cli.models_commands import open_store
     from flywheel.stack.process import ProcessRecord, stop_process
-    from loadtests.gateway_bench import Target, infer_body, measure, nginx_config, start_nginx
+    from flywheel.stack.sockets import free_port
+    from loadtests.gateway_bench import (
+        Target,
+        haproxy_config,
+        infer_body,
+        measure,
+        nginx_config,
+        start_bare_proxy,
+        start_haproxy,
+        start_nginx,
+    )
 
     settings: FlywheelSettings = ctx.obj
     spec = admin_call(settings, "GET", f"/deployments/{name}", as_json)
@@ -239,18 +249,33 @@ def gateway(
     first_gateway = f"http://{settings.host}:{layouts[0].http_port}"
     triton = f"{settings.host}:{settings.triton_http_port}"
     body = infer_body(open_store(settings).get_manifest(name, version).signature)
-    with tempfile.TemporaryDirectory(prefix="flywheel-nginx-") as scratch:
-        import socket
+    gateway_label = "gateway" if len(layouts) == 1 else f"one gateway replica direct ({layouts[0].name})"
+    if settings.gateway_workers > 1:
+        gateway_label += f", {settings.gateway_workers} workers"
+    with tempfile.TemporaryDirectory(prefix="flywheel-bench-gateway-") as scratch:
+        nginx_port, haproxy_port, floor_port = free_port(), free_port(), free_port()
+        split: dict[int, float] = {version: 90, candidate: 10}
 
-        with socket.socket() as sock:
-            sock.bind((settings.host, 0))
-            nginx_port = int(sock.getsockname()[1])
-        config = nginx_config(Path(scratch), nginx_port, triton, name, {version: 90, candidate: 10})
-        nginx = start_nginx(Path(scratch), config, nginx_port)
+        def peer_url(port: int) -> str:
+            return f"http://{settings.host}:{port}"
+
+        Path(scratch).chmod(0o755)  # nginx's workers drop root and must reach their folders
+        (Path(scratch) / "nginx").mkdir()
+        (Path(scratch) / "haproxy").mkdir()
+        config = nginx_config(Path(scratch) / "nginx", nginx_port, triton, name, split)
+        peers = [start_nginx(Path(scratch) / "nginx", config, nginx_port)]
+        haproxy = haproxy_config(Path(scratch) / "haproxy", haproxy_port, triton, name, split)
+        peers.append(start_haproxy(Path(scratch) / "haproxy", haproxy, haproxy_port))
+        peers.append(start_bare_proxy(Path(scratch), floor_port, triton))
         targets = [
             Target("direct (Triton)", f"http://{triton}/v2/models/{name}/versions/{version}/infer"),
             Target(
-                "gateway" if len(layouts) == 1 else f"one gateway replica direct ({layouts[0].name})",
+                "floor: bare aiohttp proxy",
+                f"http://{settings.host}:{floor_port}/v2/models/{name}/versions/{version}/infer",
+                peers[2].pid,
+            ),
+            Target(
+                gateway_label,
                 f"{first_gateway}/v2/models/{name}/versions/{version}/infer",
                 gateway_pids[0],
             ),
@@ -267,25 +292,25 @@ def gateway(
                 if len(layouts) > 1
                 else []
             ),
-            Target(
-                "nginx split_clients",
-                f"http://{settings.host}:{nginx_port}/v2/models/{name}/infer",
-                nginx.pid,
-            ),
-        ]
+            Target("nginx split_clients", f"{peer_url(nginx_port)}/v2/models/{name}/infer", peers[0].pid),
+            Target("HAProxy weighted", f"{peer_url(haproxy_port)}/v2/models/{name}/infer", peers[1].pid),
+        ]  # fmt: skip
         results = {}
         try:
             for target in targets:
                 with console.status(f"measuring {target.name}"):
                     results[target.name] = measure(target, body, rate, duration_s, concurrency, requests)
         finally:
-            stop_process(nginx, 10)
+            for peer in peers:
+                stop_process(peer, 10)
             from serving.agent.staging import unstage
 
             for key in stages:
                 unstage(open_store(settings).storage, key)
     direct = results["direct (Triton)"]
+    nginx_rps = max(results["nginx split_clients"]["saturation"]["throughput_rps"], 1e-9)
     for row in results.values():
+        row["share_of_nginx_throughput"] = round(row["saturation"]["throughput_rps"] / nginx_rps, 3)
         row["added_p50_ms"] = round(row["fixed_rate"]["p50_ms"] - direct["fixed_rate"]["p50_ms"], 3)
         row["added_p99_ms"] = round(row["fixed_rate"]["p99_ms"] - direct["fixed_rate"]["p99_ms"], 3)
         row["added_saturation_p50_ms"] = round(
@@ -298,6 +323,7 @@ def gateway(
         "version": version,
         "rate": rate,
         "concurrency": concurrency,
+        "gateway_workers": settings.gateway_workers,
         "targets": results,
         # The per-request routing over server replicas, in-process: flat in the replica count.
         "replica_choice_us": {str(count): cost for count, cost in replica_choice_cost().items()},
@@ -312,6 +338,7 @@ def gateway(
             "added p50",
             "added p99",
             f"req/s @c{concurrency}",
+            "of nginx",
             "p50 ms sat.",
             "p99 ms sat.",
             "CPU µs/req",
@@ -326,6 +353,7 @@ def gateway(
                 str(row["added_p50_ms"]),
                 str(row["added_p99_ms"]),
                 str(row["saturation"]["throughput_rps"]),
+                f"{row['share_of_nginx_throughput']:.0%}",
                 str(row["saturation"]["p50_ms"]),
                 str(row["saturation"]["p99_ms"]),
                 str(row.get("cpu_us_per_request", "")),

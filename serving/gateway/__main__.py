@@ -1,11 +1,13 @@
 """``python -m serving.gateway``: the gateway process ``flywheel up`` starts.
 
 All configuration comes from ``FLYWHEEL_*`` settings (the stack passes them in the environment,
-so secrets never appear in ``ps``); the admin token must be set.
+so secrets never appear in ``ps``); the admin token must be set. With ``FLYWHEEL_GATEWAY_WORKERS``
+above 1 this process starts that many workers on its ports (``serving.gateway.workers``).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
@@ -13,10 +15,16 @@ import uvloop
 
 from flywheel.settings import FlywheelSettings
 from serving.gateway.app import serve
+from serving.gateway.workers import run_workers
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m serving.gateway", description=__doc__)
+    parser.add_argument(
+        "--worker", type=int, metavar="INDEX", help="run as worker INDEX of a replica (its parent sets this)"
+    )
+    arguments = parser.parse_args()
     settings = FlywheelSettings()
     if settings.admin_token is None or not settings.admin_token.get_secret_value():
         print(
@@ -27,7 +35,10 @@ def main() -> int:
     # uvloop: the gateway's CPU per request is mostly event-loop and socket work (profiled).
     # With an Airflow password the retrain bridge (/admin/alerts) is on; without one it is absent.
     password = settings.airflow_password.get_secret_value() if settings.airflow_password else None
-    uvloop.run(serve(settings, settings.admin_token.get_secret_value(), password or None))
+    if arguments.worker is None and settings.gateway_workers > 1:
+        return run_workers(settings)
+    worker = arguments.worker is not None
+    uvloop.run(serve(settings, settings.admin_token.get_secret_value(), password or None, share_ports=worker))
     return 0
 
 

@@ -106,7 +106,7 @@ class CaptureMetrics:
         )  # fmt: skip
         self.buffered_bytes = Gauge(
             "flywheel_capture_buffered_bytes", "Bytes of captured arrays waiting for the next flush.",
-            registry=registry,
+            registry=registry, multiprocess_mode="livesum",
         )  # fmt: skip
 
 

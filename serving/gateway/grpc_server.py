@@ -174,11 +174,17 @@ class GatewayServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return response
 
 
-def create_grpc_server(core: GatewayCore, address: str, max_message_bytes: int) -> grpc.aio.Server:
+def create_grpc_server(
+    core: GatewayCore, address: str, max_message_bytes: int, share_port: bool = False
+) -> grpc.aio.Server:
+    """``share_port``: one of several workers on one port (SO_REUSEPORT). gRPC sets that option by
+    default on Linux, so a lone gateway turns it off: a port taken by another process must fail the
+    start, not be shared with it silently."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 1 if share_port else 0),
         ]
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(GatewayServicer(core), server)

@@ -50,6 +50,9 @@ class GatewayMetrics:
             "flywheel_gateway_start_time_seconds",
             "When this gateway process started (Unix time): a change means its counters restarted.",
             registry=registry,
+            # Workers: the first one's start. A worker's restart keeps the sums (its dead files
+            # still count), so only a new gateway, whose counters do restart, moves it.
+            multiprocess_mode="min",
         )
         self.start_time.set_to_current_time()
         self.replica_requests = Counter(
@@ -63,6 +66,7 @@ class GatewayMetrics:
             "Requests being served now, per model.",
             ["model"],
             registry=registry,
+            multiprocess_mode="livesum",
         )
         self.retries = Counter(
             "flywheel_gateway_failovers",
@@ -113,6 +117,7 @@ class GatewayMetrics:
             "Revision of the routing spec each model is served with.",
             ["model"],
             registry=registry,
+            multiprocess_mode="livemin",  # the oldest revision a live worker still serves
         )
         self.profile_bins = Counter(
             "flywheel_gateway_profile_bin",
@@ -128,6 +133,7 @@ class GatewayMetrics:
         )
         self._variants: dict[tuple[str, str, int, str], VariantMetrics] = {}
         self._in_flight: dict[str, Any] = {}
+        self._replica_attempts: dict[tuple[str, str, str], Any] = {}
 
     def variant(self, model: str, variant: str, version: int, backend: str) -> VariantMetrics:
         key = (model, variant, version, backend)
@@ -139,6 +145,14 @@ class GatewayMetrics:
             )
             self._variants[key] = children
         return children
+
+    def count_replica_attempt(self, kind: str, replica: str, outcome: str) -> None:
+        """One request sent to a server replica (a cached child: this runs on every request)."""
+        key = (kind, replica, outcome)
+        child = self._replica_attempts.get(key)
+        if child is None:
+            child = self._replica_attempts[key] = self.replica_requests.labels(kind, replica, outcome)
+        child.inc()
 
     def in_flight_for(self, model: str) -> Any:
         child = self._in_flight.get(model)

@@ -19,7 +19,7 @@ import brotli
 import numpy as np
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
 from model_store.errors import (
@@ -123,7 +123,9 @@ def body_deadline(timeout_s: float) -> Any:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.body_exists:
+        # A body that arrived with its headers (any small request) needs no timer: that is most
+        # requests, and a timer per request is measurable on the hot path (docs/benchmarks.md).
+        if request.body_exists and not request.content.is_eof():
             try:
                 async with asyncio.timeout(timeout_s):
                     await request.read()
@@ -226,8 +228,9 @@ def outcome_response(outcome: InferenceOutcome, payload: Any) -> web.Response:
 class RestGateway:
     """Handlers of the data-plane routes over one :class:`GatewayCore`."""
 
-    def __init__(self, core: GatewayCore) -> None:
+    def __init__(self, core: GatewayCore, exposition: CollectorRegistry | None = None) -> None:
         self.core = core
+        self.exposition = exposition or core.metrics.registry
 
     async def live(self, request: web.Request) -> web.Response:
         return json_response({"live": True})
@@ -354,7 +357,7 @@ class RestGateway:
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(
-            body=generate_latest(self.core.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            body=generate_latest(self.exposition), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
 
@@ -382,9 +385,14 @@ def create_app(
     max_body_bytes: int,
     admin_app: web.Application | None = None,
     body_timeout_s: float = 30.0,
+    exposition: CollectorRegistry | None = None,
 ) -> web.Application:
-    """The gateway's whole REST surface; ``admin_app`` (``serving.gateway.admin_rest``) mounts at /admin."""
-    rest = RestGateway(core)
+    """The gateway's whole REST surface; ``admin_app`` (``serving.gateway.admin_rest``) mounts at /admin.
+
+    ``exposition``: what /metrics shows, when not the core's own registry (the sum over a replica's
+    workers, ``serving.gateway.workers``).
+    """
+    rest = RestGateway(core, exposition)
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[v2_errors, body_deadline(body_timeout_s), known_models(core)],

@@ -57,12 +57,14 @@ class RetrainMetrics:
             "flywheel_retrain_outbox_pending",
             "Retraining triggers waiting in the outbox for Airflow.",
             registry=registry,
+            multiprocess_mode="livemax",  # one shared outbox: every worker sees the same count
         )
         self.last_failure = Gauge(
             "flywheel_retrain_last_failure_timestamp_seconds",
             "When a retraining run of the model last failed (Unix time); RetrainFailed watches it.",
             ["model"],
             registry=registry,
+            multiprocess_mode="max",
         )
         self.runs = Counter(
             "flywheel_retrain_runs",

@@ -56,7 +56,7 @@ class AttributionSigner:
         self._key = hmac.new(secret.encode(), b"flywheel-attribution-v1", hashlib.sha256).digest()
 
     def _mac(self, payload: bytes) -> str:
-        return base64.urlsafe_b64encode(hmac.new(self._key, payload, hashlib.sha256).digest()[:18]).decode()
+        return base64.urlsafe_b64encode(hmac.digest(self._key, payload, "sha256")[:18]).decode()
 
     def token(self, request_id: str, served: ServedRequest) -> str:
         payload = orjson.dumps(

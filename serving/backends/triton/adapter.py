@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httptools
 import orjson
 import tritonclient.http.aio as triton_http
 from tritonclient.utils import InferenceServerException
@@ -32,8 +33,10 @@ from serving.backends.base import (
     VersionNotLoadedError,
     stage_artifacts,
 )
+from serving.backends.http1 import Http1Pool
 from serving.protocols.v2 import HEADER_LENGTH, decode_response, encode_request
 
+_HEADER, _HEADER_LOWER = HEADER_LENGTH.encode(), HEADER_LENGTH.lower().encode()
 _POLICY_RE = re.compile(r"version_policy\s*:?\s*\{[^}]*\{[^}]*\}\s*\}", re.DOTALL)
 
 
@@ -61,7 +64,7 @@ class TritonBackend:
         # stub process that imports torch, seconds on a busy node, so not the inference budget.
         self._control = triton_http.InferenceServerClient(self.http_url, conn_timeout=load_timeout_s)
         self._lock = asyncio.Lock()
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Http1Pool | None = None
 
     # Control plane ---------------------------------------------------------------------------
     def _write_config(self, model: str, source_config: Path, versions: list[int]) -> None:
@@ -145,27 +148,23 @@ class TritonBackend:
 
     # Data plane ------------------------------------------------------------------------------
     async def infer(self, model: str, version: int, inputs: Tensors) -> Tensors:
-        """One v2 request with binary tensors both ways, on a pooled keep-alive session.
+        """One v2 request with binary tensors both ways, on a pooled keep-alive connection.
 
-        The hot path skips ``tritonclient``'s request objects: building the body from numpy
-        bytes and a small JSON header is a fraction of their cost per request (profiled).
+        The hot path skips ``tritonclient``'s request objects and aiohttp's client: a small JSON
+        header plus the numpy bytes, sent by :class:`~serving.backends.http1.Http1Pool` (each cost
+        a measurable share of the gateway's CPU per request; docs/benchmarks.md).
         """
         body, header_length = encode_request(inputs)
-        session = self._infer_session()
-        url = f"http://{self.http_url}/v2/models/{model}/versions/{version}/infer"
-        # identity: aiohttp offers gzip by default, and Triton then compresses every response.
-        headers = {
-            HEADER_LENGTH: str(header_length),
-            "Content-Type": "application/octet-stream",
-            "Accept-Encoding": "identity",
-        }
+        path = f"/v2/models/{model}/versions/{version}/infer"
+        # No Accept-Encoding: Triton then answers uncompressed (compressing costs both sides).
+        headers = b"Content-Type: application/octet-stream\r\n%s: %d\r\n" % (_HEADER, header_length)
         try:
-            async with session.post(url, data=body, headers=headers) as response:
-                payload = await response.read()
-                status, length = response.status, response.headers.get(HEADER_LENGTH)
-        except (aiohttp.ClientError, TimeoutError, ConnectionError) as error:
+            response = await self._infer_pool().post(path, body, headers)
+        except (ConnectionError, OSError, httptools.HttpParserError) as error:
             raise BackendUnavailableError(f"triton at {self.http_url} is unavailable: {error!r}") from None
+        status, payload = response.status, response.body
         if status == 200:
+            length = response.headers.get(_HEADER_LOWER)
             return decode_response(payload, int(length) if length is not None else None)
         try:
             message = str(orjson.loads(payload).get("error", payload[:500]))
@@ -177,17 +176,15 @@ class TritonBackend:
             raise BackendUnavailableError(f"triton failed ({status}): {message}")
         raise InvalidInputError(f"triton: {message}")
 
-    def _infer_session(self) -> aiohttp.ClientSession:
-        # Created lazily: a session must be made inside the event loop that uses it.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=60),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            )
-        return self._session
+    def _infer_pool(self) -> Http1Pool:
+        # Created lazily: its semaphore belongs to the event loop that uses it.
+        if self._pool is None:
+            host, _, port = self.http_url.rpartition(":")
+            self._pool = Http1Pool(host, int(port), limit=64)
+        return self._pool
 
     async def aclose(self) -> None:
         await self._client.close()
         await self._control.close()
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            self._pool.close()
