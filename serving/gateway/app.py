@@ -153,6 +153,13 @@ async def serve(
         gateway.tasks.append(asyncio.create_task(gateway.retrain.run()))
     if gateway.core.capture is not None:
         gateway.tasks.append(asyncio.create_task(gateway.core.capture.run()))
+    if share_ports:
+        # A worker joins the shared ports only once it can answer: the kernel hands a bound socket
+        # connections at once, and those would get 503s while its siblings could serve them. (A
+        # lone gateway binds at once and answers 503 + Retry-After until ready: its health check
+        # must see it starting.)
+        log.info("worker waiting for its routing specs before taking connections")
+        await gateway.table.loaded_once.wait()
     runner = web.AppRunner(
         gateway.app,
         access_log=None,

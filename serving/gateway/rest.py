@@ -86,54 +86,75 @@ def error_response(
 async def v2_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except web.HTTPException as error:  # aiohttp's own: unknown path (404), body too large (413), ...
+    except Exception as error:
+        return v2_error_response(request, error)
+
+
+def v2_error_response(request: web.Request, error: Exception) -> web.StreamResponse:
+    """Every failure as a v2 ``{"error": ...}`` with its status; unexpected ones are logged, 500.
+    aiohttp's own below 400 (a redirect) is raised again: it is no error."""
+    if isinstance(error, web.HTTPException):  # aiohttp's own: unknown path (404), body too large (413)
         if error.status < 400:
-            raise
+            raise error
         response = error_response(
             error.status, error.reason if error.status != 413 else error.text or error.reason
         )
         if "Allow" in error.headers:  # 405 names the methods the path takes (RFC 9110)
             response.headers["Allow"] = error.headers["Allow"]
         return response
-    except web.RequestPayloadError as error:
+    if isinstance(error, web.RequestPayloadError):
         # A body that does not decode as its Content-Encoding says (gzip, br, deflate) or that
         # broke off: the client's fault, so 400, never 500.
         cause = error.__cause__ or error
         return error_response(400, f"the request body could not be read: {cause}")
-    except Exception as error:
-        status = error_status(error)
-        if status is None:
-            log.exception("unexpected error serving %s %s", request.method, request.path)
-            return error_response(500, f"internal error: {type(error).__name__}")
-        return error_response(
-            status,
-            getattr(error, "message", None) or str(error),
-            request.headers.get("x-request-id"),
-            getattr(error, "retry_after_s", None),
-        )
+    status = error_status(error)
+    if status is None:
+        log.error("unexpected error serving %s %s", request.method, request.path, exc_info=error)
+        return error_response(500, f"internal error: {type(error).__name__}")
+    return error_response(
+        status,
+        getattr(error, "message", None) or str(error),
+        request.headers.get("x-request-id"),
+        getattr(error, "retry_after_s", None),
+    )
 
 
-def body_deadline(timeout_s: float) -> Any:
-    """Read every request body up front, within ``timeout_s``; a slower client gets 408.
+def data_plane(core: GatewayCore, body_timeout_s: float) -> Any:
+    """The one middleware of the data-plane routes (one layer, not three: each costs every request).
 
-    aiohttp has no body-read timeout of its own, so a client announcing a larger Content-Length
-    than it sends would hold a connection (and a handler) forever. The body read here is cached
-    on the request, so handlers read it again for free.
+    - **Body deadline**: every request body is read up front within ``body_timeout_s``; a slower
+      client gets 408. aiohttp has no body-read timeout of its own, so a client announcing a larger
+      Content-Length than it sends would hold a connection (and a handler) forever. The body is
+      cached on the request, so handlers read it again for free.
+    - **Known models**: before a route that names a model this replica does not know, look in the
+      store once. Another gateway replica may have just deployed it (``RoutingTable.lookup_missing``),
+      so metadata, readiness and the compatibility paths answer like inference does, not 404.
+    - **v2 errors**: every failure becomes ``{"error": ...}`` with its status (:func:`v2_errors`).
     """
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        # A body that arrived with its headers (any small request) needs no timer: that is most
-        # requests, and a timer per request is measurable on the hot path (docs/benchmarks.md).
-        if request.body_exists and not request.content.is_eof():
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await request.read()
-            except TimeoutError:
-                response = error_response(408, f"the request body did not arrive within {timeout_s:g} s")
-                response.force_close()
-                return response
-        return await handler(request)
+        try:
+            # A body that arrived with its headers (any small request) needs no timer: that is most
+            # requests, and a timer per request is measurable on the hot path (docs/benchmarks.md).
+            if request.body_exists and not request.content.is_eof():
+                try:
+                    async with asyncio.timeout(body_timeout_s):
+                        await request.read()
+                except TimeoutError:
+                    message = f"the request body did not arrive within {body_timeout_s:g} s"
+                    response = error_response(408, message)
+                    response.force_close()
+                    return response
+            info = request.match_info
+            model = info.get("model")
+            if model is None and "tail" in info:  # TF Serving's /v1/models/<m>[/...][:verb]
+                model = info["tail"].split("/", 1)[0].split(":", 1)[0]
+            if model and core.table.get(model) is None:
+                await core.table.lookup_missing(model)
+            return await handler(request)
+        except Exception as error:
+            return v2_error_response(request, error)
 
     return middleware
 
@@ -361,25 +382,6 @@ class RestGateway:
         )
 
 
-def known_models(core: GatewayCore) -> Any:
-    """Before any route that names a model this replica does not know: look in the store once.
-
-    Another gateway replica may have just deployed it (see ``RoutingTable.lookup_missing``), so
-    metadata, readiness and the compatibility paths answer like inference does, not 404.
-    """
-
-    @web.middleware
-    async def lookup(request: web.Request, handler: Handler) -> web.StreamResponse:
-        model = request.match_info.get("model")
-        if model is None and "tail" in request.match_info:  # TF Serving's /v1/models/<m>[/...][:verb]
-            model = request.match_info["tail"].split("/", 1)[0].split(":", 1)[0]
-        if model and core.table.get(model) is None:
-            await core.table.lookup_missing(model)
-        return await handler(request)
-
-    return lookup
-
-
 def create_app(
     core: GatewayCore,
     max_body_bytes: int,
@@ -395,7 +397,7 @@ def create_app(
     rest = RestGateway(core, exposition)
     app = web.Application(
         client_max_size=max_body_bytes,
-        middlewares=[v2_errors, body_deadline(body_timeout_s), known_models(core)],
+        middlewares=[data_plane(core, body_timeout_s)],
     )
     app.add_routes(
         [
