@@ -15,14 +15,6 @@ from flywheel.stack.sockets import free_port as free_port  # re-exported for the
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port_below(limit: int) -> int:
-    """A free port whose number is at most ``limit`` (for a server that derives a second port from it)."""
-    while True:
-        port = free_port()
-        if port <= limit:
-            return port
-
-
 def free_stack_ports() -> dict[str, int]:
     """A free port for every ``*_port`` setting, so a private stack collides with nothing."""
     from flywheel.settings import FlywheelSettings
@@ -31,8 +23,11 @@ def free_stack_ports() -> dict[str, int]:
     ports = {name: free_port() for name in FlywheelSettings.model_fields if name.endswith("_port")}
     # SeaweedFS's admin takes its HTTP port + 10000 as well: keep both free and, like every other
     # port here, below the ephemeral range (outgoing connections take ports from that range).
+    low, _ = ephemeral_port_range()
+    # Derived ports must stay outside the ephemeral range too: below it, or above it.
+    below = low - 1 - ADMIN_GRPC_OFFSET if low - 1024 >= 1000 else 65535 - ADMIN_GRPC_OFFSET
     while True:
-        admin = free_port_below(ephemeral_port_range()[0] - 1 - ADMIN_GRPC_OFFSET)
+        admin = free_port(below=below)
         if not listeners({admin + ADMIN_GRPC_OFFSET}) and admin + ADMIN_GRPC_OFFSET not in ports.values():
             ports["seaweedfs_admin_port"] = admin
             return ports

@@ -262,41 +262,42 @@ def gateway(
         Path(scratch).chmod(0o755)  # nginx's workers drop root and must reach their folders
         (Path(scratch) / "nginx").mkdir()
         (Path(scratch) / "haproxy").mkdir()
-        config = nginx_config(Path(scratch) / "nginx", nginx_port, triton, name, split)
-        peers = [start_nginx(Path(scratch) / "nginx", config, nginx_port)]
-        haproxy = haproxy_config(Path(scratch) / "haproxy", haproxy_port, triton, name, split)
-        peers.append(start_haproxy(Path(scratch) / "haproxy", haproxy, haproxy_port))
-        peers.append(start_bare_proxy(Path(scratch), floor_port, triton))
-        targets = [
-            Target("direct (Triton)", f"http://{triton}/v2/models/{name}/versions/{version}/infer"),
-            Target(
-                "floor: bare aiohttp proxy",
-                f"http://{settings.host}:{floor_port}/v2/models/{name}/versions/{version}/infer",
-                peers[2].pid,
-            ),
-            Target(
-                gateway_label,
-                f"{first_gateway}/v2/models/{name}/versions/{version}/infer",
-                gateway_pids[0],
-            ),
-            *(
-                [
-                    Target(
-                        f"HAProxy -> {len(layouts)} gateway replicas",
-                        f"{settings.gateway_url}/v2/models/{name}/versions/{version}/infer",
-                        gateway_pids[0],
-                        tuple(gateway_pids[1:]),
-                        balancer_pid=ProcessRecord.from_file(settings.run_dir / "load-balancer.json").pid,
-                    )
-                ]
-                if len(layouts) > 1
-                else []
-            ),
-            Target("nginx split_clients", f"{peer_url(nginx_port)}/v2/models/{name}/infer", peers[0].pid),
-            Target("HAProxy weighted", f"{peer_url(haproxy_port)}/v2/models/{name}/infer", peers[1].pid),
-        ]  # fmt: skip
+        peers: list[ProcessRecord] = []  # started inside the try: a failed start stops the others
         results = {}
         try:
+            config = nginx_config(Path(scratch) / "nginx", nginx_port, triton, name, split)
+            peers.append(start_nginx(Path(scratch) / "nginx", config, nginx_port))
+            haproxy = haproxy_config(Path(scratch) / "haproxy", haproxy_port, triton, name, split)
+            peers.append(start_haproxy(Path(scratch) / "haproxy", haproxy, haproxy_port))
+            peers.append(start_bare_proxy(Path(scratch), floor_port, triton))
+            targets = [
+                Target("direct (Triton)", f"http://{triton}/v2/models/{name}/versions/{version}/infer"),
+                Target(
+                    "floor: bare aiohttp proxy",
+                    f"http://{settings.host}:{floor_port}/v2/models/{name}/versions/{version}/infer",
+                    peers[2].pid,
+                ),
+                Target(
+                    gateway_label,
+                    f"{first_gateway}/v2/models/{name}/versions/{version}/infer",
+                    gateway_pids[0],
+                ),
+                *(
+                    [
+                        Target(
+                            f"HAProxy -> {len(layouts)} gateway replicas",
+                            f"{settings.gateway_url}/v2/models/{name}/versions/{version}/infer",
+                            gateway_pids[0],
+                            tuple(gateway_pids[1:]),
+                            balancer_pid=ProcessRecord.from_file(settings.run_dir / "load-balancer.json").pid,
+                        )
+                    ]
+                    if len(layouts) > 1
+                    else []
+                ),
+                Target("nginx split_clients", f"{peer_url(nginx_port)}/v2/models/{name}/infer", peers[0].pid),
+                Target("HAProxy weighted", f"{peer_url(haproxy_port)}/v2/models/{name}/infer", peers[1].pid),
+            ]  # fmt: skip
             for target in targets:
                 with console.status(f"measuring {target.name}"):
                     results[target.name] = measure(target, body, rate, duration_s, concurrency, requests)

@@ -89,21 +89,29 @@ def ephemeral_port_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now, for short-lived private servers.
+def free_port(host: str = "127.0.0.1", below: int | None = None) -> int:
+    """A port nothing listens on right now, for short-lived private servers (``below``: at most that).
 
-    Picked at random *below* the kernel's ephemeral range: a port from that range (the kernel's own
-    pick for port 0) can be taken as the local port of any outgoing connection before the server it
-    was picked for binds it, and a stack starts a dozen servers over a minute (a gateway lost its
-    gRPC port that way in CI). Random, so concurrent test processes rarely pick the same one.
+    Picked at random *outside* the kernel's ephemeral range (below it, or above it where the
+    range starts too low): a port from that range (the kernel's own pick for port 0) can be taken
+    as the local port of any outgoing connection before the server it was picked for binds it,
+    and a stack starts a dozen servers over a minute (a gateway lost its gRPC port that way in CI).
+    Random, so concurrent test processes rarely pick the same one.
     """
     import random
     import socket
 
-    low, _ = ephemeral_port_range()
-    first = max(1024, low - 12000)
+    low, high = ephemeral_port_range()
+    first, last = (max(1024, low - 12000), low - 1) if low - 1024 >= 1000 else (high + 1, 65535)
+    if below is not None:
+        last = min(last, below)
+    if last < first:
+        raise RuntimeError(
+            f"no port range outside the ephemeral {low}-{high} (net.ipv4.ip_local_port_range)"
+            + (f" at or below {below}" if below is not None else "")
+        )
     for _ in range(200):
-        port = random.randrange(first, low) if low - first >= 1000 else 0
+        port = random.randint(first, last)
         if port in _HANDED_OUT:
             continue
         with socket.socket() as sock:
@@ -111,7 +119,6 @@ def free_port(host: str = "127.0.0.1") -> int:
                 sock.bind((host, port))
             except OSError:
                 continue
-            picked = int(sock.getsockname()[1])
-        _HANDED_OUT.add(picked)
-        return picked
-    raise RuntimeError(f"no free port on {host} in {first}-{low - 1} after 200 tries")
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port on {host} in {first}-{last} after 200 tries")

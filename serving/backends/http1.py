@@ -6,11 +6,13 @@ and a payload writer: about half of the gateway's Python per request (docs/bench
 keep-alive connections (``asyncio.Protocol``), the request written in one call, and the answer
 parsed by ``httptools`` (llhttp, the parser Node.js uses), never by hand.
 
-Failures surface as ``ConnectionError`` (refused, reset, closed before the answer) or
-``httptools.HttpParserError``; a connection that broke or was cancelled mid-request is closed,
-never reused. A POST on a reused connection that the server had closed while idle (its
-keep-alive timeout) is sent once more on a new one: nothing reached the server, and inference
-has no side effects to repeat.
+Failures surface as ``ConnectionError`` (refused, reset, closed before the answer, no answer
+within ``timeout_s``: :class:`Http1TimeoutError`); a connection that broke, timed out or was
+cancelled mid-request is closed, never reused. A POST on a *reused* connection that the server
+closed before sending any byte of the answer is sent once more on a new one: that is nearly
+always a keep-alive connection the server closed while it sat idle, and inference has no side
+effects to repeat (a server that crashed on the request gets it once more, on a new connection).
+Interim 1xx answers (RFC 9110 lets a server send them unasked) are skipped.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ class Http1Response:
 
 class _StaleConnectionError(ConnectionError):
     """Closed by the server before any byte of the answer: safe to send again."""
+
+
+class Http1TimeoutError(ConnectionError):
+    """No whole answer within the request's ``timeout_s``."""
 
 
 class _Connection(asyncio.Protocol):
@@ -73,8 +79,12 @@ class _Connection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self.headers, self.body = {}, []  # an interim answer: the real one follows
+            return
         self.reusable = self.parser.should_keep_alive()
-        response = Http1Response(self.parser.get_status_code(), self.headers, b"".join(self.body))
+        response = Http1Response(status, self.headers, b"".join(self.body))
         self.headers, self.body, self.received = {}, [], False
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(response)
@@ -120,8 +130,20 @@ class Http1Pool:
                 return connection
         return None
 
-    async def post(self, path: str, body: bytes, headers: bytes = b"") -> Http1Response:
-        """POST ``body``; ``headers`` are complete ``Name: value\\r\\n`` lines (no Host or length)."""
+    async def post(
+        self, path: str, body: bytes, headers: bytes = b"", timeout_s: float | None = None
+    ) -> Http1Response:
+        """POST ``body``; ``headers`` are complete ``Name: value\\r\\n`` lines (no Host or length).
+        ``timeout_s`` bounds the whole exchange, a wait for a free connection included."""
+        if timeout_s is None:
+            return await self._post(path, body, headers)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._post(path, body, headers)
+        except TimeoutError:
+            raise Http1TimeoutError(f"no answer within {timeout_s:g} s") from None
+
+    async def _post(self, path: str, body: bytes, headers: bytes) -> Http1Response:
         request = b"".join(
             (
                 b"POST ",

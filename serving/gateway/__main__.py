@@ -11,10 +11,7 @@ import argparse
 import logging
 import sys
 
-import uvloop
-
 from flywheel.settings import FlywheelSettings
-from serving.gateway.app import serve
 from serving.gateway.workers import run_workers
 
 
@@ -36,7 +33,13 @@ def main() -> int:
     # With an Airflow password the retrain bridge (/admin/alerts) is on; without one it is absent.
     password = settings.airflow_password.get_secret_value() if settings.airflow_password else None
     if arguments.worker is None and settings.gateway_workers > 1:
+        # The parent imports no more than this: numpy and pyarrow would start threads, and a
+        # thread with the signals unblocked would take the SIGTERM or SIGCHLD it waits for.
         return run_workers(settings)
+    import uvloop
+
+    from serving.gateway.app import serve
+
     worker = arguments.worker is not None
     uvloop.run(serve(settings, settings.admin_token.get_secret_value(), password or None, share_ports=worker))
     return 0

@@ -33,6 +33,8 @@ from serving.routing.spec_store import SpecStore
 log = logging.getLogger(__name__)
 #: A stopping gateway waits this long for its last capture batch to reach the store.
 CAPTURE_FINAL_FLUSH_S = 10.0
+#: A worker binds the shared ports once its routing specs are loaded, or after this long anyway.
+WORKER_READY_WAIT_S = 60.0
 
 
 @dataclass
@@ -158,8 +160,12 @@ async def serve(
         # connections at once, and those would get 503s while its siblings could serve them. (A
         # lone gateway binds at once and answers 503 + Retry-After until ready: its health check
         # must see it starting.)
+        # Bounded: a store that is down must not keep a worker off its port forever; it then
+        # answers 503 + Retry-After until its specs load, like a lone gateway.
         log.info("worker waiting for its routing specs before taking connections")
-        await gateway.table.loaded_once.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(WORKER_READY_WAIT_S):
+                await gateway.table.loaded_once.wait()
     runner = web.AppRunner(
         gateway.app,
         access_log=None,

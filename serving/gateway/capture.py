@@ -130,8 +130,6 @@ class CaptureWriter:
         self.metrics = CaptureMetrics(registry)
         self._buffer: deque[CapturedRequest] = deque()
         self._buffered_bytes = 0
-        # Read at scrape time: the request path does not touch the gauge.
-        self.metrics.buffered_bytes.set_function(lambda: self._buffered_bytes)
         self._sequence = 0
         #: Distinguishes this process's objects from an earlier run of the same replica.
         self._nonce = secrets.token_hex(3)
@@ -143,6 +141,17 @@ class CaptureWriter:
         self._failures = 0
 
     # The request path -----------------------------------------------------------------------------
+    @property
+    def _buffered_bytes(self) -> int:
+        return self._bytes_waiting
+
+    @_buffered_bytes.setter
+    def _buffered_bytes(self, value: int) -> None:
+        # Set on every change (sampled requests and flushes only), not read at scrape time: a
+        # callback gauge is invisible to the sum over gateway workers (multiprocess mode).
+        self._bytes_waiting = value
+        self.metrics.buffered_bytes.set(value)
+
     def offer(
         self,
         model: str,

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 #: prometheus-client's own switch, read when it is imported: set for the workers only.
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: A worker that dies this soon after its start, this many times in a row, stops the replica.
-QUICK_DEATH_S, QUICK_DEATHS = 10.0, 3
+QUICK_DEATH_S, QUICK_DEATHS = 30.0, 3
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
 
 
@@ -62,6 +62,10 @@ def _unblock_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1
+
+
 def start_worker(settings: FlywheelSettings, index: int, metrics_folder: Path) -> Worker:
     env = {
         **os.environ,
@@ -72,7 +76,7 @@ def start_worker(settings: FlywheelSettings, index: int, metrics_folder: Path) -
     process = subprocess.Popen(
         [sys.executable, "-m", "serving.gateway", "--worker", str(index)],
         env=env,
-        preexec_fn=_unblock_signals,  # safe here: the parent runs no threads
+        preexec_fn=_unblock_signals,  # safe: the parent runs no other thread
     )
     log.info("gateway worker %d started (pid %d)", index, process.pid)
     return Worker(index, process, time.monotonic())
@@ -105,7 +109,11 @@ def run_workers(settings: FlywheelSettings, grace_s: float = 20.0) -> int:
     # A new replica's counters start at zero: files of an earlier run would be summed in.
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, mode=0o700)
+    # Blocked, then waited for: with no other thread (checked: imports stay light here), a signal
+    # arriving while workers start or stop waits for sigtimedwait instead of killing this process.
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    if _threads() > 1:
+        log.warning("the workers' parent runs %d threads: a signal may reach one of them", _threads())
     workers = {index: start_worker(settings, index, folder) for index in range(settings.gateway_workers)}
     quick_deaths = 0
     try:

@@ -4,17 +4,28 @@ servers that close idle or half-answered connections, chunked answers, and cance
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import pytest
+import uvloop
 from aiohttp import web
 
 from serving.backends.http1 import Http1Pool
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Runner = Callable[[Coroutine[Any, Any, None]], None]
 
 
-async def echo_server(connections: list[object], **runner_options: float) -> tuple[web.AppRunner, int]:
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Runner:
+    """Each scenario on asyncio's loop and on uvloop, the gateway's (their transports differ)."""
+    return asyncio.run if request.param == "asyncio" else uvloop.run
+
+
+async def echo_server(
+    connections: list[object], keepalive_timeout: float = 75.0
+) -> tuple[web.AppRunner, int]:
     """An aiohttp server that echoes the body and counts the connections it accepted."""
 
     async def echo(request: web.Request) -> web.Response:
@@ -24,7 +35,7 @@ async def echo_server(connections: list[object], **runner_options: float) -> tup
 
     app = web.Application()
     app.router.add_post("/echo", echo)
-    runner = web.AppRunner(app, access_log=None, **runner_options)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=keepalive_timeout)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -48,7 +59,7 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(length)
 
 
-def test_requests_reuse_one_keep_alive_connection_and_carry_body_and_headers() -> None:
+def test_requests_reuse_one_keep_alive_connection_and_carry_body_and_headers(run: Runner) -> None:
     async def scenario() -> None:
         connections: list[object] = []
         runner, port = await echo_server(connections)
@@ -66,10 +77,10 @@ def test_requests_reuse_one_keep_alive_connection_and_carry_body_and_headers() -
             pool.close()
             await runner.cleanup()
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
-def test_concurrent_requests_never_open_more_connections_than_the_limit() -> None:
+def test_concurrent_requests_never_open_more_connections_than_the_limit(run: Runner) -> None:
     async def scenario() -> None:
         connections: list[object] = []
         runner, port = await echo_server(connections)
@@ -84,10 +95,10 @@ def test_concurrent_requests_never_open_more_connections_than_the_limit() -> Non
             pool.close()
             await runner.cleanup()
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
-def test_a_connection_the_server_closed_while_idle_is_replaced_without_an_error() -> None:
+def test_a_connection_the_server_closed_while_idle_is_replaced_without_an_error(run: Runner) -> None:
     """The server's keep-alive timeout closes the pooled connection; the next POST still answers."""
 
     async def scenario() -> None:
@@ -106,10 +117,10 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_without_an_error(
             pool.close()
             await runner.cleanup()
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
-def test_a_server_that_closes_mid_answer_fails_the_request_and_the_pool_recovers() -> None:
+def test_a_server_that_closes_mid_answer_fails_the_request_and_the_pool_recovers(run: Runner) -> None:
     async def scenario() -> None:
         served = 0
 
@@ -136,10 +147,10 @@ def test_a_server_that_closes_mid_answer_fails_the_request_and_the_pool_recovers
             pool.close()
             server.close()
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
-def test_chunked_and_connection_close_answers() -> None:
+def test_chunked_and_connection_close_answers(run: Runner) -> None:
     async def scenario() -> None:
         async def chunked_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await read_request(reader)
@@ -161,10 +172,10 @@ def test_chunked_and_connection_close_answers() -> None:
             pool.close()
             server.close()
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
-def test_nothing_listening_is_a_connection_error() -> None:
+def test_nothing_listening_is_a_connection_error(run: Runner) -> None:
     async def scenario() -> None:
         server, port = await raw_server(read_request)  # type: ignore[arg-type]
         server.close()
@@ -172,10 +183,10 @@ def test_nothing_listening_is_a_connection_error() -> None:
         with pytest.raises(ConnectionError):
             await Http1Pool("127.0.0.1", port).post("/x", b"")
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
-def test_a_cancelled_request_closes_its_connection_and_frees_its_slot() -> None:
+def test_a_cancelled_request_closes_its_connection_and_frees_its_slot(run: Runner) -> None:
     """The caller's timeout: the hung connection is dropped (its answer could arrive later and be
     read as the next request's), and the pool's one slot serves the next request."""
 
@@ -205,4 +216,62 @@ def test_a_cancelled_request_closes_its_connection_and_frees_its_slot() -> None:
             pool.close()
             server.close()
 
-    asyncio.run(scenario())
+    run(scenario())
+
+
+def test_a_request_the_server_dropped_unanswered_on_a_reused_connection_is_sent_again(run: Runner) -> None:
+    """The race a keep-alive timeout makes: the server closes the pooled connection just as the
+    next request arrives on it, without a byte of answer. The pool sends it once more, anew."""
+
+    async def scenario() -> None:
+        accepted = 0
+
+        async def answer_once_then_drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            body = await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+            if accepted == 1:
+                await read_request(reader)  # the second request: read, never answered
+                writer.close()
+
+        server, port = await raw_server(answer_once_then_drop)
+        pool = Http1Pool("127.0.0.1", port)
+        try:
+            assert (await pool.post("/x", b"one")).body == b"one"
+            assert (await asyncio.wait_for(pool.post("/x", b"two"), 5)).body == b"two"
+            assert accepted == 2
+        finally:
+            pool.close()
+            server.close()
+
+    run(scenario())
+
+
+def test_interim_1xx_answers_are_skipped_and_a_timeout_is_a_connection_error(run: Runner) -> None:
+    async def scenario() -> None:
+        async def continue_then_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                body = await read_request(reader)
+                if body == b"hang":
+                    await reader.read()
+                    return
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                await writer.drain()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+
+        server, port = await raw_server(continue_then_answer)
+        pool = Http1Pool("127.0.0.1", port)
+        try:
+            for index in range(3):  # answers stay paired with their requests
+                answer = await pool.post("/x", f"r{index}".encode())
+                assert (answer.status, answer.body) == (200, f"r{index}".encode())
+            with pytest.raises(ConnectionError, match="no answer within"):
+                await pool.post("/x", b"hang", timeout_s=0.2)
+        finally:
+            pool.close()
+            server.close()
+
+    run(scenario())

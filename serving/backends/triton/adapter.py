@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httptools
 import orjson
 import tritonclient.http.aio as triton_http
 from tritonclient.utils import InferenceServerException
@@ -159,8 +158,8 @@ class TritonBackend:
         # No Accept-Encoding: Triton then answers uncompressed (compressing costs both sides).
         headers = b"Content-Type: application/octet-stream\r\n%s: %d\r\n" % (_HEADER, header_length)
         try:
-            response = await self._infer_pool().post(path, body, headers)
-        except (ConnectionError, OSError, httptools.HttpParserError) as error:
+            response = await self._infer_pool().post(path, body, headers, self.timeout_s)
+        except (ConnectionError, OSError) as error:  # Http1TimeoutError is one
             raise BackendUnavailableError(f"triton at {self.http_url} is unavailable: {error!r}") from None
         status, payload = response.status, response.body
         if status == 200:
