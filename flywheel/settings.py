@@ -434,6 +434,11 @@ class FlywheelSettings(BaseSettings):
     retrain_canary_interval_s: float = Field(
         default=30.0, gt=0, description="Bake time of each step of a retrained version's canary."
     )
+    retrain_canary_analysis: dict[str, float] = Field(
+        default_factory=dict,
+        description="Analysis thresholds of a retrained version's canary (its params.analysis), over the "
+        'defaults, e.g. {"max_p99_ratio": 5}.',
+    )
     retrain_alerts: str = Field(
         default="FeatureDrift,PredictionDrift,ModelQualityDegraded",
         description="Comma-separated alert names that trigger retraining; other alerts are only recorded.",

@@ -340,6 +340,8 @@ def deploy_run(
                 "steps": [float(step) for step in (steps or settings.retrain_canary_steps).split(",")],
                 "interval_s": parse_duration(interval) if interval else settings.retrain_canary_interval_s,
             }
+            if settings.retrain_canary_analysis:
+                body["params"] = {"analysis": settings.retrain_canary_analysis}
         except ValueError as error:
             fail(f"--steps/--interval: {error}", as_json, exit_code=2)
     else:

@@ -2,9 +2,11 @@
 
 Phases, each ended by one compare-and-swap write of the spec:
 
-1. **warming**: green is loaded beside blue with no traffic. The controller checks its readiness
-   and sends it ``warmup_requests`` real inferences, each also sent to blue; any error, or a mean
-   absolute difference between their answers above ``max_warmup_mean_abs_diff``, discards green.
+1. **warming**: green is loaded beside blue with no traffic. The controller checks its readiness,
+   waits until blue has served ``min_requests`` since warming began (that window is the bake's
+   latency baseline), and sends green ``warmup_requests`` real inferences, each also sent to blue;
+   any error, or a mean absolute difference between their answers above
+   ``max_warmup_mean_abs_diff``, discards green.
 2. **switch**: ``active`` flips to green in one write; gateways swap routers whole, so no request
    is dropped or split. Blue stays loaded and idle.
 3. **baking**: for ``interval_s`` green's live window is analysed against blue's last live
@@ -22,7 +24,7 @@ import numpy as np
 from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_fixed
 
 from serving.protocols.examples import example_inputs, v2_request
-from serving.rollout.analysis import VariantCounters, Verdict, analyse, counters_json
+from serving.rollout.analysis import DEFAULT_THRESHOLDS, VariantCounters, Verdict, analyse, counters_json
 from serving.rollout.context import RolloutContext
 from serving.rollout.label_checks import with_quality
 from serving.routing import operations
@@ -111,6 +113,12 @@ def drive(context: RolloutContext, spec: RoutingSpec) -> dict[str, Any] | None:
                 "blue-green warm-up",
             )
         problems = checked.reasons if checked.passed is False else []
+        blue_window = now[blue.name].minus(VariantCounters.from_json(rollout.baseline[blue.name]))
+        if not problems and blue_window.requests < {**DEFAULT_THRESHOLDS, **thresholds}["min_requests"]:
+            # Blue's window since warming began is the bake's latency baseline (after the switch
+            # blue gets nothing): too few requests in it and green's p99 could never be judged, so
+            # a slow green would pass. Wait for traffic, as a canary step waits for its requests.
+            return None
         if not problems:
             problems = warm_up(context.gateway_url, spec.model, blue, green, thresholds)
         if problems:
@@ -126,7 +134,6 @@ def drive(context: RolloutContext, spec: RoutingSpec) -> dict[str, Any] | None:
                 "; ".join(problems),
                 verdict.to_json(),
             )
-        blue_window = now[blue.name].minus(VariantCounters.from_json(rollout.baseline[blue.name]))
         switched = {"blue_window": blue_window.to_json(), green.name: now[green.name].to_json()}
         return context.write(
             spec,
