@@ -156,12 +156,10 @@ async def serve(
     if gateway.core.capture is not None:
         gateway.tasks.append(asyncio.create_task(gateway.core.capture.run()))
     if share_ports:
-        # A worker joins the shared ports only once it can answer: the kernel hands a bound socket
-        # connections at once, and those would get 503s while its siblings could serve them. (A
-        # lone gateway binds at once and answers 503 + Retry-After until ready: its health check
-        # must see it starting.)
-        # Bounded: a store that is down must not keep a worker off its port forever; it then
-        # answers 503 + Retry-After until its specs load, like a lone gateway.
+        # A worker joins the shared ports once it can answer: the kernel hands a bound socket
+        # connections at once, and they would get 503s its siblings could serve. Bounded: a store
+        # that is down must not keep it off the port forever; it then answers 503 + Retry-After
+        # until its specs load, as a lone gateway does from its start (its health check must see it).
         log.info("worker waiting for its routing specs before taking connections")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(WORKER_READY_WAIT_S):
